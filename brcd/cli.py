@@ -1,0 +1,60 @@
+"""``brcd``: the command line every Snakemake rule calls.
+
+Subcommands are listed here with their one-line help; a subcommand's module is
+imported only when that subcommand runs, so ``brcd --help`` stays instant.
+Each stage module provides ``configure_parser(parser)`` and ``run(args)``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from brcd import __version__
+from brcd.errors import BrcdError
+
+#: subcommand -> (module implementing it, one-line help), in workflow order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check-config": ("brcd.config_cli", "validate a grid config (schema + registries) and print it with defaults"),
+    "split": ("brcd.data.split_cli", "draw the seeded splits of one dataset -> results/{dataset}/split.parquet"),
+}
+
+log = logging.getLogger("brcd")
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brcd",
+        description="BRCD benchmark: distil unsupervised image-hashing models and evaluate them. "
+        "Normally driven by Snakemake (see README); every stage is also a subcommand here.",
+    )
+    parser.add_argument("--version", action="version", version=f"brcd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == selected:
+            importlib.import_module(module).configure_parser(sub)
+    return parser
+
+
+def _selected_command(argv: list[str]) -> str | None:
+    return next((arg for arg in argv if arg in COMMANDS), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = _selected_command(argv)
+    args = build_parser(selected).parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        importlib.import_module(COMMANDS[args.command][0]).run(args)
+    except BrcdError as exc:
+        print(f"brcd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

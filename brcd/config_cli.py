@@ -1,0 +1,13 @@
+"""``brcd check-config``: validate a config and show it with defaults filled in."""
+from __future__ import annotations
+
+from brcd.config import dump, load_config
+
+
+def configure_parser(parser) -> None:
+    parser.add_argument("config", help="grid config YAML, e.g. config/demo.yaml")
+
+
+def run(args) -> None:
+    config = load_config(args.config)
+    print(dump(config), end="")

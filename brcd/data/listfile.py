@@ -1,0 +1,102 @@
+"""NUS-WIDE, MS-COCO and ImageNet-100 from the widely used hashing list files.
+
+Each line of a list file is ``relative/path.jpg 0 1 0 ...``: an image path
+relative to the image root, then the multi-hot label vector. Several list
+files (e.g. ``database.txt`` and ``test.txt``) are concatenated in the order
+given, forming one pool from which SPEC §5's protocol carves the splits.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from brcd.data.base import DATASETS, ImageDataset, to_rgb
+from brcd.errors import DataError
+
+
+def parse_list_file(path: Path, num_classes: int, key: str) -> tuple[list[str], np.ndarray]:
+    """Read one list file, checking every line's label width and values."""
+    if not path.is_file():
+        raise DataError(f"list file {path} not found (config key `{key}`); point it at the dataset's list file")
+    paths, rows = [], []
+    with open(path) as handle:
+        for lineno, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            labels = fields[1:]
+            if len(labels) != num_classes:
+                raise DataError(
+                    f"{path}:{lineno}: expected {num_classes} labels after the image path, found {len(labels)} "
+                    f"(set `{key.rsplit('.', 1)[0]}.num_classes` if this list has a different label width)"
+                )
+            if any(value not in ("0", "1") for value in labels):
+                raise DataError(f"{path}:{lineno}: labels must be 0 or 1, got {' '.join(labels)}")
+            paths.append(fields[0])
+            rows.append([value == "1" for value in labels])
+    if not paths:
+        raise DataError(f"list file {path} has no entries (config key `{key}`)")
+    return paths, np.asarray(rows, dtype=np.uint8)
+
+
+class ListFileDataset(ImageDataset):
+    """Images under ``root`` listed, with labels, in one or more list files."""
+
+    protocol = "pool"
+    default_num_classes: int
+
+    def __init__(self, options: dict):
+        prefix = f"datasets.{self.name}"
+        root = options.get("root")
+        if not root:
+            raise DataError(f"`{prefix}.root` is not set; set it to the folder the list file's image paths are relative to")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"image root {self.root} (`{prefix}.root`) does not exist")
+        lists = options.get("lists")
+        if not lists:
+            raise DataError(f"`{prefix}.lists` is not set; give the list file(s), e.g. [database.txt, test.txt]")
+        if isinstance(lists, str):
+            lists = [lists]
+        num_classes = int(options.get("num_classes", self.default_num_classes))
+        paths, labels = [], []
+        for entry in lists:
+            list_path = Path(entry) if os.path.isabs(entry) else self.root / entry
+            p, l = parse_list_file(list_path, num_classes, f"{prefix}.lists")
+            paths += p
+            labels.append(l)
+        missing = [p for p in paths if not (self.root / p).is_file()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} image(s) named in `{prefix}.lists` are missing under {self.root}, "
+                f"e.g. {missing[0]}; check `{prefix}.root`"
+            )
+        self.paths = paths
+        self.labels = np.concatenate(labels)
+        self.partitions = {"all": np.arange(len(paths))}
+
+    def image(self, index: int) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(self.root / self.paths[index]) as img:
+            return to_rgb(np.asarray(img.convert("RGB")))
+
+
+@DATASETS.register("nuswide")
+class NUSWIDE(ListFileDataset):
+    name = "nuswide"
+    default_num_classes = 21
+
+
+@DATASETS.register("coco")
+class COCO(ListFileDataset):
+    name = "coco"
+    default_num_classes = 80
+
+
+@DATASETS.register("imagenet100")
+class ImageNet100(ListFileDataset):
+    name = "imagenet100"
+    default_num_classes = 100
