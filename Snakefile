@@ -14,12 +14,25 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
+    bits=r"\d+",
+    seed=r"\d+",
+    hash="[^/]+",
+    teacher="[^/]+",
+    student="[^/]+",
+    kd="[^/]+",
+    backbone="[^/]+",
+    paradigm="sym|asym|teacher",
+    model=r"teacher/[^/]+/[^/]+|student/[^/]+/[^/]+/[^/]+/[^/]+",
 
 
 include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/cluster.smk"
+include: "workflow/rules/distill.smk"
 
 
 rule all:
     input:
-        all_targets(),
+        metrics_targets(config),
     default_target: True

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from brcd.data.base import ImageDataset
 from brcd.errors import ConfigError, DataError
-from brcd.io import read_parquet, write_parquet
+from brcd.io import read_parquet, stable_hash, write_parquet
 from brcd.registry import Registry
 
 SPLITS = ("train", "query", "val", "database")
@@ -162,6 +162,11 @@ class Splits:
             return np.stack([self._labels[int(i)] for i in indices])
         except KeyError as exc:
             raise DataError(f"index {exc.args[0]} has no labels in {self.path}; is it from another split file?") from None
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the split membership: identifies this exact draw in other files' metadata."""
+        return stable_hash({name: idx.tolist() for name, idx in self.indices.items()})
 
     def all_indices(self) -> np.ndarray:
         """Every dataset index that some split uses, sorted."""

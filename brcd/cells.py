@@ -1,0 +1,121 @@
+"""Cells of the grid: their result paths (SPEC §9) and their config hashes.
+
+A *cell* is one point of the grid: (dataset, bits, hash objective, teacher,
+seed) for a teacher, plus (student, kd) for a student. The path templates here
+are the contract between Snakemake rules; ``workflow/rules/common.smk`` uses
+the same templates, so there is one definition of every path.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping
+
+from brcd.io import stable_hash
+
+SPLIT = "results/{dataset}/split.parquet"
+FEATURES = "results/{dataset}/features/{backbone}"
+TEACHER_DIR = "results/{dataset}/{bits}/teacher/{hash}/{teacher}/seed{seed}"
+CLUSTERS = "results/{dataset}/{bits}/clusters/{hash}/{teacher}/seed{seed}/clusters.parquet"
+STUDENT_DIR = "results/{dataset}/{bits}/student/{hash}/{teacher}/{student}/{kd}/seed{seed}"
+TIMING_ENCODER = "results/timing/encoder/{dataset}/{backbone}.json"
+TIMING_SEARCH = "results/timing/search/{bits}.json"
+REPORT = "reports/{name}.md"
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    bits: int
+    hash: str
+    teacher: str
+    seed: int
+    student: str | None = None
+    kd: str | None = None
+
+    @property
+    def role(self) -> str:
+        return "teacher" if self.student is None else "student"
+
+    @property
+    def backbone(self) -> str:
+        """Alias of the backbone whose head this cell trains."""
+        return self.teacher if self.student is None else self.student
+
+    @property
+    def model(self) -> str:
+        """The model's name in metadata: its results path without dataset, bits and seed."""
+        if self.student is None:
+            return f"teacher/{self.hash}/{self.teacher}"
+        return f"student/{self.hash}/{self.teacher}/{self.student}/{self.kd}"
+
+    def teacher_cell(self) -> "Cell":
+        return Cell(self.dataset, self.bits, self.hash, self.teacher, self.seed)
+
+    def directory(self) -> str:
+        template = TEACHER_DIR if self.student is None else STUDENT_DIR
+        return template.format(**asdict(self))
+
+    def parameters(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def config_subset(self, config: Mapping) -> dict:
+        """Every config value this cell's result depends on."""
+        from brcd.train import TrainSettings
+
+        subset = {
+            "dataset": config["datasets"][self.dataset],
+            "split_seed": config.get("split_seed", 0),
+            "mode": config.get("mode", "bank"),
+            "views": config.get("views") if config.get("mode", "bank") == "bank" else None,
+            "aug_seed": config.get("aug_seed", 0),
+            "teacher_backbone": config["backbones"][self.teacher],
+            "teacher_train": asdict(TrainSettings.from_config(config, "teacher")),
+            **self.parameters(),
+        }
+        if self.student is not None:
+            subset["student_backbone"] = config["backbones"][self.student]
+            subset["student_train"] = asdict(TrainSettings.from_config(config, "student"))
+            if self.kd.startswith("brcd"):  # only BRCD variants read the `brcd` section
+                subset["brcd"] = config.get("brcd", {})
+        return subset
+
+    def config_hash(self, config: Mapping) -> str:
+        return stable_hash(self.config_subset(config))
+
+    def metadata(self, config: Mapping) -> dict:
+        """Metadata every file of this cell carries (SPEC §7)."""
+        return {
+            **self.parameters(),
+            "model": self.model,
+            "backbone": self.backbone,
+            "config_hash": self.config_hash(config),
+        }
+
+
+def cell_from_model(dataset: str, bits: int, model: str, seed: int) -> Cell:
+    """Inverse of :attr:`Cell.model`: ``teacher/{hash}/{teacher}`` or
+    ``student/{hash}/{teacher}/{student}/{kd}``."""
+    from brcd.errors import ConfigError
+
+    parts = model.split("/")
+    if parts[0] == "teacher" and len(parts) == 3:
+        return Cell(dataset, int(bits), parts[1], parts[2], int(seed))
+    if parts[0] == "student" and len(parts) == 5:
+        return Cell(dataset, int(bits), parts[1], parts[2], int(seed), parts[3], parts[4])
+    raise ConfigError(f"model {model!r} is neither teacher/HASH/TEACHER nor student/HASH/TEACHER/STUDENT/KD")
+
+
+def cell_from_args(args) -> Cell:
+    return Cell(args.dataset, int(args.bits), args.hash, args.teacher, int(args.seed),
+                getattr(args, "student", None), getattr(args, "kd", None))
+
+
+def add_cell_arguments(parser, student: bool = False) -> None:
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--bits", type=int, required=True)
+    parser.add_argument("--hash", default="cibhash", help="hashing objective (config `hash`)")
+    parser.add_argument("--teacher", required=True, help="teacher backbone alias")
+    parser.add_argument("--seed", type=int, default=0)
+    if student:
+        parser.add_argument("--student", required=True, help="student backbone alias")
+        parser.add_argument("--kd", required=True, help="distillation method (config `kd`)")

@@ -1,0 +1,68 @@
+"""Trained hashing heads on disk: ``model.pt`` as a plain state-dict bundle.
+
+Loaded with ``torch.load(weights_only=True)``: tensors, numbers and strings
+only, never arbitrary pickled objects.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from brcd.errors import DataError
+from brcd.io import atomic_path, check_metadata
+
+FORMAT = "brcd-checkpoint-1"
+
+
+def head_spec(backbone_options: Mapping, bits: int, feature_dim: int) -> dict:
+    """Everything needed to rebuild a head: kind, input width, bits, hidden width."""
+    return {
+        "kind": backbone_options.get("head", "mlp"),
+        "in_dim": int(feature_dim),
+        "bits": int(bits),
+        "hidden": int(backbone_options.get("hidden", 1000)),
+    }
+
+
+def build_head(spec: Mapping) -> torch.nn.Module:
+    from brcd.models import create_head
+
+    return create_head(spec["kind"], spec["in_dim"], spec["bits"], hidden=spec["hidden"])
+
+
+def save_checkpoint(path: str | os.PathLike, spec: Mapping, heads: Mapping[str, Mapping], best: Mapping,
+                    metadata: Mapping) -> None:
+    """``heads``: selection criterion -> head state dict (e.g. ``teacher``, or ``sym`` and ``asym``)."""
+    bundle = {
+        "format": FORMAT,
+        "head": dict(spec),
+        "heads": {name: {k: v.detach().cpu() for k, v in state.items()} for name, state in heads.items()},
+        "best": {name: {"epoch": int(b["epoch"]), "map": float(b["map"])} for name, b in best.items()},
+        "metadata": dict(metadata),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(bundle, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, expected: Mapping | None = None) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"checkpoint {path} not found; train it first (rule train_teacher / train_student)")
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path} is not a brcd checkpoint readable with weights_only=True ({exc})") from None
+    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
+        raise DataError(f"{path} is not a {FORMAT} checkpoint; retrain it with this version of brcd")
+    if expected:
+        check_metadata(bundle["metadata"], expected, f"checkpoint {path}", "Retrain it for the requested cell.")
+    return bundle
+
+
+def load_head(bundle: Mapping, criterion: str) -> torch.nn.Module:
+    head = build_head(bundle["head"])
+    head.load_state_dict(bundle["heads"][criterion])
+    return head.eval()

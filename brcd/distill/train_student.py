@@ -1,0 +1,146 @@
+"""``brcd train-student``: distil a frozen teacher into a student head (SPEC §4).
+
+L_student = L_hash(student views) + λ · L_kd. For every step both views of a
+training image are the *same augmented pixels* for teacher and student (same
+(aug_seed, image, view) in the feature bank or online); the teacher's codes of
+a view come from the teacher's trained head on the teacher backbone's features
+of that view. The student's own objective is the cell's hashing objective.
+
+Model selection runs on the validation split only and is tracked separately
+for the two paradigms (two best heads in ``model.pt``, like the reference
+code): ``sym`` — student validation codes against student database codes;
+``asym`` — student validation codes against the teacher's database codes.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from brcd.cells import Cell
+from brcd.checkpoint import build_head, head_spec, load_checkpoint, load_head, save_checkpoint
+from brcd.config import backbone_options, dataset_options
+from brcd.data.splits import Splits
+from brcd.distill import KD_LOSSES, KDBatch, create_distill_loss
+from brcd.features import NUM_ROTATIONS, create_source
+from brcd.hashing import create_objective, hash_codes
+from brcd.train import TrainSettings, encode_features, fit, split_validator
+
+log = logging.getLogger(__name__)
+
+
+def _teacher_codes(logits: torch.Tensor) -> torch.Tensor:
+    return torch.where(logits >= 0, 1.0, -1.0)
+
+
+def load_teacher(config: Mapping, cell: Cell, checkpoint: str, splits: Splits, device) -> torch.nn.Module:
+    """The trained teacher head of this cell's teacher, frozen."""
+    teacher = cell.teacher_cell()
+    expected = {"model": teacher.model, "dataset": cell.dataset, "bits": cell.bits, "seed": cell.seed,
+                "split": splits.fingerprint}
+    head = load_head(load_checkpoint(checkpoint, expected), "teacher").to(device)
+    for p in head.parameters():
+        p.requires_grad_(False)
+    return head
+
+
+def load_cell_clusters(path: str | None, cell: Cell, splits: Splits):
+    from brcd.cluster import expected_cell, load_clusters
+
+    if path is None:
+        return None
+    expected = expected_cell(cell.dataset, cell.bits, teacher=cell.teacher_cell().model,
+                             train_indices=splits.indices["train"])
+    return load_clusters(path, expected, train_indices=splits.indices["train"])
+
+
+def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoint: str, out: str,
+                  log_path: str | None = None, student_bank: str | None = None, teacher_bank: str | None = None,
+                  clusters_path: str | None = None, device="cpu") -> dict:
+    from brcd.runtime import seed_everything
+
+    settings = TrainSettings.from_config(config, "student")
+    brcd_settings = dict(config.get("brcd", {}))
+    kd_class = KD_LOSSES.get(cell.kd)  # unknown method -> clear error before any work
+    splits = Splits(split_path)
+    num_train = len(splits.indices["train"])
+    teacher_head = load_teacher(config, cell, teacher_checkpoint, splits, device)
+    clusters = load_cell_clusters(clusters_path, cell, splits) if kd_class.needs_clusters else None
+    s_source = create_source(config, cell.dataset, cell.student, splits, device, student_bank)
+    t_source = create_source(config, cell.dataset, cell.teacher, splits, device, teacher_bank)
+
+    seed_everything(cell.seed)
+    spec = head_spec(backbone_options(config, cell.student), cell.bits, s_source.feature_dim)
+    head = build_head(spec).to(device)
+    objective = create_objective(cell.hash, cell.bits).to(device)
+    kd_loss = create_distill_loss(cell.kd, cell.bits, num_train, brcd_settings, clusters).to(device)
+    lam = float(brcd_settings.get("lambda", 1.0))
+
+    topk = dataset_options(config, cell.dataset)["topk"]
+    teacher_database = encode_features(teacher_head, t_source.clean(splits.indices["database"]))
+    validators = {
+        "sym": split_validator(s_source, splits, topk),
+        "asym": split_validator(s_source, splits, topk, database_codes=teacher_database),
+    }
+
+    def rotation_logits(model, source, pos):
+        feats = source.rotations(pos)
+        return model(feats.flatten(0, 1)).view(len(pos), NUM_ROTATIONS, -1)
+
+    def step(pos, v1, v2):
+        s1, s2 = head(s_source.views(pos, v1)), head(s_source.views(pos, v2))
+        with torch.no_grad():
+            t1, t2 = teacher_head(t_source.views(pos, v1)), teacher_head(t_source.views(pos, v2))
+        batch = KDBatch(
+            index=torch.as_tensor(pos, dtype=torch.long, device=s1.device),
+            s_logits=(s1, s2), s_codes=(hash_codes(s1), hash_codes(s2)),
+            t_logits=(t1, t2), t_codes=(_teacher_codes(t1), _teacher_codes(t2)),
+        )
+        if kd_loss.needs_rotations:
+            batch.s_rot_logits = rotation_logits(head, s_source, pos)
+            with torch.no_grad():
+                batch.t_rot_logits = rotation_logits(teacher_head, t_source, pos)
+        hash_terms, kd_terms = objective(s1, s2), kd_loss(batch)
+        return {
+            "loss": hash_terms["loss"] + lam * kd_terms["loss"],
+            **{f"hash_{k}": v for k, v in hash_terms.items()},
+            **{f"kd_{k}": v for k, v in kd_terms.items()},
+        }
+
+    result = fit({"head": head, "objective": objective, "kd": kd_loss}, step, num_train, s_source.num_views,
+                 settings, cell.seed, validators, {"sym": head, "asym": head}, log_path, desc=cell.model)
+    best = result["best"]
+    metadata = {**cell.metadata(config), "split": splits.fingerprint, "lambda": lam}
+    save_checkpoint(out, spec, {name: b["state"] for name, b in best.items()}, best, metadata)
+    log.info("%s: best val mAP@K sym %.4f (epoch %d), asym %.4f (epoch %d) -> %s", cell.model,
+             best["sym"]["map"], best["sym"]["epoch"], best["asym"]["map"], best["asym"]["epoch"], out)
+    return result
+
+
+def configure_parser(parser) -> None:
+    from brcd.cells import add_cell_arguments
+    from brcd.runtime import add_runtime_arguments
+
+    parser.add_argument("--config", required=True, help="grid config YAML")
+    add_cell_arguments(parser, student=True)
+    parser.add_argument("--split", required=True)
+    parser.add_argument("--teacher-checkpoint", required=True, help="the trained teacher's model.pt")
+    parser.add_argument("--student-bank", help="feature bank of the student backbone (mode: bank)")
+    parser.add_argument("--teacher-bank", help="feature bank of the teacher backbone (mode: bank)")
+    parser.add_argument("--clusters", help="clusters.parquet of the teacher (BRCD variants)")
+    parser.add_argument("--out", required=True, help="model.pt to write")
+    parser.add_argument("--log", help="per-epoch log (TSV)")
+    add_runtime_arguments(parser)
+
+
+def run(args) -> None:
+    from brcd.cells import cell_from_args
+    from brcd.config import load_config
+    from brcd.runtime import setup_runtime
+
+    config = load_config(args.config)
+    device = setup_runtime(args, config)
+    train_student(config, cell_from_args(args), args.split, args.teacher_checkpoint, args.out, args.log,
+                  args.student_bank, args.teacher_bank, args.clusters, device)

@@ -1,0 +1,242 @@
+"""The trainer shared by teachers and students (SPEC §2).
+
+Only the hashing head (and a distillation loss's own embeddings) is trained;
+backbones are frozen and reached through a :class:`~brcd.features.FeatureSource`
+(feature bank or online). Every ``eval_every`` epochs the head encodes the
+clean validation images and the database, and validation mAP@K decides the
+best checkpoint; training stops early after ``patience`` validations without
+improvement (never before ``min_epochs``). Several selection criteria can be
+tracked at once — a student keeps one best head for the symmetric and one for
+the asymmetric paradigm, like the reference code, but always selects on the
+validation split, never on the queries.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from brcd.codes import pack_codes
+from brcd.errors import BrcdError
+from brcd.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+#: Reference values (SPEC §2) scaled to CPU-sized runs; override per config under `train`.
+DEFAULTS = {
+    "teacher": {"lr": 5e-4, "epochs": 100, "min_epochs": 20, "batch_size": 64, "eval_every": 5, "patience": 4,
+                "weight_decay": 0.0},
+    "student": {"lr": 1e-3, "epochs": 100, "min_epochs": 20, "batch_size": 64, "eval_every": 5, "patience": 4,
+                "weight_decay": 0.0},
+}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    lr: float
+    epochs: int
+    min_epochs: int
+    batch_size: int
+    eval_every: int
+    patience: int
+    weight_decay: float
+
+    @classmethod
+    def from_config(cls, config: Mapping, role: str) -> "TrainSettings":
+        values = {**DEFAULTS[role], **config.get("train", {}).get(role, {})}
+        return cls(**values)
+
+
+class LossIsNotFinite(BrcdError):
+    pass
+
+
+def sample_view_pairs(rng: np.random.Generator, n: int, num_views: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Two distinct view ids per image: from the bank's ``num_views``, or fresh (online)."""
+    high = num_views if num_views is not None else 2**31 - 1
+    v1 = rng.integers(0, high, size=n)
+    v2 = (v1 + rng.integers(1, high, size=n)) % high  # never equal to v1
+    return v1, v2
+
+
+@torch.no_grad()
+def encode_features(head: torch.nn.Module, features: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+    """Packed codes (N x L/8 uint8) of clean features; sign(u) with 0 -> +1."""
+    head.eval()
+    logits = torch.cat([head(features[s:s + batch_size]) for s in range(0, len(features), batch_size)])
+    return pack_codes(logits.cpu().numpy())
+
+
+class Validator:
+    """Validation mAP@K of a head: validation queries against the database.
+
+    ``database_codes`` fixes the database side (the teacher's codes, for the
+    asymmetric criterion); otherwise the head encodes the database too.
+    """
+
+    def __init__(self, val_features, val_labels, db_features, db_labels, topk: int, database_codes=None):
+        self.val_features, self.db_features = val_features, db_features
+        self.val_labels, self.db_labels = val_labels, db_labels
+        self.topk = min(int(topk), len(db_labels))
+        self.database_codes = database_codes
+
+    def __call__(self, head) -> float:
+        from brcd.retrieval.metrics import map_at_k
+
+        query = encode_features(head, self.val_features)
+        database = self.database_codes if self.database_codes is not None else encode_features(head, self.db_features)
+        return float(map_at_k(query, database, self.val_labels, self.db_labels, self.topk))
+
+
+StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray], Mapping[str, torch.Tensor]]
+
+
+def _check_finite(terms: Mapping[str, torch.Tensor], epoch: int) -> None:
+    for name, value in terms.items():
+        if not torch.isfinite(value).all():
+            raise LossIsNotFinite(
+                f"loss term {name!r} became {value.item() if value.numel() == 1 else 'non-finite'} in epoch {epoch}; "
+                "lower the learning rate (`train.<role>.lr`) or check the input features"
+            )
+
+
+def fit(
+    modules: Mapping[str, torch.nn.Module],
+    step: StepFn,
+    num_train: int,
+    num_views: int | None,
+    settings: TrainSettings,
+    seed: int,
+    validators: Mapping[str, Validator],
+    selected: Mapping[str, torch.nn.Module],
+    log_path: str | os.PathLike | None = None,
+    desc: str = "train",
+) -> dict:
+    """Optimise ``modules`` with Adam on ``step``'s ``loss``; keep the best ``selected`` state per validator.
+
+    Returns ``{"best": {criterion: {"epoch", "map", "state"}}, "history": [...]}``.
+    """
+    rng = np.random.default_rng([seed, 7])
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    batch = min(settings.batch_size, num_train)
+    best = {name: {"epoch": 0, "map": -1.0, "state": None} for name in validators}
+    history, stale = [], 0
+    bar = tqdm(range(1, settings.epochs + 1), desc=desc, unit="epoch", mininterval=5)
+    for epoch in bar:
+        for m in modules.values():
+            m.train()
+        started, sums, steps = time.perf_counter(), {}, 0
+        order = rng.permutation(num_train)
+        for start in range(0, num_train - batch + 1, batch):  # drop the ragged last batch
+            pos = order[start:start + batch]
+            v1, v2 = sample_view_pairs(rng, len(pos), num_views)
+            terms = step(pos, v1, v2)
+            _check_finite(terms, epoch)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            steps += 1
+        row = {"epoch": epoch, **{name: total / max(steps, 1) for name, total in sums.items()}}
+        if epoch % settings.eval_every == 0 or epoch == settings.epochs:
+            improved = False
+            for name, validate in validators.items():
+                score = validate(selected[name])
+                row[f"val_map_{name}"] = score
+                if score > best[name]["map"]:
+                    best[name] = {"epoch": epoch, "map": score, "state": copy.deepcopy(selected[name].state_dict())}
+                    improved = True
+            stale = 0 if improved else stale + 1
+        row["seconds"] = time.perf_counter() - started
+        history.append(row)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k in ("loss",) or k.startswith("val_map")})
+        log.info("%s epoch %d: %s", desc, epoch, ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+        if stale >= settings.patience and epoch >= settings.min_epochs:
+            log.info("%s: early stop at epoch %d (no improvement in %d validations)", desc, epoch, stale)
+            break
+    if log_path is not None:
+        write_history(log_path, history)
+    return {"best": best, "history": history}
+
+
+def write_history(path: str | os.PathLike, history: list[dict]) -> None:
+    """The per-epoch log as a small TSV table (loss terms, val mAP, seconds)."""
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, columns, delimiter="\t", restval="")
+            writer.writeheader()
+            for row in history:
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def split_validator(source, splits, topk: int, database_codes=None) -> Validator:
+    """Validator over the clean val images against the clean database images."""
+    val, db = splits.indices["val"], splits.indices["database"]
+    return Validator(source.clean(val), splits.labels(val), source.clean(db), splits.labels(db), topk, database_codes)
+
+
+def train_teacher(config: Mapping, cell, split_path: str, out: str, log_path: str | None = None,
+                  bank: str | None = None, device="cpu") -> dict:
+    """Train a teacher's hashing head with its own objective; save ``model.pt``."""
+    from brcd.checkpoint import head_spec, build_head, save_checkpoint
+    from brcd.codes import check_bits
+    from brcd.config import backbone_options, dataset_options
+    from brcd.data.splits import Splits
+    from brcd.features import create_source
+    from brcd.hashing import create_objective
+    from brcd.runtime import seed_everything
+
+    check_bits(cell.bits)
+    settings = TrainSettings.from_config(config, "teacher")
+    splits = Splits(split_path)
+    source = create_source(config, cell.dataset, cell.teacher, splits, device, bank)
+    seed_everything(cell.seed)
+    spec = head_spec(backbone_options(config, cell.teacher), cell.bits, source.feature_dim)
+    head = build_head(spec).to(device)
+    objective = create_objective(cell.hash, cell.bits).to(device)
+    validator = split_validator(source, splits, dataset_options(config, cell.dataset)["topk"])
+
+    def step(pos, v1, v2):
+        return objective(head(source.views(pos, v1)), head(source.views(pos, v2)))
+
+    result = fit({"head": head, "objective": objective}, step, len(splits.indices["train"]), source.num_views,
+                 settings, cell.seed, {"teacher": validator}, {"teacher": head}, log_path, desc=cell.model)
+    best = result["best"]
+    metadata = {**cell.metadata(config), "split": splits.fingerprint}
+    save_checkpoint(out, spec, {name: b["state"] for name, b in best.items()}, best, metadata)
+    log.info("%s: best val mAP@K %.4f at epoch %d -> %s", cell.model, best["teacher"]["map"], best["teacher"]["epoch"], out)
+    return result
+
+
+def configure_parser(parser) -> None:
+    from brcd.cells import add_cell_arguments
+    from brcd.runtime import add_runtime_arguments
+
+    parser.add_argument("--config", required=True, help="grid config YAML")
+    add_cell_arguments(parser)
+    parser.add_argument("--split", required=True, help="results/{dataset}/split.parquet")
+    parser.add_argument("--bank", help="feature bank folder of the teacher backbone (mode: bank)")
+    parser.add_argument("--out", required=True, help="model.pt to write")
+    parser.add_argument("--log", help="per-epoch log (TSV) to write")
+    add_runtime_arguments(parser)
+
+
+def run(args) -> None:
+    from brcd.cells import cell_from_args
+    from brcd.config import load_config
+    from brcd.runtime import setup_runtime
+
+    config = load_config(args.config)
+    device = setup_runtime(args, config)
+    train_teacher(config, cell_from_args(args), args.split, args.out, args.log, args.bank, device)

@@ -1,0 +1,22 @@
+# Stage 5a: clusters and bit mask of a trained teacher's codes (BRCD).
+
+
+rule cluster:
+    input:
+        split=cells.SPLIT,
+        codes=TEACHER_DIR + "/codes.parquet",
+    output:
+        cells.CLUSTERS,
+    log:
+        "logs/cluster/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.log",
+    benchmark:
+        "logs/cluster/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv"
+    threads: 1
+    conda:
+        "../../environment.yml"
+    params:
+        config=CONFIG_FILE,
+        settings=lambda w: config["brcd"],
+    shell:
+        BRCD + " cluster --config {params.config} --teacher-codes {input.codes} --split {input.split}"
+        " --seed {wildcards.seed} --out {output} > {log} 2>&1"
