@@ -30,9 +30,12 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/cluster.smk"
 include: "workflow/rules/distill.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/timing.smk"
 
 
 rule all:
     input:
         metrics_targets(config),
+        timing_targets(config),
     default_target: True

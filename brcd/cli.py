@@ -18,6 +18,14 @@ from brcd.errors import BrcdError
 COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("brcd.config_cli", "validate a grid config (schema + registries) and print it with defaults"),
     "split": ("brcd.data.split_cli", "draw the seeded splits of one dataset -> results/{dataset}/split.parquet"),
+    "cluster": ("brcd.cluster", "k-means on the teacher's training codes + bit mask -> clusters.parquet (BRCD)"),
+    "features": ("brcd.features", "build the feature bank of one (dataset, backbone) for bank mode"),
+    "train-teacher": ("brcd.train", "train a teacher hashing head -> model.pt"),
+    "train-student": ("brcd.distill.train_student", "distil a trained teacher into a student hashing head -> model.pt"),
+    "encode": ("brcd.encode", "encode train/val/query/database images with a trained model -> codes.parquet"),
+    "evaluate": ("brcd.evaluate", "retrieval metrics of one cell in one paradigm (sym/asym/teacher) -> metrics/{paradigm}.json"),
+    "time-search": ("brcd.timing", "per-query latency of the exact Hamming search -> results/timing/search/{bits}.json"),
+    "time-encoder": ("brcd.timing", "encoder latency and throughput, image to packed code -> results/timing/encoder/{dataset}/{backbone}.json"),
 }
 
 log = logging.getLogger("brcd")

@@ -52,7 +52,14 @@ def validate_schema(config: dict, source: str = "config") -> dict:
     return config
 
 
-def load_config(path: str | os.PathLike) -> dict:
+def load_config(path: str | os.PathLike, check_registries: bool = True) -> dict:
+    """Read, schema-validate (filling defaults) and check a grid config.
+
+    Stage commands pass ``check_registries=False``: Snakemake already checked
+    the grid, each stage resolves the names it uses through the registries
+    anyway (with the same clear errors), and skipping the full check keeps
+    model libraries out of jobs that never build a model.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; pass one of config/*.yaml")
@@ -63,7 +70,8 @@ def load_config(path: str | os.PathLike) -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys")
     validate_schema(config, str(path))
-    check_config(config, str(path))
+    if check_registries:
+        check_config(config, str(path))
     return config
 
 
@@ -73,9 +81,29 @@ def _dataset_names() -> list[str]:
     return DATASETS.names()
 
 
-#: axis key -> function giving the allowed names. Each stage adds its registry.
+def _kd_names() -> list[str]:
+    from brcd.distill import KD_LOSSES
+
+    return KD_LOSSES.names()
+
+
+def _hash_names() -> list[str]:
+    from brcd.hashing import OBJECTIVES
+
+    return OBJECTIVES.names()
+
+
+def _check_backbones(config: Mapping, source: str) -> None:
+    from brcd.models import check_backbone_entries
+
+    check_backbone_entries(config, source)
+
+
+#: axis key -> function giving the allowed names (imported lazily).
 AXIS_REGISTRIES: dict[str, Callable[[], list[str]]] = {
     "datasets": _dataset_names,
+    "hash": _hash_names,
+    "kd": _kd_names,
     "paradigms": lambda: list(PARADIGMS),
 }
 
@@ -107,8 +135,8 @@ def check_config(config: Mapping, source: str = "config") -> None:
         hook(config, source)
 
 
-#: extra whole-config checks registered by later stages (e.g. backbone model names).
-CONFIG_CHECKS: list[Callable[[Mapping, str], None]] = []
+#: whole-config checks beyond the axes: backbone model names and weights.
+CONFIG_CHECKS: list[Callable[[Mapping, str], None]] = [_check_backbones]
 
 
 def dataset_options(config: Mapping, dataset: str) -> dict:

@@ -67,7 +67,7 @@ def run(args) -> None:
     from brcd.config import load_config
     from brcd.runtime import setup_runtime
 
-    config = load_config(args.config)
+    config = load_config(args.config, check_registries=False)
     device = setup_runtime(args, config)
     cell = cell_from_model(args.dataset, args.bits, args.model, args.seed)
     encode_model(config, cell, args.split, args.checkpoint, args.out, args.selection, args.bank, device)

@@ -124,8 +124,8 @@ class OnlineSource(FeatureSource):
         self._cache: dict[int, torch.Tensor] = {}
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.backbone(batch.to(self.device)).float().clone()
+        with torch.no_grad():  # not inference_mode: heads backpropagate through these tensors
+            return self.backbone(batch.to(self.device)).float()
 
     def clean(self, indices):
         from brcd.augment import clean_batch
@@ -169,7 +169,7 @@ def create_source(config: dict, dataset_name: str, alias: str, splits: Splits, d
     from brcd.models import create_backbone
 
     dataset = create_dataset(dataset_name, dataset_options(config, dataset_name))
-    backbone = create_backbone(backbone_options(config, alias))
+    backbone = create_backbone(backbone_options(config, alias), alias)
     return OnlineSource(dataset, backbone, splits, int(config.get("aug_seed", 0)), device)
 
 
@@ -181,7 +181,7 @@ def build_bank(config: dict, dataset_name: str, alias: str, split_path: str, out
     splits = Splits(split_path)
     meta = bank_metadata(config, dataset_name, alias, splits)
     dataset = create_dataset(dataset_name, dataset_options(config, dataset_name))
-    backbone = create_backbone(backbone_options(config, alias)).to(device)
+    backbone = create_backbone(backbone_options(config, alias), alias).to(device)
     source = OnlineSource(dataset, backbone, splits, meta["aug_seed"], device)
     clean_index = splits.all_indices()
     train_index = splits.indices["train"]
@@ -242,6 +242,6 @@ def configure_parser(parser) -> None:
 def run(args) -> None:
     from brcd.runtime import setup_runtime
 
-    config = load_config(args.config)
+    config = load_config(args.config, check_registries=False)
     device = setup_runtime(args, config)
     build_bank(config, args.dataset, args.backbone, args.split, args.out, device, args.batch_size)

@@ -237,6 +237,6 @@ def run(args) -> None:
     from brcd.config import load_config
     from brcd.runtime import setup_runtime
 
-    config = load_config(args.config)
+    config = load_config(args.config, check_registries=False)
     device = setup_runtime(args, config)
     train_teacher(config, cell_from_args(args), args.split, args.out, args.log, args.bank, device)

@@ -17,7 +17,7 @@ def configure_parser(parser) -> None:
 
 
 def run(args) -> None:
-    config = load_config(args.config)
+    config = load_config(args.config, check_registries=False)
     options = dataset_options(config, args.dataset)
     dataset = create_dataset(args.dataset, options)
     splits = write_splits(args.out, dataset, options, seed=config["split_seed"])

@@ -140,7 +140,7 @@ def run(args) -> None:
     from brcd.config import load_config
     from brcd.runtime import setup_runtime
 
-    config = load_config(args.config)
+    config = load_config(args.config, check_registries=False)
     device = setup_runtime(args, config)
     train_student(config, cell_from_args(args), args.split, args.teacher_checkpoint, args.out, args.log,
                   args.student_bank, args.teacher_bank, args.clusters, device)

@@ -43,19 +43,22 @@ rule encode:
     params:
         config=CONFIG_FILE,
         bank=lambda w, input: option("--bank", input.bank),
+        selection="",
         config_hash=cell_hash,
     shell:
         BRCD + " encode --config {params.config} --dataset {wildcards.dataset} --bits {wildcards.bits}"
-        " --model {wildcards.model} --seed {wildcards.seed} --split {input.split}"
+        " --model {wildcards.model} --seed {wildcards.seed} --split {input.split} {params.selection}"
         " --checkpoint {input.model} {params.bank} --out {output} --threads {threads} > {log} 2>&1"
 
 
+# A student's second head, selected on validation mAP in the asymmetric paradigm.
 use rule encode as encode_asym with:
     output:
         "results/{dataset}/{bits}/{model,student/[^/]+/[^/]+/[^/]+/[^/]+}/seed{seed}/codes_asym.parquet",
     log:
         "logs/encode_asym/{dataset}/{bits}/{model}/seed{seed}.log",
-    shell:
-        BRCD + " encode --config {params.config} --dataset {wildcards.dataset} --bits {wildcards.bits}"
-        " --model {wildcards.model} --seed {wildcards.seed} --split {input.split} --selection asym"
-        " --checkpoint {input.model} {params.bank} --out {output} --threads {threads} > {log} 2>&1"
+    params:
+        config=CONFIG_FILE,
+        bank=lambda w, input: option("--bank", input.bank),
+        selection="--selection asym",
+        config_hash=cell_hash,

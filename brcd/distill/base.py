@@ -1,0 +1,186 @@
+"""The distillation-loss interface shared by BRCD and the baselines (SPEC §4).
+
+A loss is an ``nn.Module`` built by :func:`brcd.distill.create_distill_loss`.
+``forward(batch: KDBatch)`` returns ``{"loss": L_kd, ...named terms}``;
+``L_kd`` is unweighted (the trainer adds ``lambda * loss`` to ``L_hash``).
+Trainable parts (embeddings) are parameters of the loss module and must be
+optimised with the student's head; memory banks are buffers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from brcd.errors import ConfigError
+from brcd.registry import Registry
+
+KD_LOSSES: Registry = Registry("distillation method", config_key="kd")
+
+
+@dataclass
+class KDBatch:
+    """What a distillation loss sees for one batch of B training images.
+
+    ``index`` is each image's *position within the training split*
+    (0..num_train-1), i.e. its row in ``Splits.indices["train"]`` (sorted
+    dataset indices) -- not its dataset index. Memory banks and the cluster
+    lookup of BRCD are addressed by it.
+    """
+
+    index: Tensor  # (B,) long
+    s_logits: tuple[Tensor, Tensor]  # student pre-sign logits u of view 1 and 2 (B x L), require grad
+    s_codes: tuple[Tensor, Tensor]  # student codes b (straight-through sign of s_logits)
+    t_logits: tuple[Tensor, Tensor]  # teacher logits of the same two views (no grad)
+    t_codes: tuple[Tensor, Tensor]  # teacher codes ±1 (no grad)
+    s_rot_logits: Tensor | None = None  # (B, 4, L) student logits of rotations 0/90/180/270 (sskd)
+    t_rot_logits: Tensor | None = None  # (B, 4, L) teacher logits of the same rotations
+
+
+class DistillLoss(nn.Module):
+    """Base class: option handling and the two capability flags the trainer reads."""
+
+    #: the trainer must load the teacher's clusters (``brcd cluster``) and pass them
+    needs_clusters: ClassVar[bool] = False
+    #: the trainer must fill ``KDBatch.s_rot_logits`` / ``t_rot_logits``
+    needs_rotations: ClassVar[bool] = False
+    #: per-method settings and their defaults (SPEC §4)
+    defaults: ClassVar[dict] = {}
+
+    def __init__(self, name: str, bits: int, num_train: int, options: Mapping[str, Any], clusters=None):
+        super().__init__()
+        self.name = name
+        self.bits = int(bits)
+        self.num_train = int(num_train)
+        self.options = dict(options)
+
+    @classmethod
+    def resolve_options(cls, name: str, settings: Mapping[str, Any]) -> dict:
+        """Defaults overridden by ``settings[name]`` (a mapping of per-method values)."""
+        overrides = settings.get(name, {}) if isinstance(settings, Mapping) else {}
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"settings for distillation method {name!r} must be a mapping; got {overrides!r}")
+        unknown = sorted(set(overrides) - set(cls.defaults))
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) {unknown} for distillation method {name!r}; "
+                f"allowed: {', '.join(sorted(cls.defaults)) or 'none'}"
+            )
+        options = {**cls.defaults, **overrides}
+        if "features" in options and options["features"] not in FEATURES:
+            raise ConfigError(f"`{name}.features` must be one of {', '.join(FEATURES)}; got {options['features']!r}")
+        return options
+
+    def forward(self, batch: KDBatch) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------- helpers
+
+#: what relational/contrastive baselines compare: the codes (as the reference
+#: implementation does) or the pre-sign logits
+FEATURES = ("codes", "logits")
+
+
+def view_features(batch: KDBatch, view: int, features: str) -> tuple[Tensor, Tensor]:
+    """(student, teacher) tensors of one view; the teacher side is detached."""
+    if features == "codes":
+        return batch.s_codes[view], batch.t_codes[view].detach()
+    return batch.s_logits[view], batch.t_logits[view].detach()
+
+
+class _StraightThroughSign(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits):
+        return torch.where(logits >= 0, torch.ones_like(logits), -torch.ones_like(logits))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output
+
+
+def ste_sign(logits: Tensor) -> Tensor:
+    """Codes b = sign(sigmoid(u) - 0.5) with 0 -> +1, gradient straight through (SPEC §2)."""
+    return _StraightThroughSign.apply(logits)
+
+
+def _safe_norm(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(norm, nonzero) along the last dim; the clamp keeps backward finite at 0."""
+    squared = (x * x).sum(-1)
+    return squared.clamp_min(1e-24).sqrt(), squared > 0
+
+
+def safe_cosine(x: Tensor, y: Tensor) -> Tensor:
+    """Row-wise cosine of matching rows; 0 (not NaN) where either row is all zero."""
+    nx, okx = _safe_norm(x)
+    ny, oky = _safe_norm(y)
+    return torch.where(okx & oky, (x * y).sum(-1) / (nx * ny), torch.zeros_like(nx))
+
+
+def safe_cosine_matrix(x: Tensor, y: Tensor) -> Tensor:
+    """All-pairs cosine (rows of x against rows of y); 0 where a row is all zero."""
+    nx, okx = _safe_norm(x)
+    ny, oky = _safe_norm(y)
+    cos = (x @ y.transpose(-1, -2)) / (nx.unsqueeze(-1) * ny.unsqueeze(-2))
+    return torch.where(okx.unsqueeze(-1) & oky.unsqueeze(-2), cos, torch.zeros_like(cos))
+
+
+def l2_normalize(x: Tensor) -> Tensor:
+    return F.normalize(x, p=2, dim=-1, eps=1e-12)
+
+
+def sample_negatives(positive: Tensor, count: int, num_train: int) -> Tensor:
+    """``count`` training positions per row drawn uniformly from all *other* positions."""
+    draw = torch.randint(0, num_train - 1, (positive.shape[0], count), device=positive.device)
+    return draw + (draw >= positive.unsqueeze(1)).long()  # skip the positive itself
+
+
+def check_positions(index: Tensor, num_train: int, name: str) -> None:
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_train):
+        raise IndexError(
+            f"{name}: KDBatch.index must hold training positions 0..{num_train - 1} "
+            f"(rows of Splits.indices['train']), got values in [{int(index.min())}, {int(index.max())}]"
+        )
+
+
+class MemoryBank(nn.Module):
+    """One unit-norm embedding per training position, updated with momentum
+    (Wu et al. 2018 / CRD). A buffer: saved with the loss, never trained."""
+
+    def __init__(self, num_train: int, dim: int, momentum: float):
+        super().__init__()
+        self.momentum = float(momentum)
+        bound = 1.0 / (dim / 3) ** 0.5
+        self.register_buffer("memory", l2_normalize(torch.rand(num_train, dim) * 2 * bound - bound))
+
+    def forward(self, positions: Tensor) -> Tensor:
+        return self.memory[positions].detach()
+
+    @torch.no_grad()
+    def update(self, positions: Tensor, values: Tensor) -> None:
+        mixed = self.memory[positions] * self.momentum + values.detach() * (1.0 - self.momentum)
+        self.memory.index_copy_(0, positions, l2_normalize(mixed))
+
+
+def nce_loss(scores: Tensor, num_train: int) -> Tensor:
+    """CRD's NCE objective: column 0 of ``scores`` (exp-similarities / Z) is the
+    positive, the other m columns are noise samples with prior Pn = 1/num_train."""
+    eps = 1e-7
+    if scores.shape[0] == 0:  # e.g. crcd on a batch of one image: no relation to contrast
+        return scores.sum() * 0.0
+    m = scores.shape[1] - 1
+    noise = m / float(num_train)
+    log_d1 = torch.log(scores[:, 0] / (scores[:, 0] + noise + eps))
+    log_d0 = torch.log(noise / (scores[:, 1:] + noise + eps))
+    return -(log_d1.sum() + log_d0.sum()) / scores.shape[0]
+
+
+def normalised_exp(similarity: Tensor, temperature: float, z: Tensor, num_train: int) -> Tensor:
+    """exp(similarity / T) / Z, with Z fixed on first use to mean * num_train (CRD)."""
+    scores = torch.exp(similarity / temperature)
+    if float(z) < 0 and scores.numel():
+        z.fill_(float(scores.detach().mean()) * num_train)
+    return scores / z

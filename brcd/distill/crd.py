@@ -1,0 +1,61 @@
+"""``crd``: contrastive representation distillation (Tian et al., ICLR 2020).
+
+Linear embeddings (dim 128) of the student's and the teacher's view-1 codes
+(or logits), L2-normalised; one memory bank per side over the training set
+(momentum 0.5). The student embedding is contrasted against the teacher's
+bank entry of the same image (positive) and 500 random other images
+(negatives), and symmetrically for the teacher embedding; NCE loss with
+temperature 0.05 and CRD's fixed normaliser Z.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from brcd.distill.base import (KD_LOSSES, DistillLoss, KDBatch, MemoryBank, check_positions, l2_normalize,
+                               nce_loss, normalised_exp, sample_negatives, view_features)
+
+
+class ContrastiveMemoryLoss(DistillLoss):
+    """Shared parts of crd and crcd: embeddings, two banks, sampling."""
+
+    defaults = {"feat_dim": 128, "negatives": 500, "nce_t": 0.05, "momentum": 0.5, "features": "codes"}
+
+    def __init__(self, name, bits, num_train, options, clusters=None):
+        super().__init__(name, bits, num_train, options)
+        dim = int(self.options["feat_dim"])
+        self.embed_s = nn.Linear(bits, dim)
+        self.embed_t = nn.Linear(bits, dim)
+        self.memory_s = MemoryBank(num_train, dim, self.options["momentum"])
+        self.memory_t = MemoryBank(num_train, dim, self.options["momentum"])
+        self.register_buffer("z_s", torch.tensor(-1.0))
+        self.register_buffer("z_t", torch.tensor(-1.0))
+
+    def embed(self, batch: KDBatch) -> tuple[Tensor, Tensor, Tensor]:
+        check_positions(batch.index, self.num_train, self.name)
+        student, teacher = view_features(batch, 0, self.options["features"])
+        v_s = l2_normalize(self.embed_s(student))
+        v_t = l2_normalize(self.embed_t(teacher))
+        positions = batch.index.long()
+        contrast = torch.cat([positions[:, None],
+                              sample_negatives(positions, int(self.options["negatives"]), self.num_train)], dim=1)
+        return v_s, v_t, contrast
+
+    def update_memory(self, positions: Tensor, v_s: Tensor, v_t: Tensor) -> None:
+        if self.training:
+            self.memory_s.update(positions, v_s)
+            self.memory_t.update(positions, v_t)
+
+
+@KD_LOSSES.register("crd")
+class CRD(ContrastiveMemoryLoss):
+    def forward(self, batch: KDBatch) -> dict[str, Tensor]:
+        v_s, v_t, contrast = self.embed(batch)
+        t = float(self.options["nce_t"])
+        # student anchor vs the teacher's bank (positive first), and vice versa
+        sim_s = torch.einsum("bkd,bd->bk", self.memory_t(contrast), v_s)
+        sim_t = torch.einsum("bkd,bd->bk", self.memory_s(contrast), v_t)
+        loss_s = nce_loss(normalised_exp(sim_s, t, self.z_s, self.num_train), self.num_train)
+        loss_t = nce_loss(normalised_exp(sim_t, t, self.z_t, self.num_train), self.num_train)
+        self.update_memory(batch.index.long(), v_s, v_t)
+        return {"loss": loss_s + loss_t, "student_nce": loss_s.detach(), "teacher_nce": loss_t.detach()}

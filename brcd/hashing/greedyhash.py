@@ -1,0 +1,33 @@
+"""GreedyHash (Su et al., NeurIPS 2018) adapted to the two-view interface.
+
+GreedyHash's own parts: the code is sign(u) with a plain straight-through
+gradient (identity with respect to u), and the cubic penalty
+mean |(|u| - 1)|^3 pulls the logits towards +-1 so the sign loses little.
+The similarity term, unsupervised here, is the same NT-Xent on codes that
+CIBHash uses, so the two objectives differ only in GreedyHash's parts.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from brcd.errors import ConfigError
+from brcd.hashing.objectives import OBJECTIVES, nt_xent
+
+
+@OBJECTIVES.register("greedyhash")
+class GreedyHash(nn.Module):
+    def __init__(self, bits: int, tau: float = 0.3, alpha: float = 0.1):
+        super().__init__()
+        if tau <= 0 or alpha < 0:
+            raise ConfigError(f"greedyhash needs tau > 0 and alpha >= 0; got tau={tau}, alpha={alpha}")
+        self.bits, self.tau, self.alpha = bits, float(tau), float(alpha)
+
+    def codes(self, u: torch.Tensor) -> torch.Tensor:
+        sign = torch.where(u >= 0, torch.ones_like(u), -torch.ones_like(u))
+        return u + (sign - u).detach()
+
+    def forward(self, u1: torch.Tensor, u2: torch.Tensor) -> dict[str, torch.Tensor]:
+        ntxent = nt_xent(self.codes(u1), self.codes(u2), self.tau)
+        penalty = (torch.cat([u1, u2]).abs() - 1).abs().pow(3).mean()
+        return {"loss": ntxent + self.alpha * penalty, "ntxent": ntxent, "penalty": penalty}

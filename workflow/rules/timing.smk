@@ -1,0 +1,36 @@
+# Stage 7: encoder and search timing. Timing jobs take every core, so
+# Snakemake runs nothing beside them and the numbers are not disturbed.
+
+
+rule time_encoder:
+    input:
+        split=cells.SPLIT,
+    output:
+        cells.TIMING_ENCODER,
+    log:
+        "logs/time_encoder/{dataset}/{backbone}.log",
+    threads: workflow.cores
+    conda:
+        "../../environment.yml"
+    params:
+        config=CONFIG_FILE,
+        bits=max(config["bits"]),
+    shell:
+        BRCD + " time-encoder --config {params.config} --dataset {wildcards.dataset}"
+        " --backbone {wildcards.backbone} --bits {params.bits} --threads {threads}"
+        " --out {output} > {log} 2>&1"
+
+
+rule time_search:
+    output:
+        cells.TIMING_SEARCH,
+    log:
+        "logs/time_search/{bits}.log",
+    threads: workflow.cores
+    conda:
+        "../../environment.yml"
+    params:
+        config=CONFIG_FILE,
+    shell:
+        BRCD + " time-search --config {params.config} --bits {wildcards.bits} --threads {threads}"
+        " --out {output} > {log} 2>&1"
