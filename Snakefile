@@ -32,10 +32,12 @@ include: "workflow/rules/cluster.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/timing.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         metrics_targets(config),
         timing_targets(config),
+        cells.REPORT.format(name=config["name"]),
     default_target: True

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("brcd.evaluate", "retrieval metrics of one cell in one paradigm (sym/asym/teacher) -> metrics/{paradigm}.json"),
     "time-search": ("brcd.timing", "per-query latency of the exact Hamming search -> results/timing/search/{bits}.json"),
     "time-encoder": ("brcd.timing", "encoder latency and throughput, image to packed code -> results/timing/encoder/{dataset}/{backbone}.json"),
+    "report": ("brcd.report", "Markdown report (tables + figures) of a grid's metrics and timing files -> reports/{name}.md"),
 }
 
 log = logging.getLogger("brcd")

@@ -162,6 +162,9 @@ class FrozenBackbone(nn.Module):
         self.std = tuple(float(s) for s in std)
         self.description = dict(description or {})
         self.requires_grad_(False)
+        # Channels-last runs convolutions (depthwise ones above all) 1.5-3x faster
+        # on CPUs; results agree with the default layout to float tolerance.
+        self.extractor.to(memory_format=torch.channels_last)
         super().train(False)
 
     def train(self, mode: bool = True) -> "FrozenBackbone":
@@ -170,7 +173,7 @@ class FrozenBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.extractor(x)
+            return self.extractor(x.contiguous(memory_format=torch.channels_last))
 
 
 def parse_model(model: object, key: str) -> tuple[str, str]:

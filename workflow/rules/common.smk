@@ -5,7 +5,7 @@ import sys
 from snakemake.utils import min_version, validate
 
 from brcd import cells
-from brcd.config import check_config
+from brcd.config import check_config, validate_schema
 from brcd.workflow import (
     bank_path,
     metrics_targets,
@@ -19,6 +19,8 @@ from brcd.workflow import (
 min_version("9.0")
 
 
+# brcd's validator first: same schema, but its message names the offending key.
+validate_schema(config, "config")
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config, "config")
 

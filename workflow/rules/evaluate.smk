@@ -35,4 +35,4 @@ rule evaluate:
     shell:
         BRCD + " evaluate --split {input.split} --teacher-codes {input.teacher_codes} {params.student}"
         " --paradigm {wildcards.paradigm} --topk {params.topk} --cell {params.cell}"
-        " --config-hash {params.config_hash} --out {output} > {log} 2>&1"
+        " --config-hash {params.config_hash} --threads {threads} --out {output} > {log} 2>&1"

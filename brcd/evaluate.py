@@ -1,0 +1,316 @@
+"""``brcd evaluate``: retrieval metrics of one cell in one search paradigm.
+
+Paradigms (:data:`PARADIGMS`, SPEC §1) say which code file supplies each side
+of the search:
+
+========  ===============  ==================
+name      query codes      database codes
+========  ===============  ==================
+sym       student          student
+asym      student          teacher
+teacher   teacher          teacher
+========  ===============  ==================
+
+Query codes are the ``query`` rows of their file, database codes the
+``database`` rows, both in ascending dataset index ("database order" of the
+tie policy); labels come from the split file.
+
+Output JSON (``metrics/{paradigm}.json``), the contract with the report
+generator; ``K`` below is the value of ``topk``::
+
+    {
+      "dataset": str, "bits": int, "hash": str, "teacher": str,
+      "student": str | null, "kd": str | null, "seed": int,
+      "paradigm": "sym" | "asym" | "teacher",
+      "topk": K,
+      "tie_policy": "hamming distance ascending, ties by database order",
+      "config_hash": str,            # of the evaluated model (student file, else teacher file)
+      "metrics": {
+        "map@K": float,              # conventional mAP@K (SPEC §6)
+        "map@K_tie_aware": float,    # expectation over orderings of tied items
+        "map_all": float,            # conventional mAP over the whole database
+        "map_all_tie_aware": float,
+        "precision@k": {"1": float, "10": float, "100": float, "1000": float, "K": float},
+                                     # cut-offs larger than the database are left out
+        "pr_curve": {"radius": [0..L], "precision": [float | null], "recall": [float | null],
+                     "retrieved_share": [float]},
+        "isd": float,                # student cells only: teacher vs student query codes
+        "nra@K": float               # student cells only
+      },
+      "counts": {"queries": int, "database": int},
+      "query_side": "student" | "teacher", "database_side": "student" | "teacher",
+      "codes": {"teacher": path, "student": path | null},
+      "split": path,
+      "search_threads": int,
+      "seconds": float
+    }
+
+Metric definitions: :mod:`brcd.retrieval.metrics`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from brcd.errors import ConfigError, DataError, MetadataMismatchError
+from brcd.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Paradigm:
+    """Which model's code file supplies the query side and the database side."""
+
+    query: str  # "teacher" | "student"
+    database: str
+
+    @property
+    def needs_student(self) -> bool:
+        return "student" in (self.query, self.database)
+
+
+PARADIGMS: Registry[Paradigm] = Registry("paradigm", config_key="paradigms")
+PARADIGMS.register("sym")(Paradigm(query="student", database="student"))
+PARADIGMS.register("asym")(Paradigm(query="student", database="teacher"))
+PARADIGMS.register("teacher")(Paradigm(query="teacher", database="teacher"))
+
+CELL_KEYS = ("dataset", "bits", "hash", "teacher", "student", "kd", "seed")
+INT_KEYS = ("bits", "seed")
+DEFAULT_PRECISION_AT = (1, 10, 100, 1000)
+
+
+# --------------------------------------------------------------------------- the cell
+
+
+def parse_cell(items: list[str], paradigm: Paradigm, paradigm_name: str) -> dict:
+    """``["dataset=cifar10", "bits=16", ...]`` -> cell dict with int bits and seed."""
+    cell: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not value:
+            raise ConfigError(f"--cell: {item!r} is not key=value (e.g. --cell dataset=cifar10 bits=16 ...)")
+        if key not in CELL_KEYS:
+            raise ConfigError(f"--cell: unknown key {key!r}; allowed keys: {', '.join(CELL_KEYS)}")
+        if key in INT_KEYS:
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"--cell: {key} must be an integer, got {value!r}") from None
+        cell[key] = value
+    required = ["dataset", "bits", "hash", "teacher", "seed"]
+    if paradigm.needs_student:
+        required += ["student", "kd"]
+    missing = [key for key in required if key not in cell]
+    if missing:
+        raise ConfigError(f"--cell lacks {', '.join(f'{k}=...' for k in missing)} (paradigm {paradigm_name})")
+    if not paradigm.needs_student and ("student" in cell or "kd" in cell):
+        raise ConfigError(
+            f"--cell names a student but paradigm {paradigm_name!r} uses teacher codes only; "
+            "drop student=/kd= or choose paradigm sym or asym"
+        )
+    return {key: cell.get(key) for key in CELL_KEYS}
+
+
+def _model_name(cell: Mapping, role: str) -> str:
+    if role == "teacher":
+        return f"teacher/{cell['hash']}/{cell['teacher']}"
+    return f"student/{cell['hash']}/{cell['teacher']}/{cell['student']}/{cell['kd']}"
+
+
+def expected_metadata(cell: Mapping, role: str) -> dict:
+    """What the metadata of the ``role`` code file of ``cell`` must say."""
+    keys = ("dataset", "bits", "hash", "teacher", "seed") + (("student", "kd") if role == "student" else ())
+    return {**{key: cell[key] for key in keys}, "model": _model_name(cell, role)}
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class SplitCodes:
+    """One model's query and database codes, aligned with the split file."""
+
+    query: np.ndarray  # packed, ascending dataset index
+    database: np.ndarray
+    query_index: np.ndarray
+    database_index: np.ndarray
+    metadata: dict
+
+
+def _side(codes, name: str, path, expected_index: np.ndarray, split_path) -> tuple[np.ndarray, np.ndarray]:
+    part = codes.select(name)
+    order = np.argsort(part.index, kind="stable")
+    index, packed = part.index[order], part.packed[order]
+    if len(np.unique(index)) != len(index):
+        raise DataError(f"{path}: split {name!r} lists some dataset index twice; re-encode it")
+    unknown = np.setdiff1d(index, expected_index)
+    if len(unknown):
+        raise DataError(
+            f"{path}: {len(unknown)} {name} codes (e.g. dataset index {int(unknown[0])}) have no {name} labels in "
+            f"{split_path}; the code file was encoded for another split. Re-encode it with this split file"
+        )
+    absent = np.setdiff1d(expected_index, index)
+    if len(absent):
+        raise DataError(
+            f"{path}: {len(absent)} {name} images of {split_path} (e.g. dataset index {int(absent[0])}) have no code; "
+            "re-encode it with this split file"
+        )
+    return index, packed
+
+
+def load_split_codes(path, splits) -> SplitCodes:
+    from brcd.codes import read_codes
+
+    codes = read_codes(path)
+    q_index, q_packed = _side(codes, "query", path, splits.indices["query"], splits.path)
+    db_index, db_packed = _side(codes, "database", path, splits.indices["database"], splits.path)
+    return SplitCodes(q_packed, db_packed, q_index, db_index, codes.metadata)
+
+
+def check_inputs(cell: Mapping, paradigm: Paradigm, paths: Mapping[str, str], config_hash: str | None) -> dict:
+    """Check code file metadata against each other and the cell; return metadata by role."""
+    from brcd.io import check_metadata, read_parquet_metadata
+
+    metadata = {role: read_parquet_metadata(path) for role, path in paths.items()}
+    if "student" in metadata:
+        t, s = metadata["teacher"], metadata["student"]
+        for key in ("dataset", "bits"):
+            if t.get(key) != s.get(key):
+                raise MetadataMismatchError(
+                    f"teacher codes {paths['teacher']} have {key} {t.get(key)!r} but student codes "
+                    f"{paths['student']} have {key} {s.get(key)!r}; pass code files of the same {key}"
+                )
+    for role, found in metadata.items():
+        check_metadata(found, expected_metadata(cell, role), f"{role} code file {paths[role]}",
+                       f"Pass the {role} codes of the requested cell (or fix --cell).")
+    cell_role = "student" if paradigm.needs_student else "teacher"
+    if config_hash is not None:
+        check_metadata(metadata[cell_role], {"config_hash": config_hash}, f"{cell_role} code file {paths[cell_role]}",
+                       "It was produced with another config; rerun the workflow to rebuild it.")
+    return metadata
+
+
+def check_split(splits, cell: Mapping, metadata: Mapping[str, dict], paths: Mapping[str, str]) -> None:
+    from brcd.io import check_metadata
+
+    check_metadata(splits.metadata, {"dataset": cell["dataset"]}, f"split file {splits.path}",
+                   f"Pass results/{cell['dataset']}/split.parquet.")
+    for role, found in metadata.items():
+        if "split" in found and found["split"] != splits.fingerprint:
+            raise MetadataMismatchError(
+                f"{role} code file {paths[role]} was encoded for another draw of the splits than {splits.path} "
+                f"(split fingerprint {found['split']} vs {splits.fingerprint}); re-encode it with this split file"
+            )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_cell(split_path, teacher_codes, paradigm_name: str, topk: int, cell: Mapping,
+                  student_codes=None, config_hash: str | None = None,
+                  precision_at=DEFAULT_PRECISION_AT) -> dict:
+    """Evaluate one cell; returns the JSON-ready result (see module docstring)."""
+    from brcd.data.splits import Splits
+    from brcd.retrieval import TIE_POLICY, isd, nra_at_k, retrieval_metrics, search_threads
+
+    started = time.perf_counter()
+    paradigm = PARADIGMS.get(paradigm_name)
+    if topk < 1:
+        raise ConfigError(f"--topk must be a positive integer; got {topk}")
+    paths = {"teacher": str(teacher_codes)}
+    if paradigm.needs_student:
+        if student_codes is None:
+            raise ConfigError(f"paradigm {paradigm_name!r} needs --student-codes")
+        paths["student"] = str(student_codes)
+    elif student_codes is not None:
+        log.warning("paradigm %s reads teacher codes only; ignoring --student-codes %s", paradigm_name, student_codes)
+    metadata = check_inputs(cell, paradigm, paths, config_hash)
+    splits = Splits(split_path)
+    check_split(splits, cell, metadata, paths)
+    n_database = len(splits.indices["database"])
+    if topk > n_database:
+        raise ConfigError(
+            f"--topk {topk} is larger than the database of {split_path} ({n_database} images); "
+            f"lower `datasets.{cell['dataset']}.topk` to at most {n_database}"
+        )
+
+    codes = {role: load_split_codes(path, splits) for role, path in paths.items()}
+    query, database = codes[paradigm.query], codes[paradigm.database]
+    query_labels = splits.labels(query.query_index)
+    database_labels = splits.labels(database.database_index)
+    log.info("%s: %d queries (%s codes) x %d database (%s codes), %d bits, K = %d", paradigm_name,
+             len(query.query), paradigm.query, len(database.database), paradigm.database, cell["bits"], topk)
+
+    metrics = retrieval_metrics(query.query, database.database, query_labels, database_labels, topk, precision_at)
+    if paradigm.needs_student:
+        teacher, student = codes["teacher"], codes["student"]
+        metrics["isd"] = isd(teacher.query, student.query)
+        metrics[f"nra@{topk}"] = nra_at_k((teacher.query, teacher.database), (query.query, database.database), topk)
+
+    cell_role = "student" if paradigm.needs_student else "teacher"
+    result = {
+        **{key: cell.get(key) for key in CELL_KEYS},
+        "paradigm": paradigm_name,
+        "topk": int(topk),
+        "tie_policy": TIE_POLICY,
+        "config_hash": metadata[cell_role].get("config_hash"),
+        "metrics": metrics,
+        "counts": {"queries": int(len(query.query)), "database": int(len(database.database))},
+        "query_side": paradigm.query,
+        "database_side": paradigm.database,
+        "codes": {"teacher": paths["teacher"], "student": paths.get("student")},
+        "split": str(split_path),
+        "search_threads": search_threads(),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    log.info("%s: mAP@%d %.4f (tie-aware %.4f), mAP(all) %.4f in %.1f s", paradigm_name, topk, metrics[f"map@{topk}"],
+             metrics[f"map@{topk}_tie_aware"], metrics["map_all"], result["seconds"])
+    return result
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def configure_parser(parser) -> None:
+    parser.add_argument("--split", required=True, help="results/{dataset}/split.parquet")
+    parser.add_argument("--teacher-codes", required=True, help="the teacher's codes.parquet")
+    parser.add_argument("--student-codes", help="the student's codes.parquet (paradigms sym, asym)")
+    parser.add_argument("--paradigm", required=True, help=f"one of: {', '.join(PARADIGMS.names())}")
+    parser.add_argument("--topk", required=True, type=_positive_int, help="K of mAP@K and NRA@K")
+    parser.add_argument("--cell", nargs="+", required=True, metavar="KEY=VALUE",
+                        help="the cell: dataset= bits= hash= teacher= seed= (and student= kd= for student cells)")
+    parser.add_argument("--config-hash", help="expected config hash of the evaluated model's code file")
+    parser.add_argument("--precision-at", nargs="+", type=_positive_int, default=list(DEFAULT_PRECISION_AT),
+                        metavar="K", help="cut-offs of precision@k (K is always added)")
+    parser.add_argument("--threads", type=_positive_int,
+                        help="search threads (default: OMP_NUM_THREADS or all cores; Snakemake: the job's threads)")
+    parser.add_argument("--out", required=True, help="metrics/{paradigm}.json")
+
+
+def run(args) -> None:
+    from brcd.io import write_json
+    from brcd.retrieval.hamming import set_search_threads
+
+    if args.threads:
+        set_search_threads(args.threads)
+    paradigm = PARADIGMS.get(args.paradigm)
+    cell = parse_cell(args.cell, paradigm, args.paradigm)
+    result = evaluate_cell(args.split, args.teacher_codes, args.paradigm, args.topk, cell,
+                           student_codes=args.student_codes, config_hash=args.config_hash,
+                           precision_at=args.precision_at)
+    write_json(Path(args.out), result)
+    log.info("-> %s", args.out)

@@ -1,0 +1,27 @@
+"""Exact Hamming retrieval and its metrics (SPEC §6); numpy + faiss, no torch."""
+from brcd.retrieval.hamming import TIE_POLICY, hamming_distances, search_threads, topk
+from brcd.retrieval.metrics import (
+    average_precision,
+    isd,
+    map_at_k,
+    nra_at_k,
+    pack_labels,
+    pr_by_radius,
+    retrieval_metrics,
+    tie_aware_average_precision,
+)
+
+__all__ = [
+    "TIE_POLICY",
+    "average_precision",
+    "hamming_distances",
+    "isd",
+    "map_at_k",
+    "nra_at_k",
+    "pack_labels",
+    "pr_by_radius",
+    "retrieval_metrics",
+    "search_threads",
+    "tie_aware_average_precision",
+    "topk",
+]

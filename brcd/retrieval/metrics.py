@@ -1,0 +1,376 @@
+"""Retrieval metrics over Hamming rankings (SPEC §6).
+
+Relevance: a database item is relevant to a query when their multi-hot label
+vectors share at least one label. Labels are packed into 64-bit masks once
+(:func:`pack_labels`), so relevance is one AND per word.
+
+Rankings follow :data:`brcd.retrieval.hamming.TIE_POLICY` (distance
+ascending, ties by database order). Definitions:
+
+- ``AP@K`` (conventional): mean, over the relevant items among the top K, of
+  the precision at their rank; 0 for a query with no relevant item in its top
+  K. ``mAP@K`` is its mean over all queries. ``map_all`` is the same with K =
+  the database size.
+- tie-aware ``AP@K``: the expectation of AP@K when the items of every
+  distance value are put in uniformly random order (independently per
+  distance), the whole ranking being truncated at K afterwards. Closed form
+  (McSherry & Najork 2008, extended to the truncation): a bucket of n items,
+  r relevant, after s items of which c are relevant contributes
+  (r/n)(c+1)H0 + r(r-1)/(n(n-1)) H1 with H0 = Σ_{j=1..n} 1/(s+j) and
+  H1 = Σ (j-1)/(s+j); the bucket cut by K (t of its items inside) contributes
+  the same with m relevant of t, averaged over the hypergeometric law of m,
+  and the number of relevant items in the top K, c + m, divides the sum.
+- ``precision@k``: share of relevant items among the first k (conventional
+  ranking).
+- precision-recall by Hamming radius ρ = 0..L: a query retrieves the items
+  within distance ρ. ``precision[ρ]`` is the mean of relevant/retrieved over
+  the queries that retrieve at least one item (an empty retrieval has no
+  precision); ``retrieved_share[ρ]`` is the share of queries that retrieve
+  something, so ``precision[ρ] * retrieved_share[ρ]`` is the variant that
+  counts an empty retrieval as precision 0. ``precision[ρ]`` is null when no
+  query retrieves anything. ``recall[ρ]`` is the mean of relevant retrieved /
+  relevant in the database over the queries with at least one relevant item.
+- ISD: mean normalised Hamming distance between two encoders' codes of the
+  same images. NRA@K: mean |N_T(q) ∩ N_S(q)| / K of two top-K lists.
+
+No torch here (fast job start-up).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from brcd.errors import DataError
+from brcd.retrieval.hamming import (
+    as_words,
+    block_distances,
+    check_pair,
+    check_topk,
+    code_bits,
+    iter_topk,
+    paired_distances,
+    parallel_map,
+    rows_per_chunk,
+    search_threads,
+    topk,
+)
+
+DEFAULT_PRECISION_KS = (1, 10, 100, 1000)
+#: values of m per block of the tie-aware computation (bounds its temporary arrays)
+RAGGED_BLOCK = 1 << 17
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def pack_labels(labels, what: str = "labels") -> np.ndarray:
+    """Multi-hot labels (N x C) -> bit masks, N x W words.
+
+    One word of the smallest unsigned type that holds C bits (uint8 .. uint64);
+    beyond 64 classes, ceil(C/64) uint64 words. Small words make the gathers
+    of the top-K pass cheaper.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape[1] == 0:
+        raise DataError(f"{what}: expected a multi-hot N x C label matrix, got shape {labels.shape}")
+    packed = np.packbits(labels != 0, axis=1, bitorder="little")
+    n_bytes = packed.shape[1]
+    width = next((w for w in (1, 2, 4) if n_bytes <= w), -(-n_bytes // 8) * 8)
+    out = np.zeros((len(packed), width), dtype=np.uint8)
+    out[:, :n_bytes] = packed
+    return out.view({1: np.uint8, 2: np.uint16, 4: np.uint32}.get(width, np.uint64))
+
+
+def _check_labels(query_labels, database_labels, n_query: int, n_database: int) -> tuple[np.ndarray, np.ndarray]:
+    q, db = np.asarray(query_labels), np.asarray(database_labels)
+    if q.ndim != 2 or db.ndim != 2 or q.shape[1] != db.shape[1]:
+        raise DataError(
+            f"query labels {q.shape} and database labels {db.shape} must be 2-D with the same number of classes"
+        )
+    if len(q) != n_query or len(db) != n_database:
+        raise DataError(
+            f"labels do not match the codes: {len(q)} query labels for {n_query} query codes, "
+            f"{len(db)} database labels for {n_database} database codes"
+        )
+    return pack_labels(q, "query labels"), pack_labels(db, "database labels")
+
+
+def gathered_relevance(query_masks: np.ndarray, database_masks: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Relevance of database rows ``ids`` (Q x k) to each query: Q x k bool."""
+    rel = (database_masks[ids, 0] & query_masks[:, 0, None]) != 0
+    for w in range(1, query_masks.shape[1]):
+        rel |= (database_masks[ids, w] & query_masks[:, w, None]) != 0
+    return rel
+
+
+def relevance(query_masks: np.ndarray, database_masks: np.ndarray) -> np.ndarray:
+    """Relevance of every database row to each query: Q x N bool (call on query chunks)."""
+    rel = (database_masks[None, :, 0] & query_masks[:, 0, None]) != 0
+    for w in range(1, query_masks.shape[1]):
+        rel |= (database_masks[None, :, w] & query_masks[:, w, None]) != 0
+    return rel
+
+
+# --------------------------------------------------------------------------- conventional AP
+
+
+def average_precision(ranked_relevance: np.ndarray) -> np.ndarray:
+    """Conventional AP of each row of a ranked relevance matrix (Q x k bool) -> (Q,)."""
+    ranked = np.asarray(ranked_relevance, dtype=bool)
+    if ranked.ndim == 1:
+        ranked = ranked[None]
+    hits = np.cumsum(ranked, axis=1, dtype=np.int64)
+    ranks = np.arange(1, ranked.shape[1] + 1, dtype=np.float64)
+    precision_sum = np.where(ranked, hits / ranks, 0.0).sum(axis=1)
+    found = hits[:, -1]
+    return np.divide(precision_sum, found, out=np.zeros(len(ranked)), where=found > 0)
+
+
+def _average_precision_1d(ranked: np.ndarray) -> float:
+    positions = np.flatnonzero(ranked)
+    if len(positions) == 0:
+        return 0.0
+    return float(np.mean(np.arange(1, len(positions) + 1) / (positions + 1.0)))
+
+
+def iter_topk_relevance(query, database, query_masks, database_masks,
+                        k: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield ``(rows, ids, ranked_relevance)`` for small blocks of query rows (top-k, tie policy order)."""
+    for rows, ids, _ in iter_topk(query, database, k):
+        yield rows, ids, gathered_relevance(query_masks[rows], database_masks, ids)
+
+
+def map_at_k(query, database, query_labels, database_labels, k: int) -> float:
+    """Conventional mAP@K of packed query codes against packed database codes."""
+    query, database = check_pair(query, database)
+    k = check_topk(k, len(database), "k")
+    q_masks, db_masks = _check_labels(query_labels, database_labels, len(query), len(database))
+    total = 0.0
+    for _, _, ranked in iter_topk_relevance(query, database, q_masks, db_masks, k):
+        total += float(average_precision(ranked).sum())
+    return total / len(query)
+
+
+# --------------------------------------------------------------------------- tie-aware AP
+
+
+def _harmonic(n: int) -> np.ndarray:
+    """H[x] = sum_{i=1..x} 1/i for x = 0..n."""
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1, dtype=np.float64))])
+
+
+def _log_factorial(n: int) -> np.ndarray:
+    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))])
+
+
+def _bucket_sums(harm: np.ndarray, before: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """H0 = Σ_{j=1..size} 1/(before+j) and H1 = Σ (j-1)/(before+j)."""
+    h0 = harm[before + size] - harm[before]
+    h1 = size - (before + 1) * h0
+    return h0, h1
+
+
+def tie_aware_average_precision(counts: np.ndarray, relevant: np.ndarray, k: int) -> np.ndarray:
+    """Expected AP@k under random order within each distance, per query.
+
+    ``counts[q, d]``: database items at distance d from query q; ``relevant[q, d]``:
+    how many of them are relevant (both Q x (L+1) integer histograms).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    relevant = np.asarray(relevant, dtype=np.int64)
+    n_query = len(counts)
+    rows = np.arange(n_query)
+    cum_n, cum_r = np.cumsum(counts, axis=1), np.cumsum(relevant, axis=1)
+    before_n, before_r = cum_n - counts, cum_r - relevant
+    total = int(cum_n[:, -1].max())
+    if k > cum_n[:, -1].min():
+        raise ValueError(f"k = {k} exceeds the database size")
+    harm = _harmonic(total)
+    boundary = np.argmax(cum_n >= k, axis=1)
+
+    # Buckets entirely inside the top k.
+    n_f, r_f = counts.astype(np.float64), relevant.astype(np.float64)
+    h0, h1 = _bucket_sums(harm, before_n, counts)
+    p_rel = np.divide(r_f, n_f, out=np.zeros_like(n_f), where=counts > 0)
+    p_pair = np.divide(r_f * (r_f - 1), n_f * (n_f - 1), out=np.zeros_like(n_f), where=counts > 1)
+    expected = p_rel * (before_r + 1) * h0 + p_pair * h1
+    inside = np.arange(counts.shape[1])[None, :] < boundary[:, None]
+    full_sum = np.where(inside, expected, 0.0).sum(axis=1)
+
+    # The bucket cut by k: t of its n items are inside, m of them relevant (hypergeometric).
+    n_b, r_b = counts[rows, boundary], relevant[rows, boundary]
+    s_b, c_b = before_n[rows, boundary], before_r[rows, boundary]
+    t = k - s_b
+    h0_b, h1_b = _bucket_sums(harm, s_b, t)
+    low = np.maximum(0, t - (n_b - r_b))
+    sizes = np.minimum(r_b, t) - low + 1
+    log_fact = _log_factorial(total)
+    result = np.empty(n_query)
+    # Blocks of queries whose possible values of m number at most RAGGED_BLOCK: bounded memory.
+    block_of = np.cumsum(sizes) // RAGGED_BLOCK
+    for block in np.unique(block_of):
+        sel = np.flatnonzero(block_of == block)
+        result[sel] = _boundary_expectation(full_sum[sel], n_b[sel], r_b[sel], c_b[sel], t[sel], h0_b[sel],
+                                            h1_b[sel], low[sel], sizes[sel], log_fact)
+    return result
+
+
+def _boundary_expectation(full_sum, n_b, r_b, c_b, t, h0_b, h1_b, low, sizes, log_fact) -> np.ndarray:
+    """E over m ~ Hypergeometric(n_b, r_b, t) of (full_sum + boundary(m)) / (c_b + m), per query."""
+    n_query = len(full_sum)
+    owner = np.repeat(np.arange(n_query), sizes)
+    offsets = np.cumsum(sizes) - sizes
+    m = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(offsets - low, sizes)
+    n_e, r_e, t_e, c_e = (x[owner] for x in (n_b, r_b, t, c_b))
+
+    def log_choose(a, b):
+        return log_fact[a] - log_fact[b] - log_fact[a - b]
+
+    prob = np.exp(log_choose(r_e, m) + log_choose(n_e - r_e, t_e - m) - log_choose(n_e, t_e))
+    m_f, t_f = m.astype(np.float64), t_e.astype(np.float64)
+    pair = np.divide(m_f * (m_f - 1), t_f * (t_f - 1), out=np.zeros_like(m_f), where=t_e > 1)
+    boundary_sum = (m_f / t_f) * (c_e + 1) * h0_b[owner] + pair * h1_b[owner]
+    found = c_e + m
+    value = np.divide(full_sum[owner] + boundary_sum, found, out=np.zeros_like(m_f), where=found > 0)
+    # Normalise by the summed probabilities (exactly 1 up to rounding).
+    weight = np.bincount(owner, weights=prob, minlength=n_query)
+    return np.bincount(owner, weights=prob * value, minlength=n_query) / weight
+
+
+# --------------------------------------------------------------------------- histograms, PR
+
+
+def distance_histograms(query, database, query_masks, database_masks, *, full_ap: bool = True):
+    """One pass over all distances: per-query histograms and (optionally) full-ranking AP.
+
+    Returns ``(counts, relevant, ap_all)``: Q x (L+1) int64 histograms of all
+    and of relevant database items by distance, and the conventional AP over
+    the whole database ranking (None unless ``full_ap``). Chunks of queries
+    run on :func:`~brcd.retrieval.hamming.search_threads` threads.
+    """
+    query, database = check_pair(query, database)
+    q_words, db_words = as_words(query), as_words(database)
+    bits = code_bits(query)
+    buckets = bits + 1
+    rows = rows_per_chunk(len(database), 32)
+    ranges = [(start, min(start + rows, len(query))) for start in range(0, len(query), rows)]
+
+    def chunk_statistics(bounds):
+        start, stop = bounds
+        dist = block_distances(q_words[start:stop], db_words, bits)
+        rel = relevance(query_masks[start:stop], database_masks)
+        n = stop - start
+        key = dist.astype(np.int64) * 2 + rel
+        key += (np.arange(n, dtype=np.int64) * (2 * buckets))[:, None]
+        hist = np.bincount(key.ravel(), minlength=n * 2 * buckets).reshape(n, buckets, 2)
+        ap = None
+        if full_ap:
+            ap = np.array([_average_precision_1d(rel[row, np.argsort(dist[row], kind="stable")]) for row in range(n)])
+        return hist, ap
+
+    counts = np.zeros((len(query), buckets), dtype=np.int64)
+    relevant = np.zeros((len(query), buckets), dtype=np.int64)
+    ap_all = np.zeros(len(query)) if full_ap else None
+    threads = min(search_threads(), len(ranges))
+    results = map(chunk_statistics, ranges) if threads <= 1 else parallel_map(chunk_statistics, ranges, threads)
+    for (start, stop), (hist, ap) in zip(ranges, results):
+        counts[start:stop] = hist.sum(axis=2)
+        relevant[start:stop] = hist[:, :, 1]
+        if full_ap:
+            ap_all[start:stop] = ap
+    return counts, relevant, ap_all
+
+
+def pr_by_radius(counts: np.ndarray, relevant: np.ndarray) -> dict:
+    """Precision-recall by Hamming radius from distance histograms (see module docstring)."""
+    retrieved, hits = np.cumsum(counts, axis=1), np.cumsum(relevant, axis=1)
+    total_relevant = hits[:, -1:]
+    has_result = retrieved > 0
+    n_with = has_result.sum(axis=0)
+    precision_each = np.divide(hits, retrieved, out=np.zeros(hits.shape), where=has_result)
+    precision = [float(p / n) if n else None for p, n in zip(precision_each.sum(axis=0), n_with)]
+    judged = total_relevant[:, 0] > 0
+    recall_each = hits[judged] / total_relevant[judged]
+    recall = recall_each.mean(axis=0) if judged.any() else np.full(counts.shape[1], np.nan)
+    return {
+        "radius": list(range(counts.shape[1])),
+        "precision": precision,
+        "recall": [None if np.isnan(r) else float(r) for r in recall],
+        "retrieved_share": (n_with / len(counts)).tolist(),
+    }
+
+
+# --------------------------------------------------------------------------- teacher/student agreement
+
+
+def isd(teacher_codes, student_codes) -> float:
+    """Mean normalised Hamming distance between two encoders' codes of the same images."""
+    teacher_codes, student_codes = check_pair(teacher_codes, student_codes)
+    return float(paired_distances(teacher_codes, student_codes).mean() / code_bits(teacher_codes))
+
+
+def overlap_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|row_i(a) ∩ row_i(b)| for two Q x K arrays of distinct ids per row."""
+    merged = np.sort(np.concatenate([a, b], axis=1), axis=1)
+    return (merged[:, 1:] == merged[:, :-1]).sum(axis=1)
+
+
+def nra_at_k(teacher_pair: Sequence, student_pair: Sequence, k: int) -> float:
+    """NRA@K: mean share of the teacher's top-K that the student's top-K also returns.
+
+    ``teacher_pair`` = (teacher query codes, teacher database codes);
+    ``student_pair`` = (student-side query codes, database codes of the paradigm).
+    Both databases must list the same images in the same order.
+    """
+    t_query, t_db = check_pair(*teacher_pair)
+    s_query, s_db = check_pair(*student_pair)
+    if t_query.shape[1] != s_query.shape[1]:
+        raise DataError(f"NRA needs codes of the same length; got {code_bits(t_query)} and {code_bits(s_query)} bits")
+    if len(t_query) != len(s_query) or len(t_db) != len(s_db):
+        raise DataError("NRA needs the same queries and database images on the teacher and the student side")
+    k = check_topk(k, len(t_db), "k")
+    overlap = 0
+    for rows, t_ids, _ in iter_topk(t_query, t_db, k):
+        s_ids, _ = topk(s_query[rows], s_db, k)
+        overlap += int(overlap_counts(t_ids, s_ids).sum())
+    return overlap / (len(t_query) * k)
+
+
+# --------------------------------------------------------------------------- everything at once
+
+
+def precision_ks(requested: Iterable[int], k: int, database_size: int) -> list[int]:
+    """The precision@k cut-offs: the requested ones that fit the database, plus k."""
+    return sorted({int(x) for x in requested if 0 < int(x) <= database_size} | {int(k)})
+
+
+def retrieval_metrics(query, database, query_labels, database_labels, k: int,
+                      precision_at: Iterable[int] = DEFAULT_PRECISION_KS, *, full: bool = True) -> dict:
+    """Every ranking metric of one (query codes, database codes) pair.
+
+    Keys: ``map@{k}``, ``map@{k}_tie_aware``, ``precision@k`` ({str(k'): value}),
+    and with ``full``: ``map_all``, ``map_all_tie_aware``, ``pr_curve``.
+    """
+    query, database = check_pair(query, database)
+    k = check_topk(k, len(database), "--topk")
+    q_masks, db_masks = _check_labels(query_labels, database_labels, len(query), len(database))
+    cutoffs = precision_ks(precision_at, k, len(database))
+    depth = max(cutoffs)
+    ap_sum, precision_sum = 0.0, np.zeros(len(cutoffs))
+    for _, _, ranked in iter_topk_relevance(query, database, q_masks, db_masks, depth):
+        ap_sum += float(average_precision(ranked[:, :k]).sum())
+        hits = np.cumsum(ranked, axis=1, dtype=np.int64)
+        precision_sum += np.array([hits[:, c - 1].sum() / c for c in cutoffs])
+    n_query = len(query)
+    counts, relevant, ap_all = distance_histograms(query, database, q_masks, db_masks, full_ap=full)
+    metrics = {
+        f"map@{k}": ap_sum / n_query,
+        f"map@{k}_tie_aware": float(tie_aware_average_precision(counts, relevant, k).mean()),
+        "precision@k": {str(c): float(p / n_query) for c, p in zip(cutoffs, precision_sum)},
+    }
+    if full:
+        metrics["map_all"] = float(ap_all.mean())
+        metrics["map_all_tie_aware"] = float(tie_aware_average_precision(counts, relevant, len(database)).mean())
+        metrics["pr_curve"] = pr_by_radius(counts, relevant)
+    return metrics

@@ -1,0 +1,235 @@
+"""``brcd evaluate``: paradigm wiring, the metrics JSON, and bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from brcd.cli import main
+from brcd.codes import write_codes
+from brcd.data import create_dataset
+from brcd.data.splits import Splits, write_splits
+from brcd.errors import ConfigError, DataError, MetadataMismatchError
+from brcd.evaluate import PARADIGMS, evaluate_cell, parse_cell
+from brcd.retrieval import TIE_POLICY
+
+BITS = 16
+CELL = {"dataset": "synthetic", "bits": BITS, "hash": "cibhash", "teacher": "tt", "student": "ss", "kd": "brcd",
+        "seed": 0}
+TEACHER_CELL = {**CELL, "student": None, "kd": None}
+
+
+@pytest.fixture(scope="module")
+def split_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("split") / "split.parquet"
+    dataset = create_dataset("synthetic", {"num_classes": 4, "train_size": 200, "test_size": 80, "image_size": 8})
+    write_splits(path, dataset, {"train_per_class": 5, "query": 30, "val": 20, "database": 120}, seed=0)
+    return path
+
+
+def class_codes(labels: np.ndarray) -> np.ndarray:
+    """A perfect hash: one distinct packed code per class."""
+    prototypes = np.random.default_rng(123).integers(0, 256, size=(labels.shape[1], BITS // 8), dtype=np.uint8)
+    return prototypes[labels.argmax(axis=1)]
+
+
+def random_codes(n: int, seed: int, bits: int = BITS) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, bits // 8), dtype=np.uint8)
+
+
+def metadata(role: str, splits: Splits, **changes) -> dict:
+    cell = {**CELL, **changes}
+    meta = {key: cell[key] for key in ("dataset", "bits", "hash", "teacher", "seed")}
+    if role == "teacher":
+        meta.update(model=f"teacher/{cell['hash']}/{cell['teacher']}", backbone=cell["teacher"], config_hash="t-hash")
+    else:
+        meta.update(student=cell["student"], kd=cell["kd"], backbone=cell["student"], config_hash="s-hash",
+                    model=f"student/{cell['hash']}/{cell['teacher']}/{cell['student']}/{cell['kd']}")
+    meta["split"] = splits.fingerprint
+    return meta
+
+
+def write_model_codes(path, splits: Splits, role: str, query_codes, database_codes, extra_rows=(), **changes):
+    """Query and database rows (plus val rows, which evaluation must ignore)."""
+    q, db, val = splits.indices["query"], splits.indices["database"], splits.indices["val"]
+    index = np.concatenate([val, db, q, np.asarray(extra_rows, dtype=np.int64)])  # not in index order on purpose
+    split = ["val"] * len(val) + ["database"] * len(db) + ["query"] * len(q) + ["query"] * len(extra_rows)
+    bits = changes.get("bits", BITS)
+    packed = np.concatenate([random_codes(len(val), 9, bits), database_codes, query_codes,
+                             random_codes(len(extra_rows), 10, bits)])
+    write_codes(path, index, split, packed, metadata(role, splits, **changes))
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(split_path, tmp_path_factory):
+    """Teacher: perfect codes. Student A: the teacher's query codes, random database codes.
+    Student B: random query codes, the teacher's database codes."""
+    folder = tmp_path_factory.mktemp("codes")
+    splits = Splits(split_path)
+    q_perfect = class_codes(splits.labels(splits.indices["query"]))
+    db_perfect = class_codes(splits.labels(splits.indices["database"]))
+    n_q, n_db = len(q_perfect), len(db_perfect)
+    return {
+        "split": split_path,
+        "teacher": write_model_codes(folder / "teacher.parquet", splits, "teacher", q_perfect, db_perfect),
+        "student_a": write_model_codes(folder / "a.parquet", splits, "student", q_perfect, random_codes(n_db, 1)),
+        "student_b": write_model_codes(folder / "b.parquet", splits, "student", random_codes(n_q, 2), db_perfect),
+        "folder": folder,
+        "splits": splits,
+    }
+
+
+def evaluate(files, paradigm, student=None, topk=10, cell=None, **kwargs):
+    cell = cell or (CELL if PARADIGMS.get(paradigm).needs_student else TEACHER_CELL)
+    return evaluate_cell(files["split"], files["teacher"], paradigm, topk, cell,
+                         student_codes=files.get(student) if student else None, **kwargs)
+
+
+# ----------------------------------------------------------------------------- paradigms
+
+
+def test_paradigm_registry():
+    assert PARADIGMS.names() == ["asym", "sym", "teacher"]
+    asym = PARADIGMS.get("asym")
+    assert (asym.query, asym.database) == ("student", "teacher")
+    with pytest.raises(ConfigError, match="allowed values: asym, sym, teacher"):
+        PARADIGMS.get("symmetric")
+
+
+def test_asym_reads_student_queries_against_teacher_database(files):
+    key = "map@10"
+    assert evaluate(files, "teacher")["metrics"][key] == pytest.approx(1.0)
+    a_asym = evaluate(files, "asym", "student_a")
+    a_sym = evaluate(files, "sym", "student_a")
+    b_asym = evaluate(files, "asym", "student_b")
+    b_sym = evaluate(files, "sym", "student_b")
+    # A's queries are the teacher's: against the teacher's database they are perfect
+    assert a_asym["metrics"][key] == pytest.approx(1.0)
+    assert a_asym["metrics"]["nra@10"] == pytest.approx(1.0)
+    assert a_asym["metrics"]["isd"] == 0.0
+    # ... and against A's own random database they are not
+    assert a_sym["metrics"][key] < 0.8
+    assert a_sym["metrics"]["nra@10"] < 0.5
+    # B's random queries fail against either database
+    assert b_asym["metrics"][key] < 0.8 and b_sym["metrics"][key] < 0.8
+    assert b_asym["metrics"]["isd"] > 0.2
+    assert (a_asym["query_side"], a_asym["database_side"]) == ("student", "teacher")
+
+
+def test_metrics_json_layout(files, tmp_path):
+    out = tmp_path / "metrics" / "asym.json"
+    argv = ["evaluate", "--split", str(files["split"]), "--teacher-codes", str(files["teacher"]),
+            "--student-codes", str(files["student_a"]), "--paradigm", "asym", "--topk", "10",
+            "--cell", "dataset=synthetic", f"bits={BITS}", "hash=cibhash", "teacher=tt", "student=ss", "kd=brcd",
+            "seed=0", "--config-hash", "s-hash", "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    for key, value in {**CELL, "paradigm": "asym", "topk": 10, "tie_policy": TIE_POLICY,
+                       "config_hash": "s-hash"}.items():
+        assert result[key] == value
+    metrics = result["metrics"]
+    assert set(metrics) == {"map@10", "map@10_tie_aware", "map_all", "map_all_tie_aware", "precision@k", "pr_curve",
+                            "isd", "nra@10"}
+    assert set(metrics["precision@k"]) == {"1", "10", "100"}  # 1000 > database of 120
+    assert metrics["pr_curve"]["radius"] == list(range(BITS + 1))
+    assert len(metrics["pr_curve"]["precision"]) == BITS + 1
+    assert result["counts"] == {"queries": 30, "database": 120}
+    assert result["codes"] == {"teacher": str(files["teacher"]), "student": str(files["student_a"])}
+    assert result["seconds"] >= 0 and result["search_threads"] >= 1
+
+
+def test_teacher_paradigm_has_no_student_metrics(files):
+    result = evaluate(files, "teacher")
+    assert result["student"] is None and result["kd"] is None
+    assert "isd" not in result["metrics"] and "nra@10" not in result["metrics"]
+    assert result["config_hash"] == "t-hash"
+
+
+def test_parse_cell():
+    sym = PARADIGMS.get("sym")
+    cell = parse_cell(["dataset=d", "bits=16", "hash=h", "teacher=t", "student=s", "kd=k", "seed=3"], sym, "sym")
+    assert cell == {"dataset": "d", "bits": 16, "hash": "h", "teacher": "t", "student": "s", "kd": "k", "seed": 3}
+    with pytest.raises(ConfigError, match="lacks student=..., kd=..."):
+        parse_cell(["dataset=d", "bits=16", "hash=h", "teacher=t", "seed=0"], sym, "sym")
+    with pytest.raises(ConfigError, match="unknown key 'bit'"):
+        parse_cell(["bit=16"], sym, "sym")
+    with pytest.raises(ConfigError, match="bits must be an integer"):
+        parse_cell(["bits=sixteen"], sym, "sym")
+    with pytest.raises(ConfigError, match="teacher codes only"):
+        parse_cell(["dataset=d", "bits=16", "hash=h", "teacher=t", "seed=0", "student=s"], PARADIGMS.get("teacher"),
+                   "teacher")
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_codes_of_different_bit_lengths(files):
+    splits = files["splits"]
+    n_q, n_db = len(splits.indices["query"]), len(splits.indices["database"])
+    path = files["folder"] / "bits64.parquet"
+    q, db = np.zeros((n_q, 8), np.uint8), np.zeros((n_db, 8), np.uint8)
+    write_model_codes(path, splits, "student", q, db, bits=64)
+    with pytest.raises(MetadataMismatchError, match=r"have bits 16 .* have bits 64; pass code files of the same bits"):
+        evaluate({**files, "odd": path}, "sym", "odd")
+
+
+def test_codes_of_different_datasets(files):
+    splits = files["splits"]
+    path = files["folder"] / "other_dataset.parquet"
+    write_model_codes(path, splits, "student", random_codes(30, 3), random_codes(120, 4), dataset="cifar10")
+    with pytest.raises(MetadataMismatchError, match="dataset 'synthetic' but student codes .* 'cifar10'"):
+        evaluate({**files, "odd": path}, "asym", "odd")
+
+
+def test_empty_code_file(files):
+    path = files["folder"] / "empty.parquet"
+    write_codes(path, [], [], np.zeros((0, BITS // 8), np.uint8), metadata("student", files["splits"]))
+    with pytest.raises(DataError, match="empty.parquet is empty"):
+        evaluate({**files, "odd": path}, "sym", "odd")
+
+
+def test_topk_larger_than_database(files):
+    with pytest.raises(ConfigError, match=r"--topk 500 is larger than the database .* \(120 images\)"):
+        evaluate(files, "teacher", topk=500)
+
+
+def test_codes_without_labels(files):
+    splits = files["splits"]
+    train_only = np.setdiff1d(splits.indices["train"], splits.indices["database"])
+    outside = np.setdiff1d(np.arange(280), splits.all_indices())[:2]  # indices no split uses
+    assert len(outside) == 2 and len(train_only) == 0
+    path = files["folder"] / "extra.parquet"
+    write_model_codes(path, splits, "student", random_codes(30, 3), random_codes(120, 4), extra_rows=outside)
+    with pytest.raises(DataError, match=rf"2 query codes \(e.g. dataset index {outside[0]}\) have no query labels"):
+        evaluate({**files, "odd": path}, "sym", "odd")
+
+
+def test_code_file_for_another_cell(files):
+    with pytest.raises(MetadataMismatchError, match=r"seed: file has 0, expected 1"):
+        evaluate(files, "asym", "student_a", cell={**CELL, "seed": 1})
+    with pytest.raises(MetadataMismatchError, match=r"kd: file has 'brcd', expected 'crd'.*model"):
+        evaluate(files, "sym", "student_a", cell={**CELL, "kd": "crd"})
+    with pytest.raises(MetadataMismatchError, match=r"config_hash: file has 's-hash', expected 'zzz'"):
+        evaluate(files, "sym", "student_a", config_hash="zzz")
+
+
+def test_split_of_another_dataset(files):
+    splits = files["splits"]
+    folder = files["folder"]
+    other = {"teacher": write_model_codes(folder / "t_other.parquet", splits, "teacher", random_codes(30, 1),
+                                          random_codes(120, 2), dataset="cifar10"),
+             "split": files["split"]}
+    expected = r"split file .*\(dataset: file has 'synthetic', expected 'cifar10'\)"
+    with pytest.raises(MetadataMismatchError, match=expected):
+        evaluate(other, "teacher", cell={**TEACHER_CELL, "dataset": "cifar10"})
+
+
+def test_cli_reports_errors_cleanly(files, tmp_path, capsys):
+    argv = ["evaluate", "--split", str(files["split"]), "--teacher-codes", str(files["teacher"]), "--paradigm", "sym",
+            "--topk", "10", "--cell", "dataset=synthetic", "bits=16", "hash=cibhash", "teacher=tt", "seed=0",
+            "--out", str(tmp_path / "x.json")]
+    assert main(argv) == 2
+    assert "lacks student=..., kd=..." in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

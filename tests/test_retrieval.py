@@ -1,0 +1,295 @@
+"""Exact Hamming search and retrieval metrics against plain reference code."""
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from brcd.errors import ConfigError, DataError
+from brcd.retrieval import (
+    TIE_POLICY,
+    average_precision,
+    hamming_distances,
+    isd,
+    map_at_k,
+    nra_at_k,
+    pr_by_radius,
+    retrieval_metrics,
+    tie_aware_average_precision,
+    topk,
+)
+from brcd.retrieval import hamming as hamming_module
+from brcd.retrieval.metrics import distance_histograms, pack_labels
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def pack(bits: np.ndarray) -> np.ndarray:
+    return np.packbits(np.asarray(bits, dtype=np.uint8), axis=1, bitorder="big")
+
+
+def ref_distances(query: np.ndarray, database: np.ndarray) -> np.ndarray:
+    a, b = np.unpackbits(query, axis=1), np.unpackbits(database, axis=1)
+    return (a[:, None, :] != b[None, :, :]).sum(axis=2)
+
+
+def ref_relevance(query_labels, database_labels) -> np.ndarray:
+    return (query_labels.astype(int) @ database_labels.T.astype(int)) > 0
+
+
+def ref_ap(ranked_relevance) -> float:
+    """AP as the classic hashing codebases compute it (count / position over hits)."""
+    hits = np.flatnonzero(ranked_relevance)
+    if len(hits) == 0:
+        return 0.0
+    return float(np.mean(np.arange(1, len(hits) + 1) / (hits + 1.0)))
+
+
+def ref_map(query, database, query_labels, database_labels, k) -> float:
+    """The straightforward loop: distances, stable argsort, AP of the top k."""
+    dist = ref_distances(query, database)
+    rel = ref_relevance(query_labels, database_labels)
+    return float(np.mean([ref_ap(rel[i, np.argsort(dist[i], kind="stable")][:k]) for i in range(len(query))]))
+
+
+def tied_codes(rng, n: int, bits: int, pool: int) -> np.ndarray:
+    """Codes drawn from a small pool of distinct codes: many exact ties in distance."""
+    prototypes = rng.integers(0, 2, size=(pool, bits))
+    return pack(prototypes[rng.integers(0, pool, size=n)])
+
+
+def multi_hot(rng, n: int, classes: int, p: float = 0.3) -> np.ndarray:
+    return (rng.random((n, classes)) < p).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- search
+
+
+@pytest.mark.parametrize("bits", [8, 16, 24, 64, 72, 264])
+def test_distances_match_bit_by_bit_reference(bits):
+    rng = np.random.default_rng(bits)
+    query, database = pack(rng.integers(0, 2, (7, bits))), pack(rng.integers(0, 2, (50, bits)))
+    dist = hamming_distances(query, database)
+    assert dist.dtype == (np.uint8 if bits <= 255 else np.uint16)
+    np.testing.assert_array_equal(dist, ref_distances(query, database))
+
+
+@pytest.mark.parametrize("bits,k", [(8, 1), (16, 37), (16, 400), (64, 50)])
+def test_topk_is_the_stable_ranking(bits, k):
+    rng = np.random.default_rng(k)
+    database = tied_codes(rng, 400, bits, pool=12)
+    query = tied_codes(rng, 30, bits, pool=12)
+    ids, dist = topk(query, database, k)
+    full = ref_distances(query, database)
+    expected = np.argsort(full, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_array_equal(dist, np.take_along_axis(full, expected, axis=1))
+    assert TIE_POLICY == "hamming distance ascending, ties by database order"
+
+
+def test_topk_sort_fallback_matches(monkeypatch):
+    rng = np.random.default_rng(3)
+    database, query = tied_codes(rng, 300, 16, 9), tied_codes(rng, 20, 16, 9)
+    monkeypatch.setattr(hamming_module, "WORK_BYTES", 64)  # forces the argsort path
+    ids, _ = topk(query, database, 120)
+    np.testing.assert_array_equal(ids, np.argsort(ref_distances(query, database), axis=1, kind="stable")[:, :120])
+
+
+def test_search_rejects_bad_input():
+    rng = np.random.default_rng(0)
+    a, b = pack(rng.integers(0, 2, (3, 16))), pack(rng.integers(0, 2, (5, 64)))
+    with pytest.raises(DataError, match="16 bits but database codes have 64"):
+        topk(a, b, 2)
+    with pytest.raises(ConfigError, match="larger than the database"):
+        topk(a, a, 4)
+    with pytest.raises(DataError, match="empty"):
+        topk(a[:0], a, 1)
+
+
+def test_retrieval_does_not_import_torch():
+    code = "import sys, brcd.retrieval, brcd.evaluate; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- mAP@K
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("bits,k", [(8, 25), (16, 60), (32, 200)])
+def test_map_at_k_matches_reference_loop(multi_label, bits, k):
+    rng = np.random.default_rng(bits + k + multi_label)
+    database, query = tied_codes(rng, 200, bits, 15), tied_codes(rng, 40, bits, 15)
+    if multi_label:
+        db_labels, q_labels = multi_hot(rng, 200, 70, 0.02), multi_hot(rng, 40, 70, 0.02)  # 70 classes: 2 words
+    else:
+        db_labels = np.eye(5, dtype=np.uint8)[rng.integers(0, 5, 200)]
+        q_labels = np.eye(6, dtype=np.uint8)[rng.integers(0, 6, 40)][:, :5]  # class 5 -> no label
+        q_labels[:3] = 0
+        q_labels[:3, 4] = 1
+        db_labels[:, 4] = 0  # queries of class 4 (and the unlabelled) have no relevant item at all
+    expected = ref_map(query, database, q_labels, db_labels, k)
+    per_query = [ref_ap(r) for r in ref_relevance(q_labels, db_labels)]
+    assert min(per_query) == 0.0  # some queries without any relevant item in the top k
+    assert map_at_k(query, database, q_labels, db_labels, k) == pytest.approx(expected, abs=1e-12)
+    metrics = retrieval_metrics(query, database, q_labels, db_labels, k)
+    assert metrics[f"map@{k}"] == pytest.approx(expected, abs=1e-12)
+    assert metrics["map_all"] == pytest.approx(ref_map(query, database, q_labels, db_labels, len(database)), abs=1e-12)
+
+
+def test_query_without_relevant_item_in_top_k_scores_zero():
+    # database: 4 irrelevant items at distance 0, then the relevant one further away
+    database = pack([[0] * 8] * 4 + [[1] * 8])
+    query = pack([[0] * 8])
+    labels_db = np.array([[0, 1]] * 4 + [[1, 0]], dtype=np.uint8)
+    assert map_at_k(query, database, [[1, 0]], labels_db, 4) == 0.0
+    assert map_at_k(query, database, [[1, 0]], labels_db, 5) == pytest.approx(1 / 5)
+
+
+def test_average_precision_hand_computed():
+    ranked = np.array([[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 0]], dtype=bool)
+    np.testing.assert_allclose(average_precision(ranked), [(1 + 2 / 3) / 2, 0.0, 0.5])
+
+
+# ----------------------------------------------------------------------------- tie-aware mAP
+
+
+def consistent_orderings(distances: np.ndarray) -> list[list[int]]:
+    """Every ordering of the items consistent with the distances (tied items permuted)."""
+    return [list(perm) for perm in itertools.permutations(range(len(distances)))
+            if np.all(np.diff(distances[list(perm)]) >= 0)]
+
+
+def brute_force_tie_aware(distances: np.ndarray, relevant: np.ndarray, k: int, orderings=None) -> float:
+    """Mean AP@k over every ordering consistent with the distances."""
+    orderings = orderings if orderings is not None else consistent_orderings(distances)
+    return float(np.mean([ref_ap(relevant[perm][:k]) for perm in orderings]))
+
+
+def histograms(distances, relevant, buckets):
+    counts = np.bincount(distances, minlength=buckets)[None]
+    rel = np.bincount(distances[relevant.astype(bool)], minlength=buckets)[None]
+    return counts, rel
+
+
+def test_tie_aware_map_matches_brute_force_over_orderings():
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(60):
+        n = int(rng.integers(1, 8))
+        distances = rng.integers(0, 4, size=n)
+        relevant = rng.random(n) < rng.uniform(0.1, 0.9)
+        counts, rel = histograms(distances, relevant, 4)
+        orderings = consistent_orderings(distances)
+        for k in range(1, n + 1):
+            expected = brute_force_tie_aware(distances, relevant, k, orderings)
+            got = tie_aware_average_precision(counts, rel, k)[0]
+            assert got == pytest.approx(expected, abs=1e-12), (distances, relevant, k)
+            checked += 1
+    assert checked > 100
+
+
+def test_tie_aware_equals_conventional_without_ties_and_differs_with_them():
+    distances, relevant = np.array([0, 1, 2, 3]), np.array([0, 1, 0, 1], dtype=bool)
+    counts, rel = histograms(distances, relevant, 4)
+    assert tie_aware_average_precision(counts, rel, 3)[0] == pytest.approx(ref_ap(relevant[:3]))
+    # all tied: conventional order puts the relevant item last, the expectation does not
+    distances, relevant = np.zeros(3, dtype=int), np.array([0, 0, 1], dtype=bool)
+    counts, rel = histograms(distances, relevant, 1)
+    assert ref_ap(relevant[:2]) == 0.0
+    # AP@2 over orderings: relevant at rank 1 (1/3: AP 1), rank 2 (1/3: AP 1/2), rank 3 (1/3: AP 0)
+    assert tie_aware_average_precision(counts, rel, 2)[0] == pytest.approx((1 + 0.5 + 0) / 3)
+
+
+def test_tie_aware_blocks_give_the_same_result(monkeypatch):
+    from brcd.retrieval import metrics as metrics_module
+
+    rng = np.random.default_rng(2)
+    database, query = tied_codes(rng, 400, 16, 6), tied_codes(rng, 50, 16, 6)
+    db_labels, q_labels = multi_hot(rng, 400, 5), multi_hot(rng, 50, 5)
+    counts, rel, _ = distance_histograms(query, database, pack_labels(q_labels), pack_labels(db_labels), full_ap=False)
+    whole = tie_aware_average_precision(counts, rel, 150)
+    monkeypatch.setattr(metrics_module, "RAGGED_BLOCK", 7)
+    np.testing.assert_allclose(tie_aware_average_precision(counts, rel, 150), whole, rtol=0, atol=1e-14)
+
+
+def test_tie_aware_from_codes_matches_brute_force():
+    rng = np.random.default_rng(11)
+    database, query = tied_codes(rng, 7, 8, 3), tied_codes(rng, 4, 8, 3)
+    db_labels, q_labels = multi_hot(rng, 7, 3, 0.4), multi_hot(rng, 4, 3, 0.5)
+    dist, rel = ref_distances(query, database), ref_relevance(q_labels, db_labels)
+    for k in (1, 3, 7):
+        expected = np.mean([brute_force_tie_aware(dist[i], rel[i], k) for i in range(len(query))])
+        metrics = retrieval_metrics(query, database, q_labels, db_labels, k)
+        assert metrics[f"map@{k}_tie_aware"] == pytest.approx(expected, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- P@K, PR, ISD, NRA
+
+
+def test_precision_at_k_hand_computed():
+    # query 0 at distances 0,1,2,3 from items relevant 1,0,1,1
+    database = pack([[0] * 8, [1] + [0] * 7, [1, 1] + [0] * 6, [1, 1, 1] + [0] * 5])
+    query = pack([[0] * 8])
+    labels_db = np.array([[1], [0], [1], [1]], dtype=np.uint8)
+    metrics = retrieval_metrics(query, database, [[1]], labels_db, 2, precision_at=[1, 3, 4, 50])
+    assert metrics["precision@k"] == {"1": 1.0, "2": 0.5, "3": pytest.approx(2 / 3), "4": 0.75}
+
+
+def test_pr_curve_hand_computed():
+    # query A: distances [0, 1, 1] relevant [1, 0, 1]; query B: distances [2, 2, 2] relevant [0, 1, 0]
+    counts = np.array([[1, 2, 0], [0, 0, 3]])
+    relevant = np.array([[1, 1, 0], [0, 0, 1]])
+    pr = pr_by_radius(counts, relevant)
+    assert pr["radius"] == [0, 1, 2]
+    # radius 0: only A retrieves (1/1); radius 1: A 2/3, B nothing; radius 2: A 2/3, B 1/3
+    assert pr["precision"] == pytest.approx([1.0, 2 / 3, 0.5])
+    assert pr["retrieved_share"] == [0.5, 0.5, 1.0]
+    assert pr["recall"] == pytest.approx([0.25, 0.5, 1.0])
+    none = pr_by_radius(np.array([[0, 2]]), np.array([[0, 0]]))
+    assert none["precision"][0] is None and none["recall"] == [None, None]
+
+
+def test_histograms_from_codes_match_reference():
+    rng = np.random.default_rng(5)
+    database, query = tied_codes(rng, 300, 16, 20), tied_codes(rng, 25, 16, 20)
+    db_labels, q_labels = multi_hot(rng, 300, 4), multi_hot(rng, 25, 4)
+    counts, rel, _ = distance_histograms(query, database, pack_labels(q_labels), pack_labels(db_labels), full_ap=False)
+    dist, relevance = ref_distances(query, database), ref_relevance(q_labels, db_labels)
+    for i in range(len(query)):
+        np.testing.assert_array_equal(counts[i], np.bincount(dist[i], minlength=17))
+        np.testing.assert_array_equal(rel[i], np.bincount(dist[i][relevance[i]], minlength=17))
+
+
+def test_isd_hand_computed():
+    teacher = pack([[0] * 16, [1] * 16])
+    student = pack([[1] * 4 + [0] * 12, [1] * 16])
+    assert isd(teacher, student) == pytest.approx((4 / 16 + 0) / 2)
+
+
+def test_nra_hand_computed():
+    # teacher ranks database items 0,1,2,3 at distances 0,1,2,3; student query sees 3,2,1,0
+    db = pack([[0] * 8, [1] + [0] * 7, [1, 1] + [0] * 6, [1, 1, 1] + [0] * 5])
+    t_query = pack([[0] * 8])
+    s_query = pack([[1, 1, 1] + [0] * 5])
+    # top-2: teacher {0, 1}, student {3, 2} -> 0; top-3: {0,1,2} vs {3,2,1} -> 2/3
+    assert nra_at_k((t_query, db), (s_query, db), 2) == 0.0
+    assert nra_at_k((t_query, db), (s_query, db), 3) == pytest.approx(2 / 3)
+    assert nra_at_k((t_query, db), (t_query, db), 4) == 1.0
+
+
+def test_memory_stays_bounded():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    database, query = tied_codes(rng, 20_000, 64, 500), tied_codes(rng, 1_000, 64, 500)
+    db_labels = np.eye(10, dtype=np.uint8)[rng.integers(0, 10, 20_000)]
+    q_labels = np.eye(10, dtype=np.uint8)[rng.integers(0, 10, 1_000)]
+    tracemalloc.start()
+    retrieval_metrics(query, database, q_labels, db_labels, 1000)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    dense = len(query) * len(database) * 8  # one float64 queries x database matrix
+    assert peak < dense / 2, f"peak {peak / 2**20:.0f} MiB"
