@@ -17,6 +17,15 @@ FEATURES = "results/{dataset}/features/{backbone}"
 TEACHER_DIR = "results/{dataset}/{bits}/teacher/{hash}/{teacher}/seed{seed}"
 CLUSTERS = "results/{dataset}/{bits}/clusters/{hash}/{teacher}/seed{seed}/clusters.parquet"
 STUDENT_DIR = "results/{dataset}/{bits}/student/{hash}/{teacher}/{student}/{kd}/seed{seed}"
+TEACHER_MODEL = TEACHER_DIR + "/model.pt"
+TEACHER_HISTORY = TEACHER_DIR + "/history.tsv"
+TEACHER_CODES = TEACHER_DIR + "/codes.parquet"
+STUDENT_MODEL = STUDENT_DIR + "/model.pt"
+STUDENT_HISTORY = STUDENT_DIR + "/history.tsv"
+STUDENT_CODES = STUDENT_DIR + "/codes.parquet"
+STUDENT_CODES_ASYM = STUDENT_DIR + "/codes_asym.parquet"
+#: any model's metrics; {model} is teacher/{hash}/{teacher} or student/{hash}/{teacher}/{student}/{kd}
+METRICS = "results/{dataset}/{bits}/{model}/seed{seed}/metrics/{paradigm}.json"
 TIMING_ENCODER = "results/timing/encoder/{dataset}/{backbone}.json"
 TIMING_SEARCH = "results/timing/search/{bits}.json"
 REPORT = "reports/{name}.md"
@@ -50,10 +59,6 @@ class Cell:
 
     def teacher_cell(self) -> "Cell":
         return Cell(self.dataset, self.bits, self.hash, self.teacher, self.seed)
-
-    def directory(self) -> str:
-        template = TEACHER_DIR if self.student is None else STUDENT_DIR
-        return template.format(**asdict(self))
 
     def parameters(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

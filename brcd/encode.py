@@ -1,14 +1,16 @@
-"""``brcd encode``: any trained model -> a code file (SPEC §7).
+"""``brcd encode``: any trained model -> code files (SPEC §7).
 
-Encodes the clean view of every train, val, query and database image with one
-head of a trained model on its backbone's features. A teacher has one head
-(selection ``teacher``); a student checkpoint holds two, selected on
-validation mAP for the symmetric (``sym`` -> ``codes.parquet``) and for the
-asymmetric paradigm (``asym`` -> ``codes_asym.parquet``).
+Encodes the clean view of every train, val, query and database image with
+the heads of a trained model on its backbone's features. A teacher has one
+head (selection ``teacher`` -> ``codes.parquet``); a student checkpoint holds
+two, selected on validation mAP for the symmetric (``sym`` ->
+``codes.parquet``) and for the asymmetric paradigm (``asym`` ->
+``codes_asym.parquet``). The backbone features are loaded once for both.
 """
 from __future__ import annotations
 
 import logging
+from typing import Mapping
 
 import numpy as np
 
@@ -17,31 +19,34 @@ from brcd.data.splits import SPLITS, Splits
 
 log = logging.getLogger(__name__)
 
+#: the heads a checkpoint of each role holds, the first being the default
 SELECTIONS = {"teacher": ("teacher",), "student": ("sym", "asym")}
 
 
-def encode_model(config, cell, split_path: str, checkpoint: str, out: str, selection: str | None = None,
+def encode_model(config, cell, split_path: str, checkpoint: str, outputs: Mapping[str, str],
                  bank: str | None = None, device="cpu") -> None:
+    """Write one code file per ``outputs`` entry (selected head -> path)."""
     from brcd.checkpoint import load_checkpoint, load_head
     from brcd.errors import ConfigError
     from brcd.features import create_source
     from brcd.train import encode_features
 
-    selection = selection or SELECTIONS[cell.role][0]
-    if selection not in SELECTIONS[cell.role]:
-        raise ConfigError(f"a {cell.role} has heads {', '.join(SELECTIONS[cell.role])}; got --selection {selection}")
+    unknown = sorted(set(outputs) - set(SELECTIONS[cell.role]))
+    if unknown:
+        raise ConfigError(f"a {cell.role} checkpoint has heads {', '.join(SELECTIONS[cell.role])}, not {', '.join(unknown)}")
     splits = Splits(split_path)
     metadata = {**cell.metadata(config), "split": splits.fingerprint}
     bundle = load_checkpoint(checkpoint, expected={k: metadata[k] for k in ("model", "dataset", "bits", "seed", "split")})
     source = create_source(config, cell.dataset, cell.backbone, splits, device, bank)
     index = np.concatenate([splits.indices[name] for name in SPLITS])
     split = np.concatenate([[name] * len(splits.indices[name]) for name in SPLITS])
-    head = load_head(bundle, selection).to(device)
-    packed = encode_features(head, source.clean(index))
-    best = bundle["best"][selection]
-    write_codes(out, index, split, packed,
-                {**metadata, "selection": selection, "best_epoch": best["epoch"], "val_map": best["map"]})
-    log.info("%s (%s head, val mAP %.4f): %d codes -> %s", cell.model, selection, best["map"], len(index), out)
+    features = source.clean(index)
+    for selection, path in outputs.items():
+        head = load_head(bundle, selection).to(device)
+        best = bundle["best"][selection]
+        write_codes(path, index, split, encode_features(head, features),
+                    {**metadata, "selection": selection, "best_epoch": best["epoch"], "val_map": best["map"]})
+        log.info("%s (%s head, val mAP %.4f): %d codes -> %s", cell.model, selection, best["map"], len(index), path)
 
 
 def configure_parser(parser) -> None:
@@ -53,12 +58,11 @@ def configure_parser(parser) -> None:
     parser.add_argument("--model", required=True,
                         help="teacher/HASH/TEACHER or student/HASH/TEACHER/STUDENT/KD (its results path)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--selection", choices=["teacher", "sym", "asym"],
-                        help="which head of the checkpoint (default: teacher, or sym for a student)")
     parser.add_argument("--split", required=True)
     parser.add_argument("--checkpoint", required=True, help="model.pt")
     parser.add_argument("--bank", help="feature bank of the model's backbone (mode: bank)")
-    parser.add_argument("--out", required=True, help="codes.parquet")
+    parser.add_argument("--out", required=True, help="codes.parquet: the teacher's head, or the student's sym head")
+    parser.add_argument("--out-asym", help="students: codes_asym.parquet from the head selected for asym")
     add_runtime_arguments(parser)
 
 
@@ -70,4 +74,7 @@ def run(args) -> None:
     config = load_config(args.config, check_registries=False)
     device = setup_runtime(args, config)
     cell = cell_from_model(args.dataset, args.bits, args.model, args.seed)
-    encode_model(config, cell, args.split, args.checkpoint, args.out, args.selection, args.bank, device)
+    outputs = {SELECTIONS[cell.role][0]: args.out}
+    if args.out_asym:
+        outputs["asym"] = args.out_asym
+    encode_model(config, cell, args.split, args.checkpoint, outputs, args.bank, device)

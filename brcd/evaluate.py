@@ -49,7 +49,6 @@ Metric definitions: :mod:`brcd.retrieval.metrics`.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from typing import Mapping
 
 import numpy as np
 
+from brcd.cli import positive_int
 from brcd.errors import ConfigError, DataError, MetadataMismatchError
 from brcd.registry import Registry
 
@@ -278,25 +278,18 @@ def evaluate_cell(split_path, teacher_codes, paradigm_name: str, topk: int, cell
 # --------------------------------------------------------------------------- CLI
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def configure_parser(parser) -> None:
     parser.add_argument("--split", required=True, help="results/{dataset}/split.parquet")
     parser.add_argument("--teacher-codes", required=True, help="the teacher's codes.parquet")
     parser.add_argument("--student-codes", help="the student's codes.parquet (paradigms sym, asym)")
     parser.add_argument("--paradigm", required=True, help=f"one of: {', '.join(PARADIGMS.names())}")
-    parser.add_argument("--topk", required=True, type=_positive_int, help="K of mAP@K and NRA@K")
+    parser.add_argument("--topk", required=True, type=positive_int, help="K of mAP@K and NRA@K")
     parser.add_argument("--cell", nargs="+", required=True, metavar="KEY=VALUE",
                         help="the cell: dataset= bits= hash= teacher= seed= (and student= kd= for student cells)")
     parser.add_argument("--config-hash", help="expected config hash of the evaluated model's code file")
-    parser.add_argument("--precision-at", nargs="+", type=_positive_int, default=list(DEFAULT_PRECISION_AT),
+    parser.add_argument("--precision-at", nargs="+", type=positive_int, default=list(DEFAULT_PRECISION_AT),
                         metavar="K", help="cut-offs of precision@k (K is always added)")
-    parser.add_argument("--threads", type=_positive_int,
+    parser.add_argument("--threads", type=positive_int,
                         help="search threads (default: OMP_NUM_THREADS or all cores; Snakemake: the job's threads)")
     parser.add_argument("--out", required=True, help="metrics/{paradigm}.json")
 

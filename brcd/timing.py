@@ -25,7 +25,6 @@ Both subcommands live in this module; :func:`configure_parser` and
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import platform
@@ -34,6 +33,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from brcd.cli import non_negative_int, positive_int
 from brcd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -43,20 +43,6 @@ SEARCH_DEFAULTS = {"database_sizes": [10_000, 100_000, 1_000_000], "topk": [100,
 ENCODER_DEFAULTS = {"batch_sizes": [1, 64], "repeats": 5, "warmup": 2}
 #: most single-query calls timed per (database size, K)
 SINGLE_QUERY_CALLS = 100
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def settings(args, config: Mapping | None, defaults: Mapping) -> dict:
@@ -153,17 +139,17 @@ def time_search(bits: int, database_sizes, topks, queries: int, repeats: int, wa
 
 
 def configure_search(parser) -> None:
-    parser.add_argument("--bits", required=True, type=_positive_int, help="code length L (multiple of 8)")
+    parser.add_argument("--bits", required=True, type=positive_int, help="code length L (multiple of 8)")
     parser.add_argument("--config", help="grid config: its `timing` section gives the defaults")
-    parser.add_argument("--database-sizes", nargs="+", type=_positive_int, metavar="N",
+    parser.add_argument("--database-sizes", nargs="+", type=positive_int, metavar="N",
                         help=f"database sizes (default {SEARCH_DEFAULTS['database_sizes']})")
-    parser.add_argument("--topk", nargs="+", type=_positive_int, metavar="K",
+    parser.add_argument("--topk", nargs="+", type=positive_int, metavar="K",
                         help=f"K values (default {SEARCH_DEFAULTS['topk']})")
-    parser.add_argument("--queries", type=_positive_int,
+    parser.add_argument("--queries", type=positive_int,
                         help=f"queries per measurement (default {SEARCH_DEFAULTS['queries']})")
-    parser.add_argument("--repeats", type=_positive_int, help="timed batch calls (default 3)")
-    parser.add_argument("--warmup", type=_non_negative_int, help="untimed calls first (default 2)")
-    parser.add_argument("--threads", type=_positive_int, help="search threads (default: faiss/OpenMP default)")
+    parser.add_argument("--repeats", type=positive_int, help="timed batch calls (default 3)")
+    parser.add_argument("--warmup", type=non_negative_int, help="untimed calls first (default 2)")
+    parser.add_argument("--threads", type=positive_int, help="search threads (default: faiss/OpenMP default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random codes")
     parser.add_argument("--out", required=True, help="results/timing/search/{bits}.json")
 
@@ -334,13 +320,13 @@ def configure_encoder(parser) -> None:
     parser.add_argument("--config", required=True, help="grid config YAML")
     parser.add_argument("--dataset", required=True, help="dataset whose images are encoded")
     parser.add_argument("--backbone", required=True, help="backbone alias (a key of `backbones`)")
-    parser.add_argument("--bits", required=True, type=_positive_int, help="code length L")
+    parser.add_argument("--bits", required=True, type=positive_int, help="code length L")
     parser.add_argument("--checkpoint",
                         help="model.pt of a trained head (default: a fresh head; timing ignores weights)")
     parser.add_argument("--head", help="which head of the checkpoint (teacher, sym, asym; default: the first)")
-    parser.add_argument("--batch-sizes", nargs="+", type=_positive_int, metavar="B", help="default: config or [1, 64]")
-    parser.add_argument("--repeats", type=_positive_int, help="timed calls per batch size (default 5)")
-    parser.add_argument("--warmup", type=_non_negative_int, help="untimed calls first (default 2)")
+    parser.add_argument("--batch-sizes", nargs="+", type=positive_int, metavar="B", help="default: config or [1, 64]")
+    parser.add_argument("--repeats", type=positive_int, help="timed calls per batch size (default 5)")
+    parser.add_argument("--warmup", type=non_negative_int, help="untimed calls first (default 2)")
     parser.add_argument("--out", required=True, help="results/timing/encoder/{dataset}/{backbone}.json")
     add_runtime_arguments(parser)
 

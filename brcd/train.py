@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from brcd.codes import pack_codes
+from brcd.hashing import codes_from_logits
 from brcd.errors import BrcdError
 from brcd.io import atomic_path
 
@@ -72,28 +73,37 @@ def encode_features(head: torch.nn.Module, features: torch.Tensor, batch_size: i
     """Packed codes (N x L/8 uint8) of clean features; sign(u) with 0 -> +1."""
     head.eval()
     logits = torch.cat([head(features[s:s + batch_size]) for s in range(0, len(features), batch_size)])
-    return pack_codes(logits.cpu().numpy())
+    return pack_codes(codes_from_logits(logits).cpu().numpy())
 
 
 class Validator:
-    """Validation mAP@K of a head: validation queries against the database.
+    """Validation mAP@K of a head, one value per selection criterion.
 
-    ``database_codes`` fixes the database side (the teacher's codes, for the
-    asymmetric criterion); otherwise the head encodes the database too.
+    The head encodes the clean validation images once; each criterion
+    searches them in its own database: ``None`` means the head's own codes of
+    the database images (symmetric), a packed code array fixes the database
+    side (the teacher's codes, for the asymmetric criterion).
     """
 
-    def __init__(self, val_features, val_labels, db_features, db_labels, topk: int, database_codes=None):
+    def __init__(self, val_features, val_labels, db_features, db_labels, topk: int,
+                 databases: Mapping[str, np.ndarray | None]):
         self.val_features, self.db_features = val_features, db_features
         self.val_labels, self.db_labels = val_labels, db_labels
         self.topk = min(int(topk), len(db_labels))
-        self.database_codes = database_codes
+        self.databases = dict(databases)
 
-    def __call__(self, head) -> float:
+    def __call__(self, head) -> dict[str, float]:
         from brcd.retrieval.metrics import map_at_k
 
         query = encode_features(head, self.val_features)
-        database = self.database_codes if self.database_codes is not None else encode_features(head, self.db_features)
-        return float(map_at_k(query, database, self.val_labels, self.db_labels, self.topk))
+        own = None
+        scores = {}
+        for name, database in self.databases.items():
+            if database is None:
+                own = encode_features(head, self.db_features) if own is None else own
+                database = own
+            scores[name] = float(map_at_k(query, database, self.val_labels, self.db_labels, self.topk))
+        return scores
 
 
 StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray], Mapping[str, torch.Tensor]]
@@ -115,20 +125,22 @@ def fit(
     num_views: int | None,
     settings: TrainSettings,
     seed: int,
-    validators: Mapping[str, Validator],
-    selected: Mapping[str, torch.nn.Module],
+    validator: Callable[[torch.nn.Module], Mapping[str, float]],
+    head: torch.nn.Module,
     log_path: str | os.PathLike | None = None,
     desc: str = "train",
 ) -> dict:
-    """Optimise ``modules`` with Adam on ``step``'s ``loss``; keep the best ``selected`` state per validator.
+    """Optimise ``modules`` with Adam on ``step``'s ``loss``; keep ``head``'s best state per criterion.
 
+    ``validator(head)`` gives one validation mAP per selection criterion.
     Returns ``{"best": {criterion: {"epoch", "map", "state"}}, "history": [...]}``.
     """
     rng = np.random.default_rng([seed, 7])
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    # fused Adam: one kernel for all parameters, ~4x faster than the default on CPU
+    optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
     batch = min(settings.batch_size, num_train)
-    best = {name: {"epoch": 0, "map": -1.0, "state": None} for name in validators}
+    best: dict[str, dict] = {}
     history, stale = [], 0
     bar = tqdm(range(1, settings.epochs + 1), desc=desc, unit="epoch", mininterval=5)
     for epoch in bar:
@@ -150,11 +162,10 @@ def fit(
         row = {"epoch": epoch, **{name: total / max(steps, 1) for name, total in sums.items()}}
         if epoch % settings.eval_every == 0 or epoch == settings.epochs:
             improved = False
-            for name, validate in validators.items():
-                score = validate(selected[name])
+            for name, score in validator(head).items():
                 row[f"val_map_{name}"] = score
-                if score > best[name]["map"]:
-                    best[name] = {"epoch": epoch, "map": score, "state": copy.deepcopy(selected[name].state_dict())}
+                if score > best.get(name, {"map": -1.0})["map"]:
+                    best[name] = {"epoch": epoch, "map": score, "state": copy.deepcopy(head.state_dict())}
                     improved = True
             stale = 0 if improved else stale + 1
         row["seconds"] = time.perf_counter() - started
@@ -180,10 +191,10 @@ def write_history(path: str | os.PathLike, history: list[dict]) -> None:
                 writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def split_validator(source, splits, topk: int, database_codes=None) -> Validator:
+def split_validator(source, splits, topk: int, databases: Mapping[str, np.ndarray | None]) -> Validator:
     """Validator over the clean val images against the clean database images."""
     val, db = splits.indices["val"], splits.indices["database"]
-    return Validator(source.clean(val), splits.labels(val), source.clean(db), splits.labels(db), topk, database_codes)
+    return Validator(source.clean(val), splits.labels(val), source.clean(db), splits.labels(db), topk, databases)
 
 
 def train_teacher(config: Mapping, cell, split_path: str, out: str, log_path: str | None = None,
@@ -205,13 +216,13 @@ def train_teacher(config: Mapping, cell, split_path: str, out: str, log_path: st
     spec = head_spec(backbone_options(config, cell.teacher), cell.bits, source.feature_dim)
     head = build_head(spec).to(device)
     objective = create_objective(cell.hash, cell.bits).to(device)
-    validator = split_validator(source, splits, dataset_options(config, cell.dataset)["topk"])
+    validator = split_validator(source, splits, dataset_options(config, cell.dataset)["topk"], {"teacher": None})
 
     def step(pos, v1, v2):
         return objective(head(source.views(pos, v1)), head(source.views(pos, v2)))
 
     result = fit({"head": head, "objective": objective}, step, len(splits.indices["train"]), source.num_views,
-                 settings, cell.seed, {"teacher": validator}, {"teacher": head}, log_path, desc=cell.model)
+                 settings, cell.seed, validator, head, log_path, desc=cell.model)
     best = result["best"]
     metadata = {**cell.metadata(config), "split": splits.fingerprint}
     save_checkpoint(out, spec, {name: b["state"] for name, b in best.items()}, best, metadata)

@@ -42,7 +42,7 @@ def student_cells(config: Mapping) -> list[cells.Cell]:
 
 
 def metrics_path(cell: cells.Cell, paradigm: str) -> str:
-    return f"{cell.directory()}/metrics/{paradigm}.json"
+    return cells.METRICS.format(**cell.parameters(), model=cell.model, paradigm=paradigm)
 
 
 def metrics_targets(config: Mapping) -> list[str]:

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from brcd.cluster import Clusters, bit_mask, build_clusters
-from brcd.distill import KD_LOSSES, KDBatch, create_distill_loss, ste_sign
+from brcd.distill import KD_LOSSES, KDBatch, create_distill_loss
+from brcd.hashing import hash_codes
 from brcd.errors import ConfigError, MetadataMismatchError
 
 torch.set_num_threads(1)
@@ -196,7 +197,7 @@ class Cell:
         with torch.no_grad():
             t_logits = tuple(self.teacher(v[index]) for v in self.views)
             t_rot = self.teacher(self.rotations[index])
-        return KDBatch(index=index, s_logits=s_logits, s_codes=tuple(ste_sign(u) for u in s_logits),
+        return KDBatch(index=index, s_logits=s_logits, s_codes=tuple(hash_codes(u) for u in s_logits),
                        t_logits=t_logits, t_codes=tuple(torch.where(u >= 0, 1.0, -1.0) for u in t_logits),
                        s_rot_logits=head(self.rotations[index]), t_rot_logits=t_rot)
 

@@ -1,7 +1,6 @@
 """Feature banks, the trainer, teacher training and encoding on synthetic data."""
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
@@ -130,13 +129,13 @@ def test_same_seed_same_codes(workdir, tmp_path):
     for name in ("a", "b"):
         _train(config, workdir, tmp_path, name=f"{name}.pt")
         encode_model(config, CELL, str(workdir / "split.parquet"), str(tmp_path / f"{name}.pt"),
-                     str(tmp_path / f"{name}.parquet"), bank=str(workdir / "bank"))
+                     {"teacher": str(tmp_path / f"{name}.parquet")}, bank=str(workdir / "bank"))
     a, b = read_codes(tmp_path / "a.parquet"), read_codes(tmp_path / "b.parquet")
     assert np.array_equal(a.packed, b.packed) and np.array_equal(a.index, b.index)
     other = Cell("synthetic", 16, "cibhash", "tteacher", 1)
     train_teacher(config, other, str(workdir / "split.parquet"), str(tmp_path / "c.pt"), None, str(workdir / "bank"))
-    encode_model(config, other, str(workdir / "split.parquet"), str(tmp_path / "c.pt"), str(tmp_path / "c.parquet"),
-                 bank=str(workdir / "bank"))
+    encode_model(config, other, str(workdir / "split.parquet"), str(tmp_path / "c.pt"),
+                 {"teacher": str(tmp_path / "c.parquet")}, bank=str(workdir / "bank"))
     assert not np.array_equal(a.packed, read_codes(tmp_path / "c.parquet").packed)
 
 
@@ -144,7 +143,7 @@ def test_code_file_round_trip(workdir, tmp_path):
     config = _config(epochs=5, min_epochs=5)
     _train(config, workdir, tmp_path)
     encode_model(config, CELL, str(workdir / "split.parquet"), str(tmp_path / "model.pt"),
-                 str(tmp_path / "codes.parquet"), bank=str(workdir / "bank"))
+                 {"teacher": str(tmp_path / "codes.parquet")}, bank=str(workdir / "bank"))
     codes = read_codes(tmp_path / "codes.parquet")
     meta = codes.metadata
     for key in ("dataset", "model", "bits", "backbone", "seed", "config_hash"):
@@ -176,7 +175,7 @@ def test_checkpoint_for_another_cell_is_rejected(workdir, tmp_path):
     other = Cell("synthetic", 16, "cibhash", "tteacher", 3)
     with pytest.raises(MetadataMismatchError, match="seed: file has 0, expected 3"):
         encode_model(config, other, str(workdir / "split.parquet"), str(tmp_path / "model.pt"),
-                     str(tmp_path / "x.parquet"), bank=str(workdir / "bank"))
+                     {"teacher": str(tmp_path / "x.parquet")}, bank=str(workdir / "bank"))
 
 
 def test_nan_loss_names_epoch_and_term():
@@ -188,7 +187,7 @@ def test_nan_loss_names_epoch_and_term():
 
     settings = TrainSettings(lr=1e-3, epochs=3, min_epochs=0, batch_size=4, eval_every=1, patience=1, weight_decay=0)
     with pytest.raises(LossIsNotFinite, match="loss term 'ntxent' became nan in epoch 1"):
-        fit({"head": head}, step, 8, 2, settings, 0, {}, {})
+        fit({"head": head}, step, 8, 2, settings, 0, lambda h: {}, head)
 
 
 def test_bits_not_multiple_of_8(workdir, tmp_path):

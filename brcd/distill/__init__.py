@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from brcd.distill.base import KD_LOSSES, DistillLoss, KDBatch, ste_sign
+from brcd.distill.base import KD_LOSSES, DistillLoss, KDBatch
 from brcd.errors import ConfigError
 
 # Importing the modules registers the methods.
 from brcd.distill import none, kd, rkd, pkt, sp, crd, crcd, sskd, packd, brcd  # noqa: E402,F401
 
-__all__ = ["KD_LOSSES", "KDBatch", "DistillLoss", "create_distill_loss", "ste_sign"]
+__all__ = ["KD_LOSSES", "KDBatch", "DistillLoss", "create_distill_loss"]
 
 
 def create_distill_loss(name: str, bits: int, num_train: int, settings: Mapping[str, Any] | None = None,

@@ -92,21 +92,6 @@ def view_features(batch: KDBatch, view: int, features: str) -> tuple[Tensor, Ten
     return batch.s_logits[view], batch.t_logits[view].detach()
 
 
-class _StraightThroughSign(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits):
-        return torch.where(logits >= 0, torch.ones_like(logits), -torch.ones_like(logits))
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        return grad_output
-
-
-def ste_sign(logits: Tensor) -> Tensor:
-    """Codes b = sign(sigmoid(u) - 0.5) with 0 -> +1, gradient straight through (SPEC §2)."""
-    return _StraightThroughSign.apply(logits)
-
-
 def _safe_norm(x: Tensor) -> tuple[Tensor, Tensor]:
     """(norm, nonzero) along the last dim; the clamp keeps backward finite at 0."""
     squared = (x * x).sum(-1)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brcd.distill.base import KD_LOSSES, DistillLoss, KDBatch, safe_cosine_matrix, ste_sign
+from brcd.distill.base import KD_LOSSES, DistillLoss, KDBatch, safe_cosine_matrix
+from brcd.hashing import codes_from_logits, hash_codes
 
 
 def rotation_similarities(rot: Tensor) -> Tensor:
@@ -45,8 +46,8 @@ class SSKD(DistillLoss):
                              "the trainer must encode the 4 rotations when loss.needs_rotations")
         s_rot, t_rot = batch.s_rot_logits, batch.t_rot_logits.detach()
         if self.options["features"] == "codes":
-            s_rot = ste_sign(s_rot)
-            t_rot = torch.where(t_rot >= 0, torch.ones_like(t_rot), -torch.ones_like(t_rot))
+            s_rot = hash_codes(s_rot)  # the same straight-through codes as the student's views
+            t_rot = codes_from_logits(t_rot).to(s_rot.dtype)
         temperature = float(self.options["temperature"])
         with torch.no_grad():
             t_sim = rotation_similarities(t_rot)

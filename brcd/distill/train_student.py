@@ -25,14 +25,10 @@ from brcd.config import backbone_options, dataset_options
 from brcd.data.splits import Splits
 from brcd.distill import KD_LOSSES, KDBatch, create_distill_loss
 from brcd.features import NUM_ROTATIONS, create_source
-from brcd.hashing import create_objective, hash_codes
+from brcd.hashing import codes_from_logits, create_objective, hash_codes
 from brcd.train import TrainSettings, encode_features, fit, split_validator
 
 log = logging.getLogger(__name__)
-
-
-def _teacher_codes(logits: torch.Tensor) -> torch.Tensor:
-    return torch.where(logits >= 0, 1.0, -1.0)
 
 
 def load_teacher(config: Mapping, cell: Cell, checkpoint: str, splits: Splits, device) -> torch.nn.Module:
@@ -44,6 +40,50 @@ def load_teacher(config: Mapping, cell: Cell, checkpoint: str, splits: Splits, d
     for p in head.parameters():
         p.requires_grad_(False)
     return head
+
+
+class TeacherLogits:
+    """The frozen teacher head's logits of training views and rotations.
+
+    In bank mode the views are a finite stored set and the teacher never
+    changes, so all their logits are computed once up front and looked up per
+    step; online they are computed from the fresh views at every step.
+    """
+
+    def __init__(self, head: torch.nn.Module, source, num_train: int, rotations: bool, chunk: int = 4096):
+        self.head, self.source = head, source
+        self._views = self._rotations = None
+        if source.num_views is None:
+            return
+        views = source.num_views
+        positions = np.repeat(np.arange(num_train), views)
+        view_ids = np.tile(np.arange(views), num_train)
+        self._views = torch.cat([
+            self._logits(source.views(positions[s:s + chunk], view_ids[s:s + chunk]))
+            for s in range(0, len(positions), chunk)
+        ]).view(num_train, views, -1)
+        if rotations:
+            step = max(1, chunk // NUM_ROTATIONS)
+            self._rotations = torch.cat([
+                self._rotation_logits(np.arange(s, min(s + step, num_train))) for s in range(0, num_train, step)
+            ])
+
+    @torch.no_grad()
+    def _logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def _rotation_logits(self, pos) -> torch.Tensor:
+        return self._logits(self.source.rotations(pos).flatten(0, 1)).view(len(pos), NUM_ROTATIONS, -1)
+
+    def views(self, pos, views) -> torch.Tensor:
+        if self._views is not None:
+            return self._views[torch.as_tensor(pos), torch.as_tensor(views)]
+        return self._logits(self.source.views(pos, views))
+
+    def rotations(self, pos) -> torch.Tensor:
+        if self._rotations is not None:
+            return self._rotations[torch.as_tensor(pos)]
+        return self._rotation_logits(pos)
 
 
 def load_cell_clusters(path: str | None, cell: Cell, splits: Splits):
@@ -80,28 +120,20 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
 
     topk = dataset_options(config, cell.dataset)["topk"]
     teacher_database = encode_features(teacher_head, t_source.clean(splits.indices["database"]))
-    validators = {
-        "sym": split_validator(s_source, splits, topk),
-        "asym": split_validator(s_source, splits, topk, database_codes=teacher_database),
-    }
-
-    def rotation_logits(model, source, pos):
-        feats = source.rotations(pos)
-        return model(feats.flatten(0, 1)).view(len(pos), NUM_ROTATIONS, -1)
+    validator = split_validator(s_source, splits, topk, {"sym": None, "asym": teacher_database})
+    teacher = TeacherLogits(teacher_head, t_source, num_train, rotations=kd_loss.needs_rotations)
 
     def step(pos, v1, v2):
         s1, s2 = head(s_source.views(pos, v1)), head(s_source.views(pos, v2))
-        with torch.no_grad():
-            t1, t2 = teacher_head(t_source.views(pos, v1)), teacher_head(t_source.views(pos, v2))
+        t1, t2 = teacher.views(pos, v1), teacher.views(pos, v2)
         batch = KDBatch(
             index=torch.as_tensor(pos, dtype=torch.long, device=s1.device),
             s_logits=(s1, s2), s_codes=(hash_codes(s1), hash_codes(s2)),
-            t_logits=(t1, t2), t_codes=(_teacher_codes(t1), _teacher_codes(t2)),
+            t_logits=(t1, t2), t_codes=(codes_from_logits(t1).float(), codes_from_logits(t2).float()),
         )
         if kd_loss.needs_rotations:
-            batch.s_rot_logits = rotation_logits(head, s_source, pos)
-            with torch.no_grad():
-                batch.t_rot_logits = rotation_logits(teacher_head, t_source, pos)
+            batch.s_rot_logits = head(s_source.rotations(pos).flatten(0, 1)).view(len(pos), NUM_ROTATIONS, -1)
+            batch.t_rot_logits = teacher.rotations(pos)
         hash_terms, kd_terms = objective(s1, s2), kd_loss(batch)
         return {
             "loss": hash_terms["loss"] + lam * kd_terms["loss"],
@@ -110,7 +142,7 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
         }
 
     result = fit({"head": head, "objective": objective, "kd": kd_loss}, step, num_train, s_source.num_views,
-                 settings, cell.seed, validators, {"sym": head, "asym": head}, log_path, desc=cell.model)
+                 settings, cell.seed, validator, head, log_path, desc=cell.model)
     best = result["best"]
     metadata = {**cell.metadata(config), "split": splits.fingerprint, "lambda": lam}
     save_checkpoint(out, spec, {name: b["state"] for name, b in best.items()}, best, metadata)

@@ -4,7 +4,7 @@
 rule cluster:
     input:
         split=cells.SPLIT,
-        codes=TEACHER_DIR + "/codes.parquet",
+        codes=cells.TEACHER_CODES,
     output:
         cells.CLUSTERS,
     log:
@@ -15,8 +15,9 @@ rule cluster:
     conda:
         "../../environment.yml"
     params:
+        brcd=BRCD,
         config=CONFIG_FILE,
         settings=lambda w: config["brcd"],
     shell:
-        BRCD + " cluster --config {params.config} --teacher-codes {input.codes} --split {input.split}"
+        "{params.brcd} cluster --config {params.config} --teacher-codes {input.codes} --split {input.split}"
         " --seed {wildcards.seed} --out {output} > {log} 2>&1"

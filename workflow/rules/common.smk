@@ -31,17 +31,42 @@ CONFIG_FILE = write_effective_config(config)
 # The brcd CLI of the Python environment running Snakemake (no PATH assumptions).
 BRCD = f"{sys.executable} -m brcd"
 
-# Cell directories and files (SPEC §9), one definition in brcd.cells.
-MODEL_DIR = "results/{dataset}/{bits}/{model}/seed{seed}"
-TEACHER_DIR = cells.TEACHER_DIR
-STUDENT_DIR = cells.STUDENT_DIR
+# Paths of cells and their files (SPEC §9) are defined once, in brcd.cells.
 
 
-def model_bank(wildcards):
-    cell = model_cell(wildcards)
-    return bank_path(config, cell.dataset, cell.backbone)
+def teacher_cell(w):
+    return cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, int(w.seed))
+
+
+def student_cell(w):
+    return cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, int(w.seed), w.student, w.kd)
 
 
 def cell_hash(wildcards):
     """Config hash of the cell: Snakemake reruns a cell when its settings change."""
     return model_cell(wildcards).config_hash(config)
+
+
+def student_inputs(w):
+    inputs = {
+        "split": cells.SPLIT.format(dataset=w.dataset),
+        "teacher": cells.TEACHER_MODEL.format(**w),
+        "student_bank": bank_path(config, w.dataset, w.student),
+        "teacher_bank": bank_path(config, w.dataset, w.teacher),
+        "clusters": [],
+    }
+    if needs_clusters(w.kd):
+        inputs["clusters"] = [cells.CLUSTERS.format(**w)]
+    return inputs
+
+
+def evaluate_inputs(w):
+    cell = model_cell(w)
+    inputs = {
+        "split": cells.SPLIT.format(dataset=w.dataset),
+        "teacher_codes": cells.TEACHER_CODES.format(**cell.teacher_cell().parameters()),
+    }
+    if cell.role == "student":
+        codes = cells.STUDENT_CODES_ASYM if w.paradigm == "asym" else cells.STUDENT_CODES
+        inputs["student_codes"] = codes.format(**cell.parameters())
+    return inputs

@@ -11,6 +11,7 @@ rule split:
     conda:
         "../../environment.yml"
     params:
+        brcd=BRCD,
         config=CONFIG_FILE,
     shell:
-        BRCD + " split --config {params.config} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "{params.brcd} split --config {params.config} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"

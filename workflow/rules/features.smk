@@ -16,8 +16,9 @@ rule features:
     conda:
         "../../environment.yml"
     params:
+        brcd=BRCD,
         config=CONFIG_FILE,
     shell:
-        BRCD + " features --config {params.config} --dataset {wildcards.dataset}"
+        "{params.brcd} features --config {params.config} --dataset {wildcards.dataset}"
         " --backbone {wildcards.backbone} --split {input.split} --out {output}"
         " --threads {threads} > {log} 2>&1"

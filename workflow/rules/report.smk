@@ -26,6 +26,7 @@ rule report:
     conda:
         "../../environment.yml"
     params:
+        brcd=BRCD,
         config=CONFIG_FILE,
     shell:
-        BRCD + " report --config {params.config} --out {output.markdown} > {log} 2>&1"
+        "{params.brcd} report --config {params.config} --out {output.markdown} > {log} 2>&1"

@@ -9,14 +9,17 @@ rule time_encoder:
         cells.TIMING_ENCODER,
     log:
         "logs/time_encoder/{dataset}/{backbone}.log",
+    benchmark:
+        "logs/time_encoder/{dataset}/{backbone}.bench.tsv"
     threads: workflow.cores
     conda:
         "../../environment.yml"
     params:
+        brcd=BRCD,
         config=CONFIG_FILE,
         bits=max(config["bits"]),
     shell:
-        BRCD + " time-encoder --config {params.config} --dataset {wildcards.dataset}"
+        "{params.brcd} time-encoder --config {params.config} --dataset {wildcards.dataset}"
         " --backbone {wildcards.backbone} --bits {params.bits} --threads {threads}"
         " --out {output} > {log} 2>&1"
 
@@ -26,11 +29,14 @@ rule time_search:
         cells.TIMING_SEARCH,
     log:
         "logs/time_search/{bits}.log",
+    benchmark:
+        "logs/time_search/{bits}.bench.tsv"
     threads: workflow.cores
     conda:
         "../../environment.yml"
     params:
+        brcd=BRCD,
         config=CONFIG_FILE,
     shell:
-        BRCD + " time-search --config {params.config} --bits {wildcards.bits} --threads {threads}"
+        "{params.brcd} time-search --config {params.config} --bits {wildcards.bits} --threads {threads}"
         " --out {output} > {log} 2>&1"

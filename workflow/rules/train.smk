@@ -6,8 +6,8 @@ rule train_teacher:
         split=cells.SPLIT,
         bank=lambda w: bank_path(config, w.dataset, w.teacher),
     output:
-        model=TEACHER_DIR + "/model.pt",
-        history=TEACHER_DIR + "/history.tsv",
+        model=cells.TEACHER_MODEL,
+        history=cells.TEACHER_HISTORY,
     log:
         "logs/train_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.log",
     benchmark:
@@ -18,47 +18,37 @@ rule train_teacher:
     conda:
         "../../environment.yml"
     params:
+        brcd=BRCD,
         config=CONFIG_FILE,
         bank=lambda w, input: option("--bank", input.bank),
-        config_hash=lambda w: cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, int(w.seed)).config_hash(config),
+        config_hash=lambda w: teacher_cell(w).config_hash(config),
     shell:
-        BRCD + " train-teacher --config {params.config} --dataset {wildcards.dataset} --bits {wildcards.bits}"
+        "{params.brcd} train-teacher --config {params.config} --dataset {wildcards.dataset} --bits {wildcards.bits}"
         " --hash {wildcards.hash} --teacher {wildcards.teacher} --seed {wildcards.seed}"
         " --split {input.split} {params.bank} --out {output.model} --log {output.history}"
         " --threads {threads} > {log} 2>&1"
 
 
-rule encode:
+rule encode_teacher:
     input:
         split=cells.SPLIT,
-        model=MODEL_DIR + "/model.pt",
-        bank=model_bank,
+        model=cells.TEACHER_MODEL,
+        bank=lambda w: bank_path(config, w.dataset, w.teacher),
     output:
-        MODEL_DIR + "/codes.parquet",
+        cells.TEACHER_CODES,
     log:
-        "logs/encode/{dataset}/{bits}/{model}/seed{seed}.log",
+        "logs/encode_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.log",
+    benchmark:
+        "logs/encode_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv"
     threads: 1
     conda:
         "../../environment.yml"
     params:
+        brcd=BRCD,
         config=CONFIG_FILE,
         bank=lambda w, input: option("--bank", input.bank),
-        selection="",
-        config_hash=cell_hash,
+        model=lambda w: teacher_cell(w).model,
     shell:
-        BRCD + " encode --config {params.config} --dataset {wildcards.dataset} --bits {wildcards.bits}"
-        " --model {wildcards.model} --seed {wildcards.seed} --split {input.split} {params.selection}"
+        "{params.brcd} encode --config {params.config} --dataset {wildcards.dataset} --bits {wildcards.bits}"
+        " --model {params.model} --seed {wildcards.seed} --split {input.split}"
         " --checkpoint {input.model} {params.bank} --out {output} --threads {threads} > {log} 2>&1"
-
-
-# A student's second head, selected on validation mAP in the asymmetric paradigm.
-use rule encode as encode_asym with:
-    output:
-        "results/{dataset}/{bits}/{model,student/[^/]+/[^/]+/[^/]+/[^/]+}/seed{seed}/codes_asym.parquet",
-    log:
-        "logs/encode_asym/{dataset}/{bits}/{model}/seed{seed}.log",
-    params:
-        config=CONFIG_FILE,
-        bank=lambda w, input: option("--bank", input.bank),
-        selection="--selection asym",
-        config_hash=cell_hash,

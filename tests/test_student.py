@@ -1,0 +1,130 @@
+"""Student training: distillation wiring, the two selection heads, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from brcd.cells import Cell
+from brcd.checkpoint import load_checkpoint
+from brcd.cluster import build_clusters, cluster_settings, load_clusters, write_clusters
+from brcd.codes import read_codes
+from brcd.config import REPO_ROOT, validate_schema
+from brcd.data import create_dataset
+from brcd.data.splits import write_splits
+from brcd.distill.train_student import train_student
+from brcd.encode import encode_model
+from brcd.errors import ConfigError, DataError, MetadataMismatchError
+from brcd.features import build_bank
+from brcd.train import train_teacher
+
+TEACHER = Cell("synthetic", 16, "cibhash", "tteacher", 0)
+
+
+def student(kd: str, seed: int = 0) -> Cell:
+    return Cell("synthetic", 16, "cibhash", "tteacher", seed, "tstudent", kd)
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """Split, both banks, a trained teacher, its codes and clusters of the tiny config."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("student")
+    config = validate_schema(yaml.safe_load((REPO_ROOT / "config" / "test.yaml").read_text()))
+    for role in ("teacher", "student"):
+        config["train"][role].update(epochs=6, min_epochs=6, eval_every=3)
+    ds = create_dataset("synthetic", config["datasets"]["synthetic"])
+    write_splits(root / "split.parquet", ds, config["datasets"]["synthetic"], seed=0)
+    for alias in ("tteacher", "tstudent"):
+        build_bank(config, "synthetic", alias, str(root / "split.parquet"), root / alias)
+    train_teacher(config, TEACHER, str(root / "split.parquet"), str(root / "teacher.pt"), None, str(root / "tteacher"))
+    encode_model(config, TEACHER, str(root / "split.parquet"), str(root / "teacher.pt"),
+                 {"teacher": str(root / "teacher.parquet")}, bank=str(root / "tteacher"))
+    codes = read_codes(root / "teacher.parquet")
+    train = codes.select("train")
+    clusters = build_clusters(train.codes(), train.index, cluster_settings({"clusters": 3}), seed=0)
+    clusters.metadata.update({"dataset": "synthetic", "bits": 16, "teacher": TEACHER.model})
+    write_clusters(root / "clusters.parquet", clusters)
+    return config, root
+
+
+def _train(config, root, cell, out, **overrides):
+    kwargs = dict(student_bank=str(root / "tstudent"), teacher_bank=str(root / "tteacher"),
+                  clusters_path=str(root / "clusters.parquet"))
+    kwargs.update(overrides)
+    return train_student(config, cell, str(root / "split.parquet"), str(root / "teacher.pt"), str(out), None, **kwargs)
+
+
+@pytest.mark.parametrize("kd", ["brcd", "sskd", "crd"])
+def test_student_trains_and_keeps_two_heads(grid, tmp_path, kd):
+    config, root = grid
+    result = _train(config, root, student(kd), tmp_path / "model.pt")
+    bundle = load_checkpoint(tmp_path / "model.pt")
+    assert set(bundle["heads"]) == {"sym", "asym"}
+    assert bundle["metadata"]["model"] == f"student/cibhash/tteacher/tstudent/{kd}"
+    assert {"hash_loss", "kd_loss"} <= set(result["history"][0])
+    assert np.isfinite([row["loss"] for row in result["history"]]).all()
+    outputs = {selection: str(tmp_path / f"{selection}.parquet") for selection in ("sym", "asym")}
+    encode_model(config, student(kd), str(root / "split.parquet"), str(tmp_path / "model.pt"), outputs,
+                 bank=str(root / "tstudent"))
+    for selection in ("sym", "asym"):
+        meta = read_codes(tmp_path / f"{selection}.parquet").metadata
+        assert meta["selection"] == selection and meta["val_map"] == bundle["best"][selection]["map"]
+
+
+def test_cached_teacher_logits_equal_fresh_ones(grid):
+    from brcd.checkpoint import load_head
+    from brcd.data.splits import Splits
+    from brcd.distill.train_student import TeacherLogits
+    from brcd.features import create_source
+
+    config, root = grid
+    splits = Splits(root / "split.parquet")
+    head = load_head(load_checkpoint(root / "teacher.pt"), "teacher")
+    source = create_source(config, "synthetic", "tteacher", splits, "cpu", str(root / "tteacher"))
+    cached = TeacherLogits(head, source, len(splits.indices["train"]), rotations=True)
+    pos, views = np.array([3, 0, 17]), np.array([1, 3, 0])
+    with torch.no_grad():
+        assert torch.allclose(cached.views(pos, views), head(source.views(pos, views)), atol=1e-5)
+        fresh_rot = head(source.rotations(pos).flatten(0, 1)).view(3, 4, -1)
+    assert torch.allclose(cached.rotations(pos), fresh_rot, atol=1e-5)
+
+
+def test_student_needs_a_trained_teacher(grid, tmp_path):
+    config, root = grid
+    with pytest.raises(DataError, match="checkpoint .*missing.pt not found; train it first"):
+        train_student(config, student("brcd"), str(root / "split.parquet"), str(root / "missing.pt"),
+                      str(tmp_path / "m.pt"), None, str(root / "tstudent"), str(root / "tteacher"),
+                      str(root / "clusters.parquet"))
+
+
+def test_teacher_of_another_cell_is_rejected(grid, tmp_path):
+    config, root = grid
+    with pytest.raises(MetadataMismatchError, match="seed: file has 0, expected 1"):
+        _train(config, root, student("none", seed=1), tmp_path / "m.pt")
+
+
+def test_unknown_kd_method(grid, tmp_path):
+    config, root = grid
+    with pytest.raises(ConfigError, match="unknown distillation method 'telepathy'.*allowed values: brcd"):
+        _train(config, root, student("telepathy"), tmp_path / "m.pt")
+
+
+def test_brcd_with_clusters_of_another_teacher_or_bits(grid, tmp_path):
+    config, root = grid
+    loaded = load_clusters(root / "clusters.parquet")
+    loaded.metadata.update({"teacher": "teacher/cibhash/other"})
+    write_clusters(tmp_path / "other.parquet", loaded)
+    with pytest.raises(MetadataMismatchError, match="teacher: file has 'teacher/cibhash/other'"):
+        _train(config, root, student("brcd"), tmp_path / "m.pt", clusters_path=str(tmp_path / "other.parquet"))
+    loaded.metadata.update({"teacher": TEACHER.model, "bits": 32})
+    write_clusters(tmp_path / "bits.parquet", loaded)
+    with pytest.raises(MetadataMismatchError, match="bits: file has 32, expected 16"):
+        _train(config, root, student("brcd"), tmp_path / "m.pt", clusters_path=str(tmp_path / "bits.parquet"))
+
+
+def test_brcd_without_clusters(grid, tmp_path):
+    config, root = grid
+    with pytest.raises(ConfigError, match="BRCD needs the teacher's clusters"):
+        _train(config, root, student("brcd"), tmp_path / "m.pt", clusters_path=None)
