@@ -31,7 +31,7 @@ from brcd.data import create_dataset
 from brcd.data.splits import Splits, write_splits
 from brcd.features import build_bank, create_source
 from brcd.hashing import create_objective
-from brcd.train import sample_view_pairs, train_teacher
+from brcd.train import sample_view_pairs, train_teacher, two_views
 
 
 def time_steps(source, spec, bits: int, n_train: int, batch: int, steps: int, seed: int = 0) -> float:
@@ -46,7 +46,7 @@ def time_steps(source, spec, bits: int, n_train: int, batch: int, steps: int, se
         pos = rng.choice(n_train, size=batch, replace=False)
         v1, v2 = sample_view_pairs(rng, batch, source.num_views)
         started = time.perf_counter()
-        loss = objective(head(source.views(pos, v1)), head(source.views(pos, v2)))["loss"]
+        loss = objective(*two_views(head, source, pos, v1, v2))["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -191,6 +191,16 @@ def write_history(path: str | os.PathLike, history: list[dict]) -> None:
                 writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
+def two_views(head, source, pos, v1, v2) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's logits of views ``v1`` and ``v2`` of the images at ``pos``.
+
+    One forward pass over both views: a single 2B-row matrix product runs
+    about twice as fast on a CPU core as two B-row ones.
+    """
+    features = torch.cat([source.views(pos, v1), source.views(pos, v2)])
+    return head(features).chunk(2)
+
+
 def split_validator(source, splits, topk: int, databases: Mapping[str, np.ndarray | None]) -> Validator:
     """Validator over the clean val images against the clean database images."""
     val, db = splits.indices["val"], splits.indices["database"]
@@ -219,7 +229,7 @@ def train_teacher(config: Mapping, cell, split_path: str, out: str, log_path: st
     validator = split_validator(source, splits, dataset_options(config, cell.dataset)["topk"], {"teacher": None})
 
     def step(pos, v1, v2):
-        return objective(head(source.views(pos, v1)), head(source.views(pos, v2)))
+        return objective(*two_views(head, source, pos, v1, v2))
 
     result = fit({"head": head, "objective": objective}, step, len(splits.indices["train"]), source.num_views,
                  settings, cell.seed, validator, head, log_path, desc=cell.model)

@@ -26,7 +26,7 @@ from brcd.data.splits import Splits
 from brcd.distill import KD_LOSSES, KDBatch, create_distill_loss
 from brcd.features import NUM_ROTATIONS, create_source
 from brcd.hashing import codes_from_logits, create_objective, hash_codes
-from brcd.train import TrainSettings, encode_features, fit, split_validator
+from brcd.train import TrainSettings, encode_features, fit, split_validator, two_views
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
     teacher = TeacherLogits(teacher_head, t_source, num_train, rotations=kd_loss.needs_rotations)
 
     def step(pos, v1, v2):
-        s1, s2 = head(s_source.views(pos, v1)), head(s_source.views(pos, v2))
+        s1, s2 = two_views(head, s_source, pos, v1, v2)
         t1, t2 = teacher.views(pos, v1), teacher.views(pos, v2)
         batch = KDBatch(
             index=torch.as_tensor(pos, dtype=torch.long, device=s1.device),
