@@ -80,8 +80,11 @@ class Cell:
         if self.student is not None:
             subset["student_backbone"] = config["backbones"][self.student]
             subset["student_train"] = asdict(TrainSettings.from_config(config, "student"))
-            if self.kd.startswith("brcd"):  # only BRCD variants read the `brcd` section
-                subset["brcd"] = config.get("brcd", {})
+            brcd = dict(config.get("brcd", {}))
+            if self.kd.startswith("brcd"):  # BRCD variants read the whole `brcd` section
+                subset["brcd"] = brcd
+            elif self.kd != "none":  # every distilled student is weighted by lambda
+                subset["kd_lambda"] = brcd.get("lambda", 1.0)
         return subset
 
     def config_hash(self, config: Mapping) -> str:

@@ -18,7 +18,6 @@ from brcd.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-PARADIGMS = ("sym", "asym")
 
 
 def _schema() -> dict:
@@ -87,6 +86,13 @@ def _kd_names() -> list[str]:
     return KD_LOSSES.names()
 
 
+def _student_paradigms() -> list[str]:
+    """Paradigms a grid may list: those that evaluate students (``teacher`` is implied)."""
+    from brcd.evaluate import PARADIGMS
+
+    return [name for name in PARADIGMS.names() if PARADIGMS.get(name).needs_student]
+
+
 def _hash_names() -> list[str]:
     from brcd.hashing import OBJECTIVES
 
@@ -104,7 +110,7 @@ AXIS_REGISTRIES: dict[str, Callable[[], list[str]]] = {
     "datasets": _dataset_names,
     "hash": _hash_names,
     "kd": _kd_names,
-    "paradigms": lambda: list(PARADIGMS),
+    "paradigms": _student_paradigms,
 }
 
 

@@ -40,11 +40,13 @@ def encode_model(config, cell, split_path: str, checkpoint: str, outputs: Mappin
     source = create_source(config, cell.dataset, cell.backbone, splits, device, bank)
     index = np.concatenate([splits.indices[name] for name in SPLITS])
     split = np.concatenate([[name] * len(splits.indices[name]) for name in SPLITS])
-    features = source.clean(index)
+    # train is a subset of database: encode each image once, then expand to rows
+    unique, rows = np.unique(index, return_inverse=True)
+    features = source.clean(unique)
     for selection, path in outputs.items():
         head = load_head(bundle, selection).to(device)
         best = bundle["best"][selection]
-        write_codes(path, index, split, encode_features(head, features),
+        write_codes(path, index, split, encode_features(head, features)[rows],
                     {**metadata, "selection": selection, "best_epoch": best["epoch"], "val_map": best["map"]})
         log.info("%s (%s head, val mAP %.4f): %d codes -> %s", cell.model, selection, best["map"], len(index), path)
 

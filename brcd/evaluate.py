@@ -66,10 +66,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Paradigm:
-    """Which model's code file supplies the query side and the database side."""
+    """Which model's code file supplies the query side and the database side,
+    and which of a student's two heads (selected on validation mAP in the
+    symmetric or the asymmetric paradigm) its code file must come from."""
 
     query: str  # "teacher" | "student"
     database: str
+    student_head: str | None = None
 
     @property
     def needs_student(self) -> bool:
@@ -77,8 +80,8 @@ class Paradigm:
 
 
 PARADIGMS: Registry[Paradigm] = Registry("paradigm", config_key="paradigms")
-PARADIGMS.register("sym")(Paradigm(query="student", database="student"))
-PARADIGMS.register("asym")(Paradigm(query="student", database="teacher"))
+PARADIGMS.register("sym")(Paradigm(query="student", database="student", student_head="sym"))
+PARADIGMS.register("asym")(Paradigm(query="student", database="teacher", student_head="asym"))
 PARADIGMS.register("teacher")(Paradigm(query="teacher", database="teacher"))
 
 CELL_KEYS = ("dataset", "bits", "hash", "teacher", "student", "kd", "seed")
@@ -190,6 +193,13 @@ def check_inputs(cell: Mapping, paradigm: Paradigm, paths: Mapping[str, str], co
     for role, found in metadata.items():
         check_metadata(found, expected_metadata(cell, role), f"{role} code file {paths[role]}",
                        f"Pass the {role} codes of the requested cell (or fix --cell).")
+    selection = metadata.get("student", {}).get("selection")
+    if selection is not None and selection != paradigm.student_head:
+        raise MetadataMismatchError(
+            f"student code file {paths['student']} holds the head selected for {selection!r}, but this paradigm "
+            f"evaluates the head selected for {paradigm.student_head!r}; pass "
+            f"{'codes_asym.parquet' if paradigm.student_head == 'asym' else 'codes.parquet'} of the student"
+        )
     cell_role = "student" if paradigm.needs_student else "teacher"
     if config_hash is not None:
         check_metadata(metadata[cell_role], {"config_hash": config_hash}, f"{cell_role} code file {paths[cell_role]}",

@@ -162,6 +162,7 @@ def rotation_batch(dataset, indices, backbone) -> torch.Tensor:
 
 def create_source(config: dict, dataset_name: str, alias: str, splits: Splits, device, bank: str | None = None) -> FeatureSource:
     """The feature source the config's ``mode`` asks for."""
+    splits.check_config(dataset_options(config, dataset_name), config.get("split_seed", 0))
     if config["mode"] == "bank":
         if bank is None:
             raise DataError(f"mode `bank` needs the feature bank of backbone {alias!r}; build it with the `features` rule")
@@ -179,6 +180,7 @@ def build_bank(config: dict, dataset_name: str, alias: str, split_path: str, out
     from brcd.models import create_backbone
 
     splits = Splits(split_path)
+    splits.check_config(dataset_options(config, dataset_name), config.get("split_seed", 0))
     meta = bank_metadata(config, dataset_name, alias, splits)
     dataset = create_dataset(dataset_name, dataset_options(config, dataset_name))
     backbone = create_backbone(backbone_options(config, alias), alias).to(device)

@@ -77,6 +77,11 @@ def write_parquet(path: str | os.PathLike, table: pa.Table, metadata: Mapping[st
     """Write ``table`` atomically with ``metadata`` stored as JSON in the schema."""
     existing = dict(table.schema.metadata or {})
     existing[METADATA_KEY] = json.dumps(dict(metadata), sort_keys=True, default=_json_default).encode()
+    # Scalars also as their own key-value entries, for tools that list them
+    # (DuckDB's parquet_kv_metadata, Polars, pyarrow's schema.metadata).
+    for key, value in metadata.items():
+        if isinstance(value, (str, int, float, bool)):
+            existing.setdefault(key.encode(), str(value).encode())
     table = table.replace_schema_metadata(existing)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

@@ -44,7 +44,8 @@ def grid(tmp_path_factory):
     codes = read_codes(root / "teacher.parquet")
     train = codes.select("train")
     clusters = build_clusters(train.codes(), train.index, cluster_settings({"clusters": 3}), seed=0)
-    clusters.metadata.update({"dataset": "synthetic", "bits": 16, "teacher": TEACHER.model})
+    clusters.metadata.update({"dataset": "synthetic", "bits": 16, "teacher": TEACHER.model, "teacher_seed": 0,
+                              "teacher_config_hash": TEACHER.config_hash(config)})
     write_clusters(root / "clusters.parquet", clusters)
     return config, root
 
@@ -91,6 +92,22 @@ def test_cached_teacher_logits_equal_fresh_ones(grid):
     assert torch.allclose(cached.rotations(pos), fresh_rot, atol=1e-5)
 
 
+def test_evaluate_refuses_the_other_head(grid, tmp_path):
+    from brcd.evaluate import evaluate_cell
+
+    config, root = grid
+    _train(config, root, student("none"), tmp_path / "model.pt")
+    encode_model(config, student("none"), str(root / "split.parquet"), str(tmp_path / "model.pt"),
+                 {"sym": str(tmp_path / "sym.parquet")}, bank=str(root / "tstudent"))
+    cell = student("none").parameters()
+    with pytest.raises(MetadataMismatchError, match="holds the head selected for 'sym'.*pass codes_asym.parquet"):
+        evaluate_cell(str(root / "split.parquet"), str(root / "teacher.parquet"), "asym", 50, cell,
+                      student_codes=str(tmp_path / "sym.parquet"))
+    result = evaluate_cell(str(root / "split.parquet"), str(root / "teacher.parquet"), "sym", 50, cell,
+                           student_codes=str(tmp_path / "sym.parquet"))
+    assert 0 <= result["metrics"]["map@50"] <= 1
+
+
 def test_student_needs_a_trained_teacher(grid, tmp_path):
     config, root = grid
     with pytest.raises(DataError, match="checkpoint .*missing.pt not found; train it first"):
@@ -126,5 +143,5 @@ def test_brcd_with_clusters_of_another_teacher_or_bits(grid, tmp_path):
 
 def test_brcd_without_clusters(grid, tmp_path):
     config, root = grid
-    with pytest.raises(ConfigError, match="BRCD needs the teacher's clusters"):
+    with pytest.raises(ConfigError, match="'brcd' needs the teacher's clusters: run the `cluster` rule"):
         _train(config, root, student("brcd"), tmp_path / "m.pt", clusters_path=None)

@@ -195,3 +195,15 @@ def test_bits_not_multiple_of_8(workdir, tmp_path):
     bad = Cell("synthetic", 12, "cibhash", "tteacher", 0)
     with pytest.raises(ConfigError, match="multiple of 8"):
         train_teacher(config, bad, str(workdir / "split.parquet"), str(tmp_path / "m.pt"), None, str(workdir / "bank"))
+
+
+def test_split_file_of_another_draw_is_rejected(workdir):
+    config = _config()
+    config["split_seed"] = 5
+    splits = Splits(workdir / "split.parquet")
+    with pytest.raises(MetadataMismatchError, match="split file .*seed: file has 0, expected 5.*`split` rule"):
+        create_source(config, "synthetic", "tteacher", splits, "cpu", str(workdir / "bank"))
+    config = _config()
+    config["datasets"]["synthetic"]["val"] = 50
+    with pytest.raises(MetadataMismatchError, match="sizes: file has"):
+        create_source(config, "synthetic", "tteacher", splits, "cpu", str(workdir / "bank"))

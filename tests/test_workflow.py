@@ -64,7 +64,7 @@ def _bad_config(tmp_path, mutate):
 @pytest.mark.parametrize("mutate,expected", [
     (lambda c: c.update(kd=["none", "telepathy"]), r"unknown value 'telepathy' in `kd`; allowed values: brcd, brcd_nocluster"),
     (lambda c: c.update(students=["lite9"]), r"`students` names backbone alias 'lite9'.*defined aliases: .*tteacher"),
-    (lambda c: c.update(paradigms=["sym", "both"]), r"unknown value 'both' in `paradigms`; allowed values: sym, asym"),
+    (lambda c: c.update(paradigms=["sym", "both"]), r"unknown value 'both' in `paradigms`; allowed values: asym, sym"),
     (lambda c: c["datasets"].update(mnist=c["datasets"]["synthetic"]), r"unknown value 'mnist' in `datasets`; allowed values: cifar10"),
     (lambda c: c.update(bits=[16, 12]), r"key `bits.1`: 12 is not a multiple of 8"),
     (lambda c: c.update(hash=[]), r"hash.*should be non-empty"),

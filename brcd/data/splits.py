@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from brcd.data.base import ImageDataset
 from brcd.errors import ConfigError, DataError
-from brcd.io import read_parquet, stable_hash, write_parquet
+from brcd.io import check_metadata, read_parquet, stable_hash, write_parquet
 from brcd.registry import Registry
 
 SPLITS = ("train", "query", "val", "database")
@@ -162,6 +162,13 @@ class Splits:
             return np.stack([self._labels[int(i)] for i in indices])
         except KeyError as exc:
             raise DataError(f"index {exc.args[0]} has no labels in {self.path}; is it from another split file?") from None
+
+    def check_config(self, options: Mapping, seed: int) -> None:
+        """The file must be the draw the config asks for (same seed and sizes)."""
+        sizes = {k: options[k] for k in SIZE_KEYS if k in options}
+        found = {"seed": self.metadata.get("seed"), "sizes": self.metadata.get("sizes")}
+        check_metadata(found, {"seed": int(seed), "sizes": sizes}, f"split file {self.path}",
+                       "Rebuild it with the `split` rule (`brcd split`) for the current config.")
 
     @property
     def fingerprint(self) -> str:

@@ -25,7 +25,8 @@ from brcd.config import backbone_options, dataset_options
 from brcd.data.splits import Splits
 from brcd.distill import KD_LOSSES, KDBatch, create_distill_loss
 from brcd.features import NUM_ROTATIONS, create_source
-from brcd.hashing import codes_from_logits, create_objective, hash_codes
+from brcd.errors import ConfigError
+from brcd.hashing import codes_from_logits, create_objective
 from brcd.train import TrainSettings, encode_features, fit, split_validator, two_views
 
 log = logging.getLogger(__name__)
@@ -86,13 +87,13 @@ class TeacherLogits:
         return self._rotation_logits(pos)
 
 
-def load_cell_clusters(path: str | None, cell: Cell, splits: Splits):
+def load_cell_clusters(path: str, config: Mapping, cell: Cell, splits: Splits):
+    """The clusters of exactly this cell's teacher (model, seed, config) and training split."""
     from brcd.cluster import expected_cell, load_clusters
 
-    if path is None:
-        return None
-    expected = expected_cell(cell.dataset, cell.bits, teacher=cell.teacher_cell().model,
-                             train_indices=splits.indices["train"])
+    teacher = cell.teacher_cell()
+    expected = expected_cell(cell.dataset, cell.bits, teacher=teacher.model, train_indices=splits.indices["train"],
+                             teacher_seed=teacher.seed, teacher_config_hash=teacher.config_hash(config))
     return load_clusters(path, expected, train_indices=splits.indices["train"])
 
 
@@ -103,11 +104,16 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
 
     settings = TrainSettings.from_config(config, "student")
     brcd_settings = dict(config.get("brcd", {}))
-    kd_class = KD_LOSSES.get(cell.kd)  # unknown method -> clear error before any work
+    # Settings errors surface before any file or backbone is loaded.
+    kd_class = KD_LOSSES.get(cell.kd)
+    kd_class.resolve_options(cell.kd, brcd_settings)
+    if kd_class.needs_clusters and clusters_path is None:
+        raise ConfigError(f"{cell.kd!r} needs the teacher's clusters: run the `cluster` rule "
+                          "(`brcd cluster`) and pass its clusters.parquet with --clusters")
     splits = Splits(split_path)
     num_train = len(splits.indices["train"])
     teacher_head = load_teacher(config, cell, teacher_checkpoint, splits, device)
-    clusters = load_cell_clusters(clusters_path, cell, splits) if kd_class.needs_clusters else None
+    clusters = load_cell_clusters(clusters_path, config, cell, splits) if kd_class.needs_clusters else None
     s_source = create_source(config, cell.dataset, cell.student, splits, device, student_bank)
     t_source = create_source(config, cell.dataset, cell.teacher, splits, device, teacher_bank)
 
@@ -128,7 +134,7 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
         t1, t2 = teacher.views(pos, v1), teacher.views(pos, v2)
         batch = KDBatch(
             index=torch.as_tensor(pos, dtype=torch.long, device=s1.device),
-            s_logits=(s1, s2), s_codes=(hash_codes(s1), hash_codes(s2)),
+            s_logits=(s1, s2), s_codes=(objective.codes(s1), objective.codes(s2)),
             t_logits=(t1, t2), t_codes=(codes_from_logits(t1).float(), codes_from_logits(t2).float()),
         )
         if kd_loss.needs_rotations:

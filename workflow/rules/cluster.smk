@@ -17,7 +17,7 @@ rule cluster:
     params:
         brcd=BRCD,
         config=CONFIG_FILE,
-        settings=lambda w: config["brcd"],
+        settings=lambda w: cluster_settings(config["brcd"]),
     shell:
         "{params.brcd} cluster --config {params.config} --teacher-codes {input.codes} --split {input.split}"
         " --seed {wildcards.seed} --out {output} > {log} 2>&1"

@@ -5,6 +5,7 @@ import sys
 from snakemake.utils import min_version, validate
 
 from brcd import cells
+from brcd.cluster import cluster_settings
 from brcd.config import check_config, validate_schema
 from brcd.workflow import (
     bank_path,

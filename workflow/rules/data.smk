@@ -13,5 +13,7 @@ rule split:
     params:
         brcd=BRCD,
         config=CONFIG_FILE,
+        # the split's own settings: changing them rebuilds the split (and all that follows)
+        settings=lambda w: {"dataset": config["datasets"][w.dataset], "split_seed": config["split_seed"]},
     shell:
         "{params.brcd} split --config {params.config} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"

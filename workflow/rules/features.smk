@@ -18,6 +18,12 @@ rule features:
     params:
         brcd=BRCD,
         config=CONFIG_FILE,
+        # what identifies a bank besides its split: changing it rebuilds the bank
+        settings=lambda w: {
+            "backbone": config["backbones"][w.backbone],
+            "views": config["views"],
+            "aug_seed": config["aug_seed"],
+        },
     shell:
         "{params.brcd} features --config {params.config} --dataset {wildcards.dataset}"
         " --backbone {wildcards.backbone} --split {input.split} --out {output}"

@@ -18,6 +18,7 @@ rule time_encoder:
         brcd=BRCD,
         config=CONFIG_FILE,
         bits=max(config["bits"]),
+        settings=lambda w: {"timing": config["timing"], "backbone": config["backbones"][w.backbone]},
     shell:
         "{params.brcd} time-encoder --config {params.config} --dataset {wildcards.dataset}"
         " --backbone {wildcards.backbone} --bits {params.bits} --threads {threads}"
@@ -37,6 +38,7 @@ rule time_search:
     params:
         brcd=BRCD,
         config=CONFIG_FILE,
+        settings=lambda w: config["timing"],
     shell:
         "{params.brcd} time-search --config {params.config} --bits {wildcards.bits} --threads {threads}"
         " --out {output} > {log} 2>&1"
