@@ -70,11 +70,9 @@ def configure_parser(parser) -> None:
 
 def run(args) -> None:
     from brcd.cells import cell_from_model
-    from brcd.config import load_config
-    from brcd.runtime import setup_runtime
+    from brcd.runtime import load_stage
 
-    config = load_config(args.config, check_registries=False)
-    device = setup_runtime(args, config)
+    config, device = load_stage(args)
     cell = cell_from_model(args.dataset, args.bits, args.model, args.seed)
     outputs = {SELECTIONS[cell.role][0]: args.out}
     if args.out_asym:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from brcd.config import backbone_options, dataset_options, load_config
+from brcd.config import backbone_options, dataset_options
 from brcd.data import create_dataset
 from brcd.data.splits import Splits
 from brcd.errors import DataError
@@ -242,8 +242,7 @@ def configure_parser(parser) -> None:
 
 
 def run(args) -> None:
-    from brcd.runtime import setup_runtime
+    from brcd.runtime import load_stage
 
-    config = load_config(args.config, check_registries=False)
-    device = setup_runtime(args, config)
+    config, device = load_stage(args)
     build_bank(config, args.dataset, args.backbone, args.split, args.out, device, args.batch_size)

@@ -42,6 +42,15 @@ def add_runtime_arguments(parser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: config `device`, auto = CUDA if available)")
 
 
+def load_stage(args) -> tuple[dict, object]:
+    """What every stage command starts with: the config of ``--config`` and the
+    torch device, with --threads/--device (or the config's values) applied."""
+    from brcd.config import load_config
+
+    config = load_config(args.config, check_registries=False)
+    return config, setup_runtime(args, config)
+
+
 def setup_runtime(args, config: dict):
     """Apply --threads/--device (or the config's values); return the torch device."""
     threads = set_threads(args.threads or config.get("threads"))

@@ -332,12 +332,10 @@ def configure_encoder(parser) -> None:
 
 
 def run_encoder(args) -> None:
-    from brcd.config import load_config
     from brcd.io import write_json
-    from brcd.runtime import setup_runtime
+    from brcd.runtime import load_stage
 
-    config = load_config(args.config, check_registries=False)
-    device = setup_runtime(args, config)
+    config, device = load_stage(args)
     options = settings(args, config, ENCODER_DEFAULTS)
     result = time_encoder(config, args.dataset, args.backbone, args.bits, device, options["batch_sizes"],
                           options["repeats"], options["warmup"], args.checkpoint, args.head)

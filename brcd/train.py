@@ -255,9 +255,7 @@ def configure_parser(parser) -> None:
 
 def run(args) -> None:
     from brcd.cells import cell_from_args
-    from brcd.config import load_config
-    from brcd.runtime import setup_runtime
+    from brcd.runtime import load_stage
 
-    config = load_config(args.config, check_registries=False)
-    device = setup_runtime(args, config)
+    config, device = load_stage(args)
     train_teacher(config, cell_from_args(args), args.split, args.out, args.log, args.bank, device)

@@ -175,10 +175,8 @@ def configure_parser(parser) -> None:
 
 def run(args) -> None:
     from brcd.cells import cell_from_args
-    from brcd.config import load_config
-    from brcd.runtime import setup_runtime
+    from brcd.runtime import load_stage
 
-    config = load_config(args.config, check_registries=False)
-    device = setup_runtime(args, config)
+    config, device = load_stage(args)
     train_student(config, cell_from_args(args), args.split, args.teacher_checkpoint, args.out, args.log,
                   args.student_bank, args.teacher_bank, args.clusters, device)
