@@ -52,13 +52,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"file not found: {path}")
-    return json.loads(path.read_text())
-
-
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
