@@ -127,15 +127,18 @@ class OnlineSource(FeatureSource):
         with torch.no_grad():  # not inference_mode: heads backpropagate through these tensors
             return self.backbone(batch.to(self.device)).float()
 
-    def clean(self, indices):
+    def clean_uncached(self, indices) -> torch.Tensor:
+        """Clean-view features computed now (the bank build stores them itself)."""
         from brcd.augment import clean_batch
 
+        b = self.backbone
+        return self._forward(clean_batch(self.dataset.images(indices), b.input_size, b.mean, b.std))
+
+    def clean(self, indices):
         todo = [int(i) for i in indices if int(i) not in self._cache]
         for start in range(0, len(todo), 256):
             chunk = todo[start:start + 256]
-            images = self.dataset.images(chunk)
-            feats = self._forward(clean_batch(images, self.backbone.input_size, self.backbone.mean, self.backbone.std))
-            self._cache.update(zip(chunk, feats))
+            self._cache.update(zip(chunk, self.clean_uncached(chunk)))
         return torch.stack([self._cache[int(i)] for i in indices])
 
     def views(self, train_pos, views):
@@ -200,8 +203,7 @@ def build_bank(config: dict, dataset_name: str, alias: str, split_path: str, out
         with tqdm(total=total, desc=f"features {dataset_name}/{alias}", unit="img", mininterval=5) as bar:
             for start in range(0, len(clean_index), batch_size):
                 chunk = clean_index[start:start + batch_size]
-                clean[start:start + len(chunk)] = source.clean(chunk).cpu().numpy()
-                source._cache.clear()
+                clean[start:start + len(chunk)] = source.clean_uncached(chunk).cpu().numpy()
                 bar.update(len(chunk))
             per_chunk = max(1, batch_size // views)
             all_views = np.arange(views)

@@ -198,13 +198,14 @@ class Encoder:
         import torch
 
         from brcd.augment import clean_batch
+        from brcd.codes import pack_codes
         from brcd.hashing import codes_from_logits
 
         with torch.inference_mode():
             x = clean_batch(images, self.backbone.input_size, self.backbone.mean, self.backbone.std)
             u = self.head(self.backbone(x.to(self.device)))
             codes = codes_from_logits(u).cpu().numpy()
-        return np.packbits(codes > 0, axis=1)
+        return pack_codes(codes)
 
 
 def _load_head(path: str, criterion: str | None, bits: int, feature_dim: int):
