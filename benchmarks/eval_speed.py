@@ -3,16 +3,18 @@
 The loop is what classic hashing codebases run (e.g. CIBHash's
 ``calculate_top_map``): for every query, relevance by a label dot product,
 Hamming distances as 0.5 * (L - B q) on ±1 float32 codes (exact for these
-integers), a stable argsort, then AP over the top K. Ours is :func:`brcd.retrieval.map_at_k`. Both use the
-same tie policy (stable: ties by database order), so their mAPs must agree to
-1e-9, which this script asserts.
+integers), a stable argsort, then AP over the top K. Ours is
+:func:`brcd.retrieval.map_at_k` (compiled counting kernels,
+:mod:`brcd.retrieval.kernels`). Both use the same tie policy (stable: ties
+by database order), so their mAPs must agree to 1e-9, which this script
+asserts.
 
 Shapes: CIFAR-10 (5,000 queries x 50,000 database, 10 single-label classes,
 K = 1,000) at 16 and 64 bits; NUS-WIDE (2,100 x 190,000, 21 multi-hot
 concepts, K = 5,000) at 64 bits. Codes are random with class structure:
 class prototypes with independent bit flips.
 
-    .venv/bin/python benchmarks/eval_speed.py            # full loop (several minutes)
+    .venv/bin/python benchmarks/eval_speed.py            # full loop (about a minute)
     .venv/bin/python benchmarks/eval_speed.py --quick    # loop on a query subsample, time extrapolated
 """
 from __future__ import annotations

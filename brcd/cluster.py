@@ -141,9 +141,14 @@ def _lloyd_to_member_means(x: np.ndarray, centres: np.ndarray, max_iter: int = 1
     for _ in range(max_iter):
         d2 = _squared_distances(x64, centres)
         new = d2.argmin(1)
-        for empty in np.flatnonzero(np.bincount(new, minlength=k) == 0):
-            # Re-seed an empty cluster with the point worst served by its centre.
-            worst = int(d2[np.arange(len(x64)), new].argmax())
+        sizes = np.bincount(new, minlength=k)
+        for empty in np.flatnonzero(sizes == 0):
+            # Re-seed an empty cluster with the point worst served by its centre, taken from a
+            # cluster that keeps a member (one exists: there are at least k points).
+            served = np.where(sizes[new] > 1, d2[np.arange(len(x64)), new], -1.0)
+            worst = int(served.argmax())
+            sizes[new[worst]] -= 1
+            sizes[empty] += 1
             new[worst] = empty
             d2[worst] = 0.0
         centres = cluster_centres(x64, new, k)

@@ -415,6 +415,12 @@ def _speedup(teacher: Mapping, other: Mapping) -> str:
     return f"{latency} / {throughput}"
 
 
+def search_method(results: GridResults) -> str:
+    """The search method the timing files record (one per bit length; normally all the same)."""
+    methods = sorted({str(results.search[bits].get("method", MISSING)) for bits in results.config["bits"]})
+    return "; ".join(methods)
+
+
 def search_table(results: GridResults) -> str:
     bits_list = results.config["bits"]
     entries = {(bits, e["database_size"], e["topk"]): e for bits in bits_list for e in results.search[bits]["results"]}
@@ -728,7 +734,7 @@ def build_report(results: GridResults, out: str | os.PathLike) -> str:
         lines += dataset_section(results, dataset, figures_dir, link)
     lines += ["## Search latency", "",
               "Exact Hamming top-K search on packed random codes: one query per call (median), and all queries "
-              "in one call (median time per query).", "",
+              f"in one call (median time per query). Method: {search_method(results)}.", "",
               search_table(results), "",
               "## Config hashes", "",
               "<details><summary>Config hash of every cell (the hash of every config value the cell's result "

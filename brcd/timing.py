@@ -1,7 +1,10 @@
 """``brcd time-search`` and ``brcd time-encoder``: the timing rows of SPEC §6.
 
 ``time-search`` measures the exact Hamming top-K search of
-:mod:`brcd.retrieval.hamming` on random codes, per database size and K:
+:mod:`brcd.retrieval.hamming` on random codes, per database size and K,
+with the engine evaluation uses (``--engine faiss`` times faiss' instead).
+The database is prepared once, outside the timed calls, as codes are added
+to an index once (:class:`brcd.retrieval.hamming.SearchDatabase`):
 
 - ``batch``: all queries in one call, seconds per query (median and best of
   ``repeats`` calls) -- the offline-evaluation regime;
@@ -68,49 +71,49 @@ def _percentile_ms(times: list[float], q: float) -> float:
 
 
 def _time_single_queries(topk, query, database, k: int) -> list[float]:
-    """One query per call. The kernel parallelises over queries, so a single
-    query runs on one thread; the OpenMP pool is set to 1 for these calls so
-    that waking idle threads is not timed."""
+    """One query per call (one block: a single thread)."""
+    times = []
+    for row in range(min(len(query), SINGLE_QUERY_CALLS)):
+        started = time.perf_counter()
+        topk(query[row : row + 1], database, k)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def time_search(bits: int, database_sizes, topks, queries: int, repeats: int, warmup: int, seed: int = 0,
+                engine: str | None = None) -> dict:
+    """Latency of :func:`brcd.retrieval.topk` with ``engine`` (default: evaluation's) on uniform random codes."""
+    import functools
+
     import faiss
-
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        times = []
-        for row in range(min(len(query), SINGLE_QUERY_CALLS)):
-            started = time.perf_counter()
-            topk(query[row : row + 1], database, k)
-            times.append(time.perf_counter() - started)
-        return times
-    finally:
-        faiss.omp_set_num_threads(threads)
-
-
-def time_search(bits: int, database_sizes, topks, queries: int, repeats: int, warmup: int, seed: int = 0) -> dict:
-    """Latency of :func:`brcd.retrieval.topk` on uniform random codes."""
-    import faiss
+    import numba
 
     from brcd.codes import check_bits
-    from brcd.retrieval import TIE_POLICY, search_threads, topk
+    from brcd.retrieval import SEARCH_ENGINES, TIE_POLICY, search_threads, topk
+    from brcd.retrieval.hamming import DEFAULT_ENGINE, SearchDatabase
 
     bits = check_bits(bits, "--bits")
+    engine = engine or DEFAULT_ENGINE
+    method = " ".join(SEARCH_ENGINES.get(engine).__doc__.split())  # unknown names fail here, before any work
+    search = functools.partial(topk, engine=engine)
     rng = np.random.default_rng(seed)
     query = rng.integers(0, 256, size=(queries, bits // 8), dtype=np.uint8)
     results = []
     for size in database_sizes:
-        database = rng.integers(0, 256, size=(int(size), bits // 8), dtype=np.uint8)
+        # prepared once, like codes added to an index: the timed calls are searches only
+        database = SearchDatabase(rng.integers(0, 256, size=(int(size), bits // 8), dtype=np.uint8))
         for k in topks:
             if k > size:
                 log.warning("skipping K = %d: larger than the database of %d codes", k, size)
                 continue
             for _ in range(warmup):
-                topk(query[: min(queries, 32)], database, k)
+                search(query[: min(queries, 32)], database, k)
             batch = []
             for _ in range(repeats):
                 started = time.perf_counter()
-                topk(query, database, k)
+                search(query, database, k)
                 batch.append((time.perf_counter() - started) / queries)
-            single = _time_single_queries(topk, query, database, k)
+            single = _time_single_queries(search, query, database, k)
             entry = {
                 "database_size": int(size), "topk": int(k), "queries": int(queries),
                 "batch": {"per_query_ms_median": _percentile_ms(batch, 50), "per_query_ms_min": min(batch) * 1e3,
@@ -125,14 +128,16 @@ def time_search(bits: int, database_sizes, topks, queries: int, repeats: int, wa
     return {
         "kind": "search",
         "bits": bits,
-        "method": "exact Hamming top-K: faiss counting top-K (hammings_knn_mc) on packed codes",
+        "engine": engine,
+        "method": method,
         "tie_policy": TIE_POLICY,
         "codes": "uniform random bits",
+        "database": "prepared once outside the timed calls (padded to 64-bit words)",
         "threads": search_threads(),
         "warmup": int(warmup),
         "repeats": int(repeats),
         "seed": int(seed),
-        "versions": {"numpy": np.__version__, "faiss": faiss.__version__},
+        "versions": {"numpy": np.__version__, "numba": numba.__version__, "faiss": faiss.__version__},
         "machine": machine(),
         "results": results,
     }
@@ -149,7 +154,12 @@ def configure_search(parser) -> None:
                         help=f"queries per measurement (default {SEARCH_DEFAULTS['queries']})")
     parser.add_argument("--repeats", type=positive_int, help="timed batch calls (default 3)")
     parser.add_argument("--warmup", type=non_negative_int, help="untimed calls first (default 2)")
-    parser.add_argument("--threads", type=positive_int, help="search threads (default: faiss/OpenMP default)")
+    parser.add_argument("--threads", type=positive_int,
+                        help="search threads (default: config `threads`, else OMP_NUM_THREADS, else all cores)")
+    from brcd.retrieval.hamming import DEFAULT_ENGINE, SEARCH_ENGINES
+
+    parser.add_argument("--engine", default=DEFAULT_ENGINE, choices=SEARCH_ENGINES.names(),
+                        help="exact search engine to time (default: counting, the one evaluation uses)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random codes")
     parser.add_argument("--out", required=True, help="results/timing/search/{bits}.json")
 
@@ -170,17 +180,14 @@ def _timing_config(path) -> dict:
 
 
 def run_search(args) -> None:
-    import faiss
-
     from brcd.io import write_json
+    from brcd.retrieval.hamming import set_search_threads
 
     config = _timing_config(args.config) if args.config else None
     options = settings(args, config, SEARCH_DEFAULTS)
-    threads = args.threads or (config or {}).get("threads")
-    if threads:
-        faiss.omp_set_num_threads(int(threads))
+    set_search_threads(args.threads or (config or {}).get("threads"))
     result = time_search(args.bits, options["database_sizes"], options["topk"], options["queries"],
-                         options["repeats"], options["warmup"], args.seed)
+                         options["repeats"], options["warmup"], args.seed, args.engine)
     write_json(args.out, result)
     log.info("-> %s", args.out)
 

@@ -68,6 +68,17 @@ def test_kmeans_recovers_planted_clusters_and_centres_are_member_means():
     assert clusters.bits_kept.tolist() == clusters.metadata["bits_kept"]
 
 
+def test_an_empty_cluster_is_reseeded_without_emptying_another():
+    from brcd.cluster import _lloyd_to_member_means
+
+    # 0 and 1 go to the first centre, 5 alone to the second, none to the third. The worst-served
+    # point is 5; taking it would empty the second cluster, so a point of the first is taken.
+    x = np.array([[0.0], [1.0], [5.0]], dtype=np.float32)
+    assignment, centres, _ = _lloyd_to_member_means(x, np.array([[0.5], [7.0], [100.0]]))
+    assert sorted(np.bincount(assignment, minlength=3)) == [1, 1, 1]
+    np.testing.assert_allclose(np.sort(centres[:, 0]), [0.0, 1.0, 5.0])
+
+
 def test_kmeans_is_deterministic_for_a_seed():
     codes, _ = planted_codes(k=6, noise=0.2, seed=2)
     a = build_clusters(codes, np.arange(len(codes)), {"clusters": 6}, seed=3)

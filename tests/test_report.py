@@ -76,7 +76,7 @@ def encoder_record(backbone: str, latency: float, throughput: float) -> dict:
 
 
 def search_record(bits: int) -> dict:
-    return {"kind": "search", "bits": bits, "results": [
+    return {"kind": "search", "bits": bits, "method": "exact Hamming top-K: test engine", "results": [
         {"database_size": 1000, "topk": 10, "queries": 5, "single": {"per_query_ms_median": 0.25 * bits / 16},
          "batch": {"per_query_ms_median": 0.0125}}]}
 
@@ -165,6 +165,7 @@ def test_header_timing_and_hashes(report):
     assert encoder["`ss`"][-1] == "4.00× / 5.00×"
     assert encoder["`ss`"][-3:-1] == ["10.00", "500 (batch 64)"]
     header, search = table_after(text, "## Search latency")
+    assert "Method: exact Hamming top-K: test engine." in text
     assert header[2:] == ["16 bits: single query (ms)", "16 bits: batched (ms/query)",
                           "32 bits: single query (ms)", "32 bits: batched (ms/query)"]
     assert search["1,000"] == ["10", "0.250", "0.0125", "0.500", "0.0125"]

@@ -10,8 +10,8 @@ import pytest
 
 from brcd.errors import ConfigError, DataError
 from brcd.retrieval import (
+    SEARCH_ENGINES,
     TIE_POLICY,
-    average_precision,
     hamming_distances,
     isd,
     map_at_k,
@@ -22,7 +22,7 @@ from brcd.retrieval import (
     topk,
 )
 from brcd.retrieval import hamming as hamming_module
-from brcd.retrieval.metrics import distance_histograms, pack_labels
+from brcd.retrieval.metrics import full_ranking_statistics, pack_labels, topk_statistics
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -77,25 +77,49 @@ def test_distances_match_bit_by_bit_reference(bits):
     np.testing.assert_array_equal(dist, ref_distances(query, database))
 
 
-@pytest.mark.parametrize("bits,k", [(8, 1), (16, 37), (16, 400), (64, 50)])
-def test_topk_is_the_stable_ranking(bits, k):
+@pytest.mark.parametrize("engine", SEARCH_ENGINES.names())
+@pytest.mark.parametrize("bits,k", [(8, 1), (16, 37), (16, 400), (64, 50), (72, 90), (136, 20)])
+def test_topk_is_the_stable_ranking(engine, bits, k):
     rng = np.random.default_rng(k)
     database = tied_codes(rng, 400, bits, pool=12)
-    query = tied_codes(rng, 30, bits, pool=12)
-    ids, dist = topk(query, database, k)
+    query = tied_codes(rng, 40, bits, pool=12)  # more than one block of queries
+    ids, dist = topk(query, database, k, engine=engine)
     full = ref_distances(query, database)
     expected = np.argsort(full, axis=1, kind="stable")[:, :k]
     np.testing.assert_array_equal(ids, expected)
     np.testing.assert_array_equal(dist, np.take_along_axis(full, expected, axis=1))
+    prepared = hamming_module.SearchDatabase(database)  # prepared once, as time-search does
+    np.testing.assert_array_equal(topk(query, prepared, k, engine=engine)[0], expected)
     assert TIE_POLICY == "hamming distance ascending, ties by database order"
 
 
-def test_topk_sort_fallback_matches(monkeypatch):
-    rng = np.random.default_rng(3)
-    database, query = tied_codes(rng, 300, 16, 9), tied_codes(rng, 20, 16, 9)
-    monkeypatch.setattr(hamming_module, "WORK_BYTES", 64)  # forces the argsort path
-    ids, _ = topk(query, database, 120)
-    np.testing.assert_array_equal(ids, np.argsort(ref_distances(query, database), axis=1, kind="stable")[:, :120])
+def test_topk_on_random_codes_and_threads_agree_with_argsort():
+    rng = np.random.default_rng(4)  # 9,000 rows: the radius is guessed from a strided sample
+    database, query = pack(rng.integers(0, 2, (9000, 32))), pack(rng.integers(0, 2, (70, 32)))
+    expected = np.argsort(ref_distances(query, database), axis=1, kind="stable")[:, :300]
+    for threads in (1, 2):
+        hamming_module.set_search_threads(threads)
+        try:
+            np.testing.assert_array_equal(topk(query, database, 300)[0], expected)
+        finally:
+            hamming_module.set_search_threads(None)
+
+
+def test_counting_search_recovers_from_a_misleading_sample():
+    """The radius guessed from a strided sample can hold too few items: the result must not change."""
+    n = 2 * 4096  # the sample takes every second row: all of them at distance 0
+    database = np.zeros((n, 8), dtype=np.uint8)
+    database[1::2] = 255  # odd rows at distance 64
+    query = np.zeros((1, 8), dtype=np.uint8)
+    ids, dist = topk(query, database, 5000)
+    np.testing.assert_array_equal(ids[0], np.concatenate([np.arange(0, n, 2), np.arange(1, 2 * 904, 2)]))
+    assert (dist[0, :4096] == 0).all() and (dist[0, 4096:] == 64).all()
+
+
+def test_unknown_search_engine_lists_the_engines():
+    codes = pack(np.zeros((2, 8), dtype=np.uint8))
+    with pytest.raises(ConfigError, match="allowed values: counting, faiss"):
+        topk(codes, codes, 1, engine="annoy")
 
 
 def test_search_rejects_bad_input():
@@ -103,6 +127,8 @@ def test_search_rejects_bad_input():
     a, b = pack(rng.integers(0, 2, (3, 16))), pack(rng.integers(0, 2, (5, 64)))
     with pytest.raises(DataError, match="16 bits but database codes have 64"):
         topk(a, b, 2)
+    with pytest.raises(DataError, match="16 bits but database codes have 64"):
+        topk(a, hamming_module.SearchDatabase(b), 2)
     with pytest.raises(ConfigError, match="larger than the database"):
         topk(a, a, 4)
     with pytest.raises(DataError, match="empty"):
@@ -149,8 +175,15 @@ def test_query_without_relevant_item_in_top_k_scores_zero():
 
 
 def test_average_precision_hand_computed():
-    ranked = np.array([[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 0]], dtype=bool)
-    np.testing.assert_allclose(average_precision(ranked), [(1 + 2 / 3) / 2, 0.0, 0.5])
+    # database items at distances 0, 1, 2, 3 from the query, relevant: yes, no, yes, no
+    database = pack([[0] * 8, [1] + [0] * 7, [1, 1] + [0] * 6, [1, 1, 1] + [0] * 5])
+    labels_db = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=np.uint8)
+    query = pack([[0] * 8, [1, 1, 1] + [0] * 5, [0] * 8])
+    labels_q = np.array([[1, 0], [1, 0], [0, 0]], dtype=np.uint8)  # the last query: no relevant item
+    # query 0: hits at ranks 1, 3 -> (1 + 2/3) / 2; query 1 ranks 3, 2, 1, 0: hits at ranks 2, 4 -> (1/2 + 2/4) / 2
+    expected = ((1 + 2 / 3) / 2 + (1 / 2 + 2 / 4) / 2 + 0.0) / 3
+    assert map_at_k(query, database, labels_q, labels_db, 4) == pytest.approx(expected)
+    assert map_at_k(query, database, labels_q, labels_db, 1) == pytest.approx(1 / 3)
 
 
 # ----------------------------------------------------------------------------- tie-aware mAP
@@ -209,7 +242,7 @@ def test_tie_aware_blocks_give_the_same_result(monkeypatch):
     rng = np.random.default_rng(2)
     database, query = tied_codes(rng, 400, 16, 6), tied_codes(rng, 50, 16, 6)
     db_labels, q_labels = multi_hot(rng, 400, 5), multi_hot(rng, 50, 5)
-    counts, rel, _ = distance_histograms(query, database, pack_labels(q_labels), pack_labels(db_labels), full_ap=False)
+    counts, rel, _ = full_ranking_statistics(query, database, pack_labels(q_labels), pack_labels(db_labels))
     whole = tie_aware_average_precision(counts, rel, 150)
     monkeypatch.setattr(metrics_module, "RAGGED_BLOCK", 7)
     np.testing.assert_allclose(tie_aware_average_precision(counts, rel, 150), whole, rtol=0, atol=1e-14)
@@ -256,11 +289,21 @@ def test_histograms_from_codes_match_reference():
     rng = np.random.default_rng(5)
     database, query = tied_codes(rng, 300, 16, 20), tied_codes(rng, 25, 16, 20)
     db_labels, q_labels = multi_hot(rng, 300, 4), multi_hot(rng, 25, 4)
-    counts, rel, _ = distance_histograms(query, database, pack_labels(q_labels), pack_labels(db_labels), full_ap=False)
+    q_masks, db_masks = pack_labels(q_labels), pack_labels(db_labels)
+    counts, rel, _ = full_ranking_statistics(query, database, q_masks, db_masks)
+    _, _, top_counts, top_rel = topk_statistics(query, database, q_masks, db_masks, 40)
     dist, relevance = ref_distances(query, database), ref_relevance(q_labels, db_labels)
+    assert counts.shape == top_counts.shape == (len(query), 17)
     for i in range(len(query)):
         np.testing.assert_array_equal(counts[i], np.bincount(dist[i], minlength=17))
         np.testing.assert_array_equal(rel[i], np.bincount(dist[i][relevance[i]], minlength=17))
+        # the top-K histograms: exact up to the 40th item's distance, 0 beyond
+        radius = np.sort(dist[i])[39]
+        np.testing.assert_array_equal(top_counts[i, : radius + 1], counts[i, : radius + 1])
+        np.testing.assert_array_equal(top_rel[i, : radius + 1], rel[i, : radius + 1])
+        assert not top_counts[i, radius + 1 :].any() and not top_rel[i, radius + 1 :].any()
+    np.testing.assert_allclose(tie_aware_average_precision(top_counts, top_rel, 40),
+                               tie_aware_average_precision(counts, rel, 40), rtol=0, atol=1e-14)
 
 
 def test_isd_hand_computed():

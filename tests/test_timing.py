@@ -38,12 +38,23 @@ def test_time_search_json(tmp_path):
     assert main(argv) == 0
     result = json.loads(out.read_text())
     assert result["bits"] == 64 and result["tie_policy"] == TIE_POLICY and result["threads"] >= 1
+    assert result["engine"] == "counting" and "counting" in result["method"]
     # K = 100 does not fit a database of 50 and is skipped
     assert [(r["database_size"], r["topk"]) for r in result["results"]] == [(50, 5), (300, 5), (300, 100)]
     for row in result["results"]:
         assert row["queries"] == 4 and row["batch"]["repeats"] == 2 and row["single"]["calls"] == 4
         assert 0 < row["batch"]["per_query_ms_min"] <= row["batch"]["per_query_ms_median"] < 1e4
         assert 0 < row["single"]["per_query_ms_median"] <= row["single"]["per_query_ms_p90"] < 1e4
+
+
+def test_time_search_times_the_faiss_engine_too(tmp_path):
+    out = tmp_path / "64.json"
+    argv = ["time-search", "--bits", "64", "--database-sizes", "200", "--topk", "10", "--queries", "3",
+            "--repeats", "1", "--warmup", "0", "--engine", "faiss", "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["engine"] == "faiss" and "hammings_knn_mc" in result["method"]
+    assert result["results"][0]["batch"]["per_query_ms_median"] > 0
 
 
 def test_time_search_reads_config_timing_section(tmp_path, config_path):

@@ -1,7 +1,6 @@
-"""Exact Hamming retrieval and its metrics (SPEC §6); numpy + faiss, no torch."""
-from brcd.retrieval.hamming import TIE_POLICY, hamming_distances, search_threads, topk
+"""Exact Hamming retrieval and its metrics (SPEC §6); numpy + compiled (numba) kernels, no torch."""
+from brcd.retrieval.hamming import SEARCH_ENGINES, TIE_POLICY, hamming_distances, search_threads, topk
 from brcd.retrieval.metrics import (
-    average_precision,
     isd,
     map_at_k,
     nra_at_k,
@@ -12,8 +11,8 @@ from brcd.retrieval.metrics import (
 )
 
 __all__ = [
+    "SEARCH_ENGINES",
     "TIE_POLICY",
-    "average_precision",
     "hamming_distances",
     "isd",
     "map_at_k",

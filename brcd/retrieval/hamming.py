@@ -8,22 +8,23 @@ ascending; items at equal distance keep database order (the order of the
 database rows, which is ascending dataset index in code files). So the
 ranking is exactly ``np.argsort(distances, kind="stable")``.
 
-Two kernels, both chunked over queries so that no dense queries x database
-matrix is ever built:
+Search engines (:data:`SEARCH_ENGINES`, both exact, same tie policy, checked
+against ``np.argsort(kind="stable")`` in the tests):
 
-- :func:`topk` uses faiss' counting top-K (``hammings_knn_mc``): per query,
-  one list per distance value, each filled in database order, so its result
-  is the stable ranking truncated at K (the tests check this against
-  ``np.argsort(kind="stable")``). Codes are zero-padded to whole 64-bit words,
-  which leaves distances unchanged and selects faiss' popcount kernels.
-- :func:`distance_chunks` / :func:`block_distances` give blocks of all
-  distances (numpy popcount on 64-bit words) for metrics that need the whole
-  database (full-ranking mAP, precision-recall by radius, histograms).
+- ``counting`` (default): the compiled kernels of
+  :mod:`brcd.retrieval.kernels`: per query one branch-free pass over the
+  database within a radius guessed from a sample, then a counting sort of
+  the few candidates. O(N) per query, O(N) scratch, no sort; it also yields
+  the distance histograms and relevance counts the metrics need.
+- ``faiss``: faiss' counting top-K (``hammings_knn_mc``), one list per
+  distance filled in database order; for comparisons
+  (``brcd time-search --engine faiss``).
 
-Queries with identical codes are searched once. Blocks of queries run on a
-pool of :func:`search_threads` threads (faiss and numpy release the GIL), each
-block single-threaded: unlike OpenMP's barriers this keeps both cores busy
-when another process takes one of them for a while.
+Every search runs in blocks of queries, so no dense queries x database
+matrix is ever built. Blocks run on a pool of :func:`search_threads` threads
+(the kernels release the GIL), each block single-threaded: unlike OpenMP's
+barriers this keeps both cores busy when another process takes one of them
+for a while.
 
 This module must not import torch: evaluation jobs should start fast.
 """
@@ -31,20 +32,26 @@ from __future__ import annotations
 
 import collections
 import itertools
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator
 
-import faiss
 import numpy as np
 
 from brcd.errors import ConfigError, DataError
+from brcd.registry import Registry
+from brcd.retrieval import kernels
 
 TIE_POLICY = "hamming distance ascending, ties by database order"
 
-#: target size of one chunk's working memory (bytes); keeps peaks small and in cache
-WORK_BYTES = 32 << 20
-#: pairs per block of the numpy distance kernel (a few MB: stays in cache)
-DISTANCE_BLOCK_PAIRS = 1 << 18
+#: queries per block of the counting kernels (each block has O(N) scratch)
+QUERY_BLOCK = 32
+#: target size of one faiss call's counting state (bytes)
+FAISS_STATE_BYTES = 32 << 20
+
+SEARCH_ENGINES: Registry[Callable] = Registry("search engine", "--engine")
+DEFAULT_ENGINE = "counting"
+_threads: int | None = None
 
 
 def as_packed(codes, what: str = "codes") -> np.ndarray:
@@ -67,6 +74,29 @@ def check_pair(query, database) -> tuple[np.ndarray, np.ndarray]:
             "use code files of the same code length"
         )
     return query, database
+
+
+class SearchDatabase:
+    """Database codes prepared once for many searches: zero-padded to whole 64-bit words.
+
+    Like adding codes to a faiss index. Every search function also takes a
+    plain code array and prepares it per call, which for short codes costs a
+    copy of the database; repeated searches should prepare it once.
+    """
+
+    def __init__(self, codes):
+        self.codes = as_packed(codes, "database codes")
+        self.words = as_words(self.codes)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @classmethod
+    def of(cls, database) -> "SearchDatabase":
+        return database if isinstance(database, cls) else cls(database)
+
+    def check_query(self, query) -> np.ndarray:
+        return check_pair(query, self.codes)[0]
 
 
 def code_bits(packed: np.ndarray) -> int:
@@ -93,35 +123,50 @@ def distance_dtype(bits: int) -> np.dtype:
 
 
 def search_threads() -> int:
-    """Threads the search uses: faiss' OpenMP setting (OMP_NUM_THREADS,
-    :func:`set_search_threads`, default all cores)."""
-    return int(faiss.omp_get_max_threads())
+    """Threads the search uses: :func:`set_search_threads`, else OMP_NUM_THREADS, else the usable cores."""
+    if _threads:
+        return _threads
+    from_env = os.environ.get("OMP_NUM_THREADS", "")
+    if from_env.isdigit() and int(from_env) > 0:
+        return int(from_env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def set_search_threads(threads: int) -> None:
-    faiss.omp_set_num_threads(int(threads))
+def set_search_threads(threads: int | None) -> None:
+    """Use ``threads`` search threads (None: back to the default of :func:`search_threads`)."""
+    global _threads
+    _threads = int(threads) if threads else None
 
 
 def parallel_map(function: Callable, items: Iterable, threads: int) -> Iterator:
     """``map(function, items)`` on a pool of ``threads`` threads, results in order.
 
-    Blocks go to whichever thread is free (faiss releases the GIL), so a
+    Blocks go to whichever thread is free (the kernels release the GIL), so a
     thread slowed down by other processes does not hold up the others, as it
-    would at an OpenMP barrier; each task runs single-threaded. At most
-    2 x threads results wait unconsumed.
+    would at an OpenMP barrier. At most 2 x threads results wait unconsumed.
     """
-    def task(item):
-        faiss.omp_set_num_threads(1)  # this worker thread only
-        return function(item)
-
     items = iter(items)
+    if threads <= 1:
+        yield from map(function, items)
+        return
     with ThreadPoolExecutor(threads) as pool:
-        pending = collections.deque(pool.submit(task, item) for item in itertools.islice(items, 2 * threads))
+        pending = collections.deque(pool.submit(function, item) for item in itertools.islice(items, 2 * threads))
         while pending:
             result = pending.popleft().result()
             for item in itertools.islice(items, 1):
-                pending.append(pool.submit(task, item))
+                pending.append(pool.submit(function, item))
             yield result
+
+
+def query_blocks(n_queries: int, block: int = QUERY_BLOCK) -> list[slice]:
+    return [slice(start, min(start + block, n_queries)) for start in range(0, n_queries, block)]
+
+
+def map_query_blocks(function: Callable[[slice], object], n_queries: int,
+                     block: int = QUERY_BLOCK) -> Iterator[tuple[slice, object]]:
+    """``(rows, function(rows))`` for consecutive blocks of query rows, on :func:`search_threads` threads."""
+    blocks = query_blocks(n_queries, block)
+    yield from zip(blocks, parallel_map(function, blocks, min(search_threads(), len(blocks))))
 
 
 def check_topk(k: int, database_size: int, what: str = "--topk") -> int:
@@ -135,134 +180,106 @@ def check_topk(k: int, database_size: int, what: str = "--topk") -> int:
     return int(k)
 
 
-def _query_chunk(bits: int, k: int, n_queries: int) -> int:
-    """Queries per faiss call: its counting state is (bits + 1) x k ids per query.
+def no_labels(n: int) -> np.ndarray:
+    """Zero-width label masks: nothing is relevant (plain search without labels)."""
+    return np.zeros((n, 0), dtype=np.uint64)
 
-    Small blocks keep that state in cache (measured: 8-32 beat 64-128).
+
+def buckets(query_words: np.ndarray) -> int:
+    """Histogram size of the kernels: every distance 0..(padded bits)."""
+    return query_words.shape[1] * 64 + 1
+
+
+class CountingSearch:
+    """The counting kernel on one (query, database) pair, a block of queries per call.
+
+    ``block(rows)`` returns ``(ids, distances, counts, relevant)``: the first
+    ``depth`` items of each query's ranking, and the items and relevant items
+    at each distance up to the depth-th item's (farther buckets 0).
     """
-    per_query = (bits + 1) * k * 8
-    return int(max(1, min(n_queries, 16, WORK_BYTES // per_query)))
+
+    def __init__(self, query, database, depth: int, query_masks=None, database_masks=None):
+        database = SearchDatabase.of(database)
+        query = database.check_query(query)
+        self.depth = check_topk(depth, len(database), "k")
+        self.query_words, self.db_words = as_words(query), database.words
+        self.query_masks = no_labels(len(query)) if query_masks is None else query_masks
+        self.db_masks = no_labels(len(database)) if database_masks is None else database_masks
+
+    def block(self, rows: slice):
+        q_words, n, n_db = self.query_words[rows], rows.stop - rows.start, len(self.db_words)
+        ids = np.empty((n, self.depth), dtype=np.int64)
+        distances = np.empty((n, self.depth), dtype=np.int64)
+        counts = np.empty((n, buckets(q_words)), dtype=np.int64)
+        relevant = np.empty_like(counts)
+        kernels.topk_block(q_words, self.db_words, self.query_masks[rows], self.db_masks, self.depth, ids,
+                           distances, counts, relevant, np.empty(n_db, dtype=np.int64),
+                           np.empty(n_db, dtype=np.int64))
+        return ids, distances, counts, relevant
 
 
-def topk(query, database, k: int) -> tuple[np.ndarray, np.ndarray]:
+@SEARCH_ENGINES.register("counting")
+def counting_topk(query, database, k: int) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """exact Hamming top-K: brcd's compiled counting kernels (radius guessed from a sample,
+    branch-free scan, counting sort of the candidates)"""
+    search = CountingSearch(query, database, k)
+    for rows, (ids, distances, _, _) in map_query_blocks(search.block, len(search.query_words)):
+        yield rows, ids, distances
+
+
+@SEARCH_ENGINES.register("faiss")
+def faiss_topk(query, database, k: int) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """exact Hamming top-K: faiss' counting top-K (hammings_knn_mc) on packed codes"""
+    import faiss
+
+    database = SearchDatabase.of(database)
+    k = check_topk(k, len(database), "k")
+    q_words, db_words = pad_to_words(database.check_query(query)), database.words.view(np.uint8)
+    # faiss' counting state is (bits + 1) x k ids per query
+    block = int(max(1, min(16, FAISS_STATE_BYTES // ((q_words.shape[1] * 8 + 1) * k * 8))))
+
+    def search(rows: slice):
+        faiss.omp_set_num_threads(1)  # this worker thread only: blocks run on our pool
+        part = np.ascontiguousarray(q_words[rows])
+        distances = np.empty((len(part), k), dtype=np.int32)
+        ids = np.empty((len(part), k), dtype=np.int64)
+        faiss.hammings_knn_mc(faiss.swig_ptr(part), faiss.swig_ptr(db_words), len(part), len(db_words), k,
+                              part.shape[1], faiss.swig_ptr(distances), faiss.swig_ptr(ids))
+        return ids, distances
+
+    for rows, (ids, distances) in map_query_blocks(search, len(q_words), block):
+        yield rows, ids, distances
+
+
+def iter_topk(query, database, k: int, engine: str = DEFAULT_ENGINE) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """:func:`topk` in blocks: yields ``(rows, indices, distances)`` for consecutive query rows ``rows``."""
+    return SEARCH_ENGINES.get(engine)(query, database, k)
+
+
+def topk(query, database, k: int, engine: str = DEFAULT_ENGINE) -> tuple[np.ndarray, np.ndarray]:
     """The first ``k`` database rows of every query's ranking (:data:`TIE_POLICY`).
 
-    Returns ``(indices, distances)``: int64 row numbers into ``database`` and
-    int32 Hamming distances, both Q x k, in ranking order.
+    Returns ``(indices, distances)``: int64 row numbers into ``database`` (packed
+    codes or a :class:`SearchDatabase`) and int32 Hamming distances, both Q x k,
+    in ranking order.
     """
-    query, database = check_pair(query, database)
+    database = SearchDatabase.of(database)
+    query = database.check_query(query)
     k = check_topk(k, len(database), "k")
     indices = np.empty((len(query), k), dtype=np.int64)
     distances = np.empty((len(query), k), dtype=np.int32)
-    for rows, ids, dist in iter_topk(query, database, k):
+    for rows, ids, dist in iter_topk(query, database, k, engine):
         indices[rows], distances[rows] = ids, dist
     return indices, distances
 
 
-def iter_topk(query, database, k: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """:func:`topk` in blocks: yields ``(rows, indices, distances)`` for query rows ``rows``.
-
-    Every query row appears in exactly one block, not necessarily in order:
-    queries with identical codes have identical rankings, so each distinct
-    code is searched once (short codes repeat a lot) and its result is
-    copied to all its queries. Blocks are small (at most 16 distinct codes),
-    so callers can consume each block while it is still in cache; blocks are
-    searched on :func:`search_threads` threads.
-    """
-    query, database = check_pair(query, database)
-    k = check_topk(k, len(database), "k")
-    q_words, db_words = pad_to_words(query), pad_to_words(database)
-    distinct, inverse = np.unique(q_words, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    by_code = np.argsort(inverse, kind="stable")  # query rows grouped by distinct code
-    code_end = np.cumsum(np.bincount(inverse, minlength=len(distinct)))
-    bits = q_words.shape[1] * 8
-    search = _search_by_sort if (bits + 1) * k * 8 > 4 * WORK_BYTES else _search_by_counting
-    chunk = _query_chunk(bits, k, len(distinct))
-    blocks = [(start, min(start + chunk, len(distinct))) for start in range(0, len(distinct), chunk)]
-    threads = min(search_threads(), len(blocks))
-
-    def search_block(block):
-        return search(distinct[block[0] : block[1]], db_words, k)
-
-    results = map(search_block, blocks) if threads == 1 else parallel_map(search_block, blocks, threads)
-    for (start, stop), (indices, distances) in zip(blocks, results):
-        rows = by_code[(code_end[start - 1] if start else 0) : code_end[stop - 1]]
-        local = inverse[rows] - start
-        yield rows, indices[local], distances[local]
-
-
-def _search_by_counting(query_words: np.ndarray, db_words: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """faiss' counting top-K: one list per distance, filled in database order."""
-    block = np.ascontiguousarray(query_words)
-    distances = np.empty((len(block), k), dtype=np.int32)
-    indices = np.empty((len(block), k), dtype=np.int64)
-    faiss.hammings_knn_mc(
-        faiss.swig_ptr(block), faiss.swig_ptr(db_words), len(block), len(db_words), k, block.shape[1],
-        faiss.swig_ptr(distances), faiss.swig_ptr(indices),
-    )
-    return indices, distances
-
-
-def _search_by_sort(query_words: np.ndarray, db_words: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stable argsort of all distances: when faiss' counting state would be too large (k near a big database)."""
-    indices = np.empty((len(query_words), k), dtype=np.int64)
-    distances = np.empty((len(query_words), k), dtype=np.int32)
-    for start, stop, dist in distance_chunks(query_words, db_words):
-        for row in range(stop - start):
-            order = np.argsort(dist[row], kind="stable")[:k]
-            indices[start + row], distances[start + row] = order, dist[row, order]
-    return indices, distances
-
-
-def rows_per_chunk(database_size: int, bytes_per_pair: int = 24) -> int:
-    """Queries per distance chunk so that a chunk's working arrays stay near :data:`WORK_BYTES`."""
-    return int(max(1, WORK_BYTES // (database_size * bytes_per_pair)))
-
-
-def distance_chunks(query, database, rows: int | None = None,
-                    threads: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield ``(start, stop, distances)`` with distances of queries start..stop-1 to every database row.
-
-    ``distances`` is (stop - start) x N, uint8 (uint16 beyond 255 bits).
-    With ``threads`` > 1 chunks are computed ahead on a thread pool.
-    """
+def hamming_distances(query, database) -> np.ndarray:
+    """All distances, Q x N (small inputs: tests and examples; the search never builds this)."""
     query, database = check_pair(query, database)
     q_words, db_words = as_words(query), as_words(database)
-    rows = rows or rows_per_chunk(len(db_words))
-    ranges = [(start, min(start + rows, len(q_words))) for start in range(0, len(q_words), rows)]
-
-    def compute(bounds):
-        return block_distances(q_words[bounds[0] : bounds[1]], db_words, code_bits(query))
-
-    threads = min(threads, len(ranges))
-    results = map(compute, ranges) if threads <= 1 else parallel_map(compute, ranges, threads)
-    for (start, stop), out in zip(ranges, results):
-        yield start, stop, out
-
-
-def block_distances(q_words: np.ndarray, db_words: np.ndarray, bits: int) -> np.ndarray:
-    """All distances between a few queries and the database, from uint64 words."""
-    dtype = distance_dtype(bits)
-    n_db = len(db_words)
-    out = np.empty((len(q_words), n_db), dtype=dtype)
-    # Sub-blocks of the database keep the uint64 XOR temporaries in cache.
-    db_block = max(1, DISTANCE_BLOCK_PAIRS // max(1, len(q_words)))
-    for lo in range(0, n_db, db_block):
-        hi = min(lo + db_block, n_db)
-        block = np.bitwise_count(q_words[:, 0, None] ^ db_words[None, lo:hi, 0]).astype(dtype, copy=False)
-        for w in range(1, q_words.shape[1]):
-            block += np.bitwise_count(q_words[:, w, None] ^ db_words[None, lo:hi, w])
-        out[:, lo:hi] = block
-    return out
-
-
-def hamming_distances(query, database) -> np.ndarray:
-    """All distances, Q x N (small inputs: tests and examples)."""
-    query, database = check_pair(query, database)
-    out = np.empty((len(query), len(database)), dtype=distance_dtype(code_bits(query)))
-    for start, stop, dist in distance_chunks(query, database):
-        out[start:stop] = dist
+    out = np.zeros((len(query), len(database)), dtype=distance_dtype(code_bits(query)))
+    for w in range(q_words.shape[1]):
+        out += np.bitwise_count(q_words[:, None, w] ^ db_words[None, :, w]).astype(out.dtype)
     return out
 
 

@@ -33,26 +33,31 @@ ascending, ties by database order). Definitions:
 - ISD: mean normalised Hamming distance between two encoders' codes of the
   same images. NRA@K: mean |N_T(q) ∩ N_S(q)| / K of two top-K lists.
 
-No torch here (fast job start-up).
+The counting is done by the compiled kernels of :mod:`brcd.retrieval.kernels`:
+O(N) per query without sorting, the top-K metrics from the first items of
+each ranking, the whole-ranking ones from complete histograms. No torch here
+(fast job start-up).
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+import functools
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from brcd.errors import DataError
+from brcd.retrieval import kernels
 from brcd.retrieval.hamming import (
+    CountingSearch,
+    SearchDatabase,
     as_words,
-    block_distances,
+    buckets,
     check_pair,
     check_topk,
     code_bits,
     iter_topk,
+    map_query_blocks,
     paired_distances,
-    parallel_map,
-    rows_per_chunk,
-    search_threads,
     topk,
 )
 
@@ -65,11 +70,11 @@ RAGGED_BLOCK = 1 << 17
 
 
 def pack_labels(labels, what: str = "labels") -> np.ndarray:
-    """Multi-hot labels (N x C) -> bit masks, N x W words.
+    """Multi-hot labels (N x C) -> bit masks (bit c = label c), N x W words.
 
     One word of the smallest unsigned type that holds C bits (uint8 .. uint64);
-    beyond 64 classes, ceil(C/64) uint64 words. Small words make the gathers
-    of the top-K pass cheaper.
+    beyond 64 classes, ceil(C/64) uint64 words. Small words keep the database
+    masks in cache next to the codes during the search.
     """
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.shape[1] == 0:
@@ -96,49 +101,54 @@ def _check_labels(query_labels, database_labels, n_query: int, n_database: int) 
     return pack_labels(q, "query labels"), pack_labels(db, "database labels")
 
 
-def gathered_relevance(query_masks: np.ndarray, database_masks: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Relevance of database rows ``ids`` (Q x k) to each query: Q x k bool."""
-    rel = (database_masks[ids, 0] & query_masks[:, 0, None]) != 0
-    for w in range(1, query_masks.shape[1]):
-        rel |= (database_masks[ids, w] & query_masks[:, w, None]) != 0
-    return rel
+# --------------------------------------------------------------------------- top-K statistics
 
 
-def relevance(query_masks: np.ndarray, database_masks: np.ndarray) -> np.ndarray:
-    """Relevance of every database row to each query: Q x N bool (call on query chunks)."""
-    rel = (database_masks[None, :, 0] & query_masks[:, 0, None]) != 0
-    for w in range(1, query_masks.shape[1]):
-        rel |= (database_masks[None, :, w] & query_masks[:, w, None]) != 0
-    return rel
+def per_distinct_query(statistics):
+    """Run ``statistics(query, database, query_masks, ...)`` once per distinct (code, labels) query.
+
+    Queries with the same code and labels have the same ranking and the same
+    relevance, so every per-query result is identical; short codes repeat a
+    lot. Each returned array is expanded back to one row per query.
+    """
+    @functools.wraps(statistics)
+    def wrapper(query, database, query_masks, *args, **kwargs):
+        query, database = check_pair(query, database)
+        key = np.concatenate([query, np.ascontiguousarray(query_masks).view(np.uint8).reshape(len(query), -1)],
+                             axis=1)
+        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        results = statistics(query[first], database, query_masks[first], *args, **kwargs)
+        return tuple(result[inverse.reshape(-1)] for result in results)
+
+    return wrapper
 
 
-# --------------------------------------------------------------------------- conventional AP
+@per_distinct_query
+def topk_statistics(query, database, query_masks, database_masks, k: int, cutoffs=None):
+    """Per query, from the first ``depth = max(k, cutoffs)`` items of its ranking.
 
+    Returns ``(ap_k, hits, counts, relevant)``: AP@k (Q,), relevant items among
+    the first c for each cut-off c (Q x len(cutoffs)), and the histograms of
+    items / relevant items by distance up to the depth-th item's distance
+    (Q x L+1, farther buckets 0: enough for the tie-aware AP at any k <= depth).
+    """
+    cutoffs = np.asarray(sorted(cutoffs or [k]), dtype=np.int64)
+    search = CountingSearch(query, database, max(k, int(cutoffs.max())), query_masks, database_masks)
 
-def average_precision(ranked_relevance: np.ndarray) -> np.ndarray:
-    """Conventional AP of each row of a ranked relevance matrix (Q x k bool) -> (Q,)."""
-    ranked = np.asarray(ranked_relevance, dtype=bool)
-    if ranked.ndim == 1:
-        ranked = ranked[None]
-    hits = np.cumsum(ranked, axis=1, dtype=np.int64)
-    ranks = np.arange(1, ranked.shape[1] + 1, dtype=np.float64)
-    precision_sum = np.where(ranked, hits / ranks, 0.0).sum(axis=1)
-    found = hits[:, -1]
-    return np.divide(precision_sum, found, out=np.zeros(len(ranked)), where=found > 0)
+    def block(rows: slice):
+        ids, _, counts, relevant = search.block(rows)
+        ap_k, hits = np.empty(len(ids)), np.empty((len(ids), len(cutoffs)), dtype=np.int64)
+        kernels.ranked_statistics(ids, search.query_masks[rows], search.db_masks, k, cutoffs, ap_k, hits)
+        return ap_k, hits, counts, relevant
 
-
-def _average_precision_1d(ranked: np.ndarray) -> float:
-    positions = np.flatnonzero(ranked)
-    if len(positions) == 0:
-        return 0.0
-    return float(np.mean(np.arange(1, len(positions) + 1) / (positions + 1.0)))
-
-
-def iter_topk_relevance(query, database, query_masks, database_masks,
-                        k: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield ``(rows, ids, ranked_relevance)`` for small blocks of query rows (top-k, tie policy order)."""
-    for rows, ids, _ in iter_topk(query, database, k):
-        yield rows, ids, gathered_relevance(query_masks[rows], database_masks, ids)
+    n_query = len(search.query_words)
+    ap_k, hits = np.empty(n_query), np.empty((n_query, len(cutoffs)), dtype=np.int64)
+    counts = np.empty((n_query, buckets(search.query_words)), dtype=np.int64)
+    relevant = np.empty_like(counts)
+    for rows, result in map_query_blocks(block, n_query):
+        ap_k[rows], hits[rows], counts[rows], relevant[rows] = result
+    width = code_bits(query) + 1  # the kernels count up to the padded word length
+    return ap_k, hits, counts[:, :width], relevant[:, :width]
 
 
 def map_at_k(query, database, query_labels, database_labels, k: int) -> float:
@@ -146,10 +156,7 @@ def map_at_k(query, database, query_labels, database_labels, k: int) -> float:
     query, database = check_pair(query, database)
     k = check_topk(k, len(database), "k")
     q_masks, db_masks = _check_labels(query_labels, database_labels, len(query), len(database))
-    total = 0.0
-    for _, _, ranked in iter_topk_relevance(query, database, q_masks, db_masks, k):
-        total += float(average_precision(ranked).sum())
-    return total / len(query)
+    return float(topk_statistics(query, database, q_masks, db_masks, k)[0].mean())
 
 
 # --------------------------------------------------------------------------- tie-aware AP
@@ -175,7 +182,9 @@ def tie_aware_average_precision(counts: np.ndarray, relevant: np.ndarray, k: int
     """Expected AP@k under random order within each distance, per query.
 
     ``counts[q, d]``: database items at distance d from query q; ``relevant[q, d]``:
-    how many of them are relevant (both Q x (L+1) integer histograms).
+    how many of them are relevant (both Q x (L+1) integer histograms). Only
+    the buckets up to the one holding the k-th item are read: histograms cut
+    after it (farther buckets 0) give the same result.
     """
     counts = np.asarray(counts, dtype=np.int64)
     relevant = np.asarray(relevant, dtype=np.int64)
@@ -238,48 +247,34 @@ def _boundary_expectation(full_sum, n_b, r_b, c_b, t, h0_b, h1_b, low, sizes, lo
     return np.bincount(owner, weights=prob * value, minlength=n_query) / weight
 
 
-# --------------------------------------------------------------------------- histograms, PR
+# --------------------------------------------------------------------------- whole ranking, PR
 
 
-def distance_histograms(query, database, query_masks, database_masks, *, full_ap: bool = True):
-    """One pass over all distances: per-query histograms and (optionally) full-ranking AP.
+@per_distinct_query
+def full_ranking_statistics(query, database, query_masks, database_masks):
+    """Statistics of every query's whole ranking, one block of queries at a time.
 
     Returns ``(counts, relevant, ap_all)``: Q x (L+1) int64 histograms of all
     and of relevant database items by distance, and the conventional AP over
-    the whole database ranking (None unless ``full_ap``). Chunks of queries
-    run on :func:`~brcd.retrieval.hamming.search_threads` threads.
+    the whole database ranking (Q,).
     """
-    query, database = check_pair(query, database)
     q_words, db_words = as_words(query), as_words(database)
-    bits = code_bits(query)
-    buckets = bits + 1
-    rows = rows_per_chunk(len(database), 32)
-    ranges = [(start, min(start + rows, len(query))) for start in range(0, len(query), rows)]
+    n_query, n_db = len(q_words), len(db_words)
 
-    def chunk_statistics(bounds):
-        start, stop = bounds
-        dist = block_distances(q_words[start:stop], db_words, bits)
-        rel = relevance(query_masks[start:stop], database_masks)
-        n = stop - start
-        key = dist.astype(np.int64) * 2 + rel
-        key += (np.arange(n, dtype=np.int64) * (2 * buckets))[:, None]
-        hist = np.bincount(key.ravel(), minlength=n * 2 * buckets).reshape(n, buckets, 2)
-        ap = None
-        if full_ap:
-            ap = np.array([_average_precision_1d(rel[row, np.argsort(dist[row], kind="stable")]) for row in range(n)])
-        return hist, ap
+    def block(rows: slice):
+        n = rows.stop - rows.start
+        counts = np.empty((n, buckets(q_words)), dtype=np.int64)
+        relevant, ap_all = np.empty_like(counts), np.empty(n)
+        kernels.full_statistics(q_words[rows], db_words, query_masks[rows], database_masks, counts, relevant, ap_all,
+                                np.empty(n_db, dtype=np.int64), np.empty(n_db, dtype=np.uint8))
+        return counts, relevant, ap_all
 
-    counts = np.zeros((len(query), buckets), dtype=np.int64)
-    relevant = np.zeros((len(query), buckets), dtype=np.int64)
-    ap_all = np.zeros(len(query)) if full_ap else None
-    threads = min(search_threads(), len(ranges))
-    results = map(chunk_statistics, ranges) if threads <= 1 else parallel_map(chunk_statistics, ranges, threads)
-    for (start, stop), (hist, ap) in zip(ranges, results):
-        counts[start:stop] = hist.sum(axis=2)
-        relevant[start:stop] = hist[:, :, 1]
-        if full_ap:
-            ap_all[start:stop] = ap
-    return counts, relevant, ap_all
+    counts = np.empty((n_query, buckets(q_words)), dtype=np.int64)
+    relevant, ap_all = np.empty_like(counts), np.empty(n_query)
+    for rows, result in map_query_blocks(block, n_query):
+        counts[rows], relevant[rows], ap_all[rows] = result
+    width = code_bits(query) + 1  # the kernels count up to the padded word length
+    return counts[:, :width], relevant[:, :width], ap_all
 
 
 def pr_by_radius(counts: np.ndarray, relevant: np.ndarray) -> dict:
@@ -330,6 +325,7 @@ def nra_at_k(teacher_pair: Sequence, student_pair: Sequence, k: int) -> float:
     if len(t_query) != len(s_query) or len(t_db) != len(s_db):
         raise DataError("NRA needs the same queries and database images on the teacher and the student side")
     k = check_topk(k, len(t_db), "k")
+    s_db = SearchDatabase(s_db)  # searched once per block of teacher results
     overlap = 0
     for rows, t_ids, _ in iter_topk(t_query, t_db, k):
         s_ids, _ = topk(s_query[rows], s_db, k)
@@ -356,20 +352,14 @@ def retrieval_metrics(query, database, query_labels, database_labels, k: int,
     k = check_topk(k, len(database), "--topk")
     q_masks, db_masks = _check_labels(query_labels, database_labels, len(query), len(database))
     cutoffs = precision_ks(precision_at, k, len(database))
-    depth = max(cutoffs)
-    ap_sum, precision_sum = 0.0, np.zeros(len(cutoffs))
-    for _, _, ranked in iter_topk_relevance(query, database, q_masks, db_masks, depth):
-        ap_sum += float(average_precision(ranked[:, :k]).sum())
-        hits = np.cumsum(ranked, axis=1, dtype=np.int64)
-        precision_sum += np.array([hits[:, c - 1].sum() / c for c in cutoffs])
-    n_query = len(query)
-    counts, relevant, ap_all = distance_histograms(query, database, q_masks, db_masks, full_ap=full)
+    ap_k, hits, counts, relevant = topk_statistics(query, database, q_masks, db_masks, k, cutoffs)
     metrics = {
-        f"map@{k}": ap_sum / n_query,
+        f"map@{k}": float(ap_k.mean()),
         f"map@{k}_tie_aware": float(tie_aware_average_precision(counts, relevant, k).mean()),
-        "precision@k": {str(c): float(p / n_query) for c, p in zip(cutoffs, precision_sum)},
+        "precision@k": {str(c): float(hits[:, i].mean() / c) for i, c in enumerate(cutoffs)},
     }
     if full:
+        counts, relevant, ap_all = full_ranking_statistics(query, database, q_masks, db_masks)
         metrics["map_all"] = float(ap_all.mean())
         metrics["map_all_tie_aware"] = float(tie_aware_average_precision(counts, relevant, len(database)).mean())
         metrics["pr_curve"] = pr_by_radius(counts, relevant)
