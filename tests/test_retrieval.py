@@ -105,6 +105,25 @@ def test_topk_on_random_codes_and_threads_agree_with_argsort():
             hamming_module.set_search_threads(None)
 
 
+@pytest.mark.parametrize("bits,classes", [(72, 9), (136, 20), (64, 33)])
+def test_metrics_on_long_codes_large_databases_and_every_mask_width(bits, classes):
+    """Several words per code, a sampled radius guess (N > 4,096), uint16/uint32/uint64 label masks,
+    and duplicate query codes with different labels."""
+    rng = np.random.default_rng(bits + classes)
+    database = pack(rng.integers(0, 2, (5000, bits)))
+    query = np.concatenate([pack(rng.integers(0, 2, (6, bits)))] * 2)  # each code twice
+    db_labels, q_labels = multi_hot(rng, 5000, classes, 0.1), multi_hot(rng, 12, classes, 0.1)
+    assert pack_labels(q_labels).dtype == {9: np.uint16, 20: np.uint32, 33: np.uint64}[classes]
+    dist, rel = ref_distances(query, database), ref_relevance(q_labels, db_labels)
+    order = np.argsort(dist, axis=1, kind="stable")
+    for k in (1, 777):
+        expected = np.mean([ref_ap(rel[i, order[i]][:k]) for i in range(len(query))])
+        assert map_at_k(query, database, q_labels, db_labels, k) == pytest.approx(expected, abs=1e-12)
+    metrics = retrieval_metrics(query, database, q_labels, db_labels, 5000, precision_at=[10])
+    assert metrics["map_all"] == pytest.approx(np.mean([ref_ap(rel[i, order[i]]) for i in range(12)]), abs=1e-12)
+    assert metrics["precision@k"]["10"] == pytest.approx(np.mean([rel[i, order[i, :10]].mean() for i in range(12)]))
+
+
 def test_counting_search_recovers_from_a_misleading_sample():
     """The radius guessed from a strided sample can hold too few items: the result must not change."""
     n = 2 * 4096  # the sample takes every second row: all of them at distance 0

@@ -16,9 +16,10 @@ database order knows every item's rank without sorting anything.
 - :func:`full_statistics`: the whole ranking (full-database AP, complete
   histograms): one pass for distances and their histograms, one for ranks.
 
-Inputs are C-contiguous uint64 arrays: codes zero-padded to whole words
-(padding XORs to 0) and label masks (bit c = label c; relevance = a shared
-bit). All kernels release the GIL, so blocks of queries run on threads.
+Inputs are C-contiguous arrays: codes as uint64 words, zero-padded (padding
+XORs to 0), and label masks of unsigned words (bit c = label c; relevance =
+a shared bit; :func:`brcd.retrieval.metrics.pack_labels`). All kernels
+release the GIL, so blocks of queries run on threads.
 """
 from __future__ import annotations
 
@@ -68,9 +69,10 @@ RADIUS_SAMPLE = 4096
 def _radius_guess(query, db_words, depth, histogram):
     """A radius that very likely holds ``depth`` items, from the distances of a strided sample.
 
-    Asks the sample for the expected share plus three binomial standard
-    deviations. It only saves work: a guess that turns out too small is
-    detected and the query is scanned again from the largest radius.
+    Asks the sample for its expected count of such items plus three standard
+    deviations of a Poisson count, plus one. It only saves work: a guess that
+    turns out too small is detected and the query is scanned again from the
+    largest radius.
     """
     n_db = db_words.shape[0]
     stride = max(1, n_db // RADIUS_SAMPLE)

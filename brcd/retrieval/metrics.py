@@ -1,8 +1,9 @@
 """Retrieval metrics over Hamming rankings (SPEC §6).
 
 Relevance: a database item is relevant to a query when their multi-hot label
-vectors share at least one label. Labels are packed into 64-bit masks once
-(:func:`pack_labels`), so relevance is one AND per word.
+vectors share at least one label. Labels are packed into bit masks once
+(:func:`pack_labels`: one word of 8 to 64 bits, or several 64-bit words), so
+relevance is one AND per word.
 
 Rankings follow :data:`brcd.retrieval.hamming.TIE_POLICY` (distance
 ascending, ties by database order). Definitions:
@@ -132,7 +133,7 @@ def topk_statistics(query, database, query_masks, database_masks, k: int, cutoff
     items / relevant items by distance up to the depth-th item's distance
     (Q x L+1, farther buckets 0: enough for the tie-aware AP at any k <= depth).
     """
-    cutoffs = np.asarray(sorted(cutoffs or [k]), dtype=np.int64)
+    cutoffs = np.unique(np.asarray([k] if cutoffs is None else cutoffs, dtype=np.int64))
     search = CountingSearch(query, database, max(k, int(cutoffs.max())), query_masks, database_masks)
 
     def block(rows: slice):
