@@ -91,12 +91,12 @@ class SearchDatabase:
     def __len__(self) -> int:
         return len(self.codes)
 
-    @classmethod
-    def of(cls, database) -> "SearchDatabase":
-        return database if isinstance(database, cls) else cls(database)
 
-    def check_query(self, query) -> np.ndarray:
-        return check_pair(query, self.codes)[0]
+
+def search_pair(query, database) -> tuple[np.ndarray, SearchDatabase]:
+    """Checked query codes and the database prepared for search (kept if it already is)."""
+    database = database if isinstance(database, SearchDatabase) else SearchDatabase(database)
+    return check_pair(query, database.codes)[0], database
 
 
 def code_bits(packed: np.ndarray) -> int:
@@ -199,8 +199,7 @@ class CountingSearch:
     """
 
     def __init__(self, query, database, depth: int, query_masks=None, database_masks=None):
-        database = SearchDatabase.of(database)
-        query = database.check_query(query)
+        query, database = search_pair(query, database)
         self.depth = check_topk(depth, len(database), "k")
         self.query_words, self.db_words = as_words(query), database.words
         self.query_masks = no_labels(len(query)) if query_masks is None else query_masks
@@ -232,9 +231,9 @@ def faiss_topk(query, database, k: int) -> Iterator[tuple[slice, np.ndarray, np.
     """exact Hamming top-K: faiss' counting top-K (hammings_knn_mc) on packed codes"""
     import faiss
 
-    database = SearchDatabase.of(database)
+    query, database = search_pair(query, database)
     k = check_topk(k, len(database), "k")
-    q_words, db_words = pad_to_words(database.check_query(query)), database.words.view(np.uint8)
+    q_words, db_words = pad_to_words(query), database.words.view(np.uint8)
     # faiss' counting state is (bits + 1) x k ids per query
     block = int(max(1, min(16, FAISS_STATE_BYTES // ((q_words.shape[1] * 8 + 1) * k * 8))))
 
@@ -263,8 +262,7 @@ def topk(query, database, k: int, engine: str = DEFAULT_ENGINE) -> tuple[np.ndar
     codes or a :class:`SearchDatabase`) and int32 Hamming distances, both Q x k,
     in ranking order.
     """
-    database = SearchDatabase.of(database)
-    query = database.check_query(query)
+    query, database = search_pair(query, database)
     k = check_topk(k, len(database), "k")
     indices = np.empty((len(query), k), dtype=np.int64)
     distances = np.empty((len(query), k), dtype=np.int32)

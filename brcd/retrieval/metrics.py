@@ -59,6 +59,7 @@ from brcd.retrieval.hamming import (
     iter_topk,
     map_query_blocks,
     paired_distances,
+    search_pair,
     topk,
 )
 
@@ -110,11 +111,12 @@ def per_distinct_query(statistics):
 
     Queries with the same code and labels have the same ranking and the same
     relevance, so every per-query result is identical; short codes repeat a
-    lot. Each returned array is expanded back to one row per query.
+    lot. Each returned array is expanded back to one row per query. The
+    database is passed on prepared (:class:`~brcd.retrieval.hamming.SearchDatabase`).
     """
     @functools.wraps(statistics)
     def wrapper(query, database, query_masks, *args, **kwargs):
-        query, database = check_pair(query, database)
+        query, database = search_pair(query, database)
         key = np.concatenate([query, np.ascontiguousarray(query_masks).view(np.uint8).reshape(len(query), -1)],
                              axis=1)
         _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
@@ -122,6 +124,17 @@ def per_distinct_query(statistics):
         return tuple(result[inverse.reshape(-1)] for result in results)
 
     return wrapper
+
+
+def over_query_blocks(block, n_query: int) -> tuple[np.ndarray, ...]:
+    """Run ``block(rows)`` on consecutive blocks of query rows (threaded); join each returned array."""
+    parts = [result for _, result in map_query_blocks(block, n_query)]
+    return tuple(np.concatenate(arrays) for arrays in zip(*parts))
+
+
+def cut_histograms(histograms: np.ndarray, bits: int) -> np.ndarray:
+    """The kernels count distances up to the padded word length; codes reach ``bits`` at most."""
+    return histograms[:, : bits + 1]
 
 
 @per_distinct_query
@@ -136,25 +149,20 @@ def topk_statistics(query, database, query_masks, database_masks, k: int, cutoff
     cutoffs = np.unique(np.asarray([k] if cutoffs is None else cutoffs, dtype=np.int64))
     search = CountingSearch(query, database, max(k, int(cutoffs.max())), query_masks, database_masks)
 
+    bits = code_bits(query)
+
     def block(rows: slice):
         ids, _, counts, relevant = search.block(rows)
         ap_k, hits = np.empty(len(ids)), np.empty((len(ids), len(cutoffs)), dtype=np.int64)
         kernels.ranked_statistics(ids, search.query_masks[rows], search.db_masks, k, cutoffs, ap_k, hits)
-        return ap_k, hits, counts, relevant
+        return ap_k, hits, cut_histograms(counts, bits), cut_histograms(relevant, bits)
 
-    n_query = len(search.query_words)
-    ap_k, hits = np.empty(n_query), np.empty((n_query, len(cutoffs)), dtype=np.int64)
-    counts = np.empty((n_query, buckets(search.query_words)), dtype=np.int64)
-    relevant = np.empty_like(counts)
-    for rows, result in map_query_blocks(block, n_query):
-        ap_k[rows], hits[rows], counts[rows], relevant[rows] = result
-    width = code_bits(query) + 1  # the kernels count up to the padded word length
-    return ap_k, hits, counts[:, :width], relevant[:, :width]
+    return over_query_blocks(block, len(query))
 
 
 def map_at_k(query, database, query_labels, database_labels, k: int) -> float:
     """Conventional mAP@K of packed query codes against packed database codes."""
-    query, database = check_pair(query, database)
+    query, database = search_pair(query, database)
     k = check_topk(k, len(database), "k")
     q_masks, db_masks = _check_labels(query_labels, database_labels, len(query), len(database))
     return float(topk_statistics(query, database, q_masks, db_masks, k)[0].mean())
@@ -259,23 +267,17 @@ def full_ranking_statistics(query, database, query_masks, database_masks):
     and of relevant database items by distance, and the conventional AP over
     the whole database ranking (Q,).
     """
-    q_words, db_words = as_words(query), as_words(database)
-    n_query, n_db = len(q_words), len(db_words)
+    q_words, db_words, bits = as_words(query), database.words, code_bits(query)
 
     def block(rows: slice):
         n = rows.stop - rows.start
         counts = np.empty((n, buckets(q_words)), dtype=np.int64)
         relevant, ap_all = np.empty_like(counts), np.empty(n)
         kernels.full_statistics(q_words[rows], db_words, query_masks[rows], database_masks, counts, relevant, ap_all,
-                                np.empty(n_db, dtype=np.int64), np.empty(n_db, dtype=np.uint8))
-        return counts, relevant, ap_all
+                                np.empty(len(db_words), dtype=np.int64), np.empty(len(db_words), dtype=np.uint8))
+        return cut_histograms(counts, bits), cut_histograms(relevant, bits), ap_all
 
-    counts = np.empty((n_query, buckets(q_words)), dtype=np.int64)
-    relevant, ap_all = np.empty_like(counts), np.empty(n_query)
-    for rows, result in map_query_blocks(block, n_query):
-        counts[rows], relevant[rows], ap_all[rows] = result
-    width = code_bits(query) + 1  # the kernels count up to the padded word length
-    return counts[:, :width], relevant[:, :width], ap_all
+    return over_query_blocks(block, len(query))
 
 
 def pr_by_radius(counts: np.ndarray, relevant: np.ndarray) -> dict:
@@ -349,7 +351,7 @@ def retrieval_metrics(query, database, query_labels, database_labels, k: int,
     Keys: ``map@{k}``, ``map@{k}_tie_aware``, ``precision@k`` ({str(k'): value}),
     and with ``full``: ``map_all``, ``map_all_tie_aware``, ``pr_curve``.
     """
-    query, database = check_pair(query, database)
+    query, database = search_pair(query, database)  # the database is prepared once for both passes
     k = check_topk(k, len(database), "--topk")
     q_masks, db_masks = _check_labels(query_labels, database_labels, len(query), len(database))
     cutoffs = precision_ks(precision_at, k, len(database))
