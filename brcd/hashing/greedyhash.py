@@ -13,6 +13,7 @@ from torch import nn
 
 from brcd.errors import ConfigError
 from brcd.hashing.objectives import OBJECTIVES, nt_xent
+from brcd.hashing.sign import straight_through_sign
 
 
 @OBJECTIVES.register("greedyhash")
@@ -24,8 +25,7 @@ class GreedyHash(nn.Module):
         self.bits, self.tau, self.alpha = bits, float(tau), float(alpha)
 
     def codes(self, u: torch.Tensor) -> torch.Tensor:
-        sign = torch.where(u >= 0, torch.ones_like(u), -torch.ones_like(u))
-        return u + (sign - u).detach()
+        return straight_through_sign(u)  # on u itself, not on sigmoid(u) - 0.5 as CIBHash
 
     def forward(self, u1: torch.Tensor, u2: torch.Tensor) -> dict[str, torch.Tensor]:
         ntxent = nt_xent(self.codes(u1), self.codes(u2), self.tau)

@@ -15,10 +15,14 @@ def _sign_plus(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
 
 
+def straight_through_sign(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) (sign(0) = +1) forward, identity gradient with respect to x backward."""
+    return x + (_sign_plus(x) - x).detach()
+
+
 def hash_codes(u: torch.Tensor) -> torch.Tensor:
     """Codes in {-1, +1} with a straight-through gradient (same shape as ``u``)."""
-    centred = torch.sigmoid(u) - 0.5
-    return centred + (_sign_plus(centred) - centred).detach()
+    return straight_through_sign(torch.sigmoid(u) - 0.5)
 
 
 @torch.no_grad()
