@@ -270,4 +270,259 @@ def test_memory_banks_are_buffers_and_embeddings_parameters():
     buffers = dict(loss_fn.named_buffers())
     assert buffers["memory_s.memory"].shape == (N, 128) and buffers["memory_t.memory"].shape == (N, 128)
     assert {n.split(".")[0] for n, _ in loss_fn.named_parameters()} == {"embed_s", "embed_t"}
-    assert dict(create_distill_loss("packd", BITS, N, {}).named_parameters())["embed_s.weight"].shape == (64, BITS)
+
+
+def test_packd_embeddings_follow_the_reference_feat_dim_rule():
+    # bits <= feat_dim (64): the teacher's codes are only normalised, the student maps to `bits` dims
+    small = create_distill_loss("packd", BITS, N, {})
+    assert small.embed_t is None and small.embed_s.weight.shape == (BITS, BITS)
+    assert small.memory_t.memory.shape == (N, BITS)
+    # bits > feat_dim: both sides get a linear 64-d embedding; `teacher_embed: linear` forces it
+    large = create_distill_loss("packd", 128, N, {})
+    assert large.embed_s.weight.shape == (64, 128) and large.embed_t.weight.shape == (64, 128)
+    forced = create_distill_loss("packd", BITS, N, {"packd": {"teacher_embed": "linear"}})
+    assert forced.embed_t.weight.shape == (64, BITS)
+
+
+# ---------------------------------------------------------------- reference settings and options
+
+
+def test_defaults_are_what_the_reference_code_ran():
+    expected = {
+        "kd": {"views": "first", "temperature": 4.0},
+        "rkd": {"features": "codes", "views": "first"},
+        "pkt": {"features": "codes", "views": "first"},
+        "sp": {"features": "codes", "views": "first", "gram": "batch"},
+        "crd": {"features": "codes", "feat_dim": 128, "negatives": 500, "nce_t": 0.05, "momentum": 0.5},
+        "crcd": {"features": "codes", "anchors": "all", "self_pairs": True},
+        "sskd": {"features": "codes", "ss_ratio": 1.0, "temperature": 0.5},
+        "packd": {"features": "codes", "views": "first", "pos_k": 0, "feat_dim": 64, "negatives": 500,
+                  "temperature": 0.07, "momentum": 0.5, "sinkhorn_eps": 0.1, "self_in_denominator": True},
+    }
+    for name, values in expected.items():
+        defaults = KD_LOSSES.get(name).defaults
+        assert {k: defaults[k] for k in values} == values, name
+    assert not any("pu" in key for key in KD_LOSSES.get("packd").defaults)
+
+
+@pytest.mark.parametrize("name", ["kd", "rkd", "pkt", "sp"])
+def test_views_first_reads_view_one_only_and_both_reads_both(cell, name):
+    torch.manual_seed(3)
+    head = nn.Linear(DIM, BITS)
+    batch = cell.batch(head, torch.arange(12))
+    other = cell.batch(head, torch.arange(12, 24))
+    changed = KDBatch(index=batch.index, s_logits=(batch.s_logits[0], other.s_logits[1]),
+                      s_codes=(batch.s_codes[0], other.s_codes[1]), t_logits=(batch.t_logits[0], other.t_logits[1]),
+                      t_codes=(batch.t_codes[0], other.t_codes[1]))
+    first = create_distill_loss(name, BITS, N, {})
+    assert first(changed)["loss"].item() == pytest.approx(first(batch)["loss"].item(), rel=1e-6)
+    both = create_distill_loss(name, BITS, N, {name: {"views": "both"}})
+    assert abs(both(changed)["loss"].item() - both(batch)["loss"].item()) > 1e-4
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"kd": {"views": "second"}}, r"`kd\.views` must be one of first, both"),
+    ({"crcd": {"anchors": 0}}, r"`crcd\.anchors` must be \"all\" or a positive number"),
+    ({"crcd": {"self_pairs": "yes"}}, r"`crcd\.self_pairs` must be true or false"),
+    ({"sskd": {"ss_ratio": 1.5}}, r"`sskd\.ss_ratio` must be a fraction in \[0, 1\]"),
+    ({"sp": {"gram": "image"}}, r"`sp\.gram` must be one of batch, per_image"),
+    ({"packd": {"pos_k": -1}}, r"`packd\.pos_k` must be an integer >= 0"),
+    ({"packd": {"teacher_embed": "mlp"}}, r"`packd\.teacher_embed` must be one of auto, linear, identity"),
+    ({"packd": {"pu_temperature": 0.05}}, "unknown setting"),
+])
+def test_bad_option_values_name_the_key(settings, match):
+    name = next(iter(settings))
+    with pytest.raises(ConfigError, match=match):
+        create_distill_loss(name, BITS, N, settings)
+
+
+def test_sp_per_image_reproduces_the_reference_list_api_misuse(cell):
+    """The reference's ``sum(Similarity()(z_i, t_z_i))`` written as it executes: zip over images."""
+    torch.manual_seed(4)
+    batch = cell.batch(nn.Linear(DIM, BITS), torch.arange(10))
+    s, t = batch.s_codes[0].detach(), batch.t_codes[0]
+    expected = 0.0
+    for f_s, f_t in zip(s, t):  # what the reference's zip(g_s, g_t) does with tensors
+        bsz = f_s.shape[0]
+        g_s = torch.nn.functional.normalize(f_s.view(bsz, -1) @ f_s.view(bsz, -1).t())
+        g_t = torch.nn.functional.normalize(f_t.view(bsz, -1) @ f_t.view(bsz, -1).t())
+        expected += float(((g_t - g_s) ** 2).sum() / (bsz * bsz))
+    per_image = create_distill_loss("sp", BITS, N, {"sp": {"gram": "per_image"}})
+    assert per_image(batch)["loss"].item() == pytest.approx(expected, rel=1e-5)
+    batch_gram = create_distill_loss("sp", BITS, N, {})(batch)["loss"].item()
+    assert abs(batch_gram - expected) > 1e-3  # the published SP is a different loss
+
+
+# ---------------------------------------------------------------- crcd against the reference's relation code
+
+
+def reference_crcd_side(memory, v, y, idx, temperature, n_data, rows):
+    """One side of the reference ``ContrastMemory`` (CRCD) + ``ContrastLoss``, explicit (B, B, K+1, D) tensors."""
+    b, d = v.shape
+    anchor = memory[y]
+    weight = memory[idx]
+    anchor_rel = torch.nn.functional.normalize((v.unsqueeze(1) - anchor.unsqueeze(0) + 1e-6).reshape(b * b, d), dim=1)
+    weight_rel = weight.unsqueeze(1) - anchor.unsqueeze(1).unsqueeze(0) + 1e-6
+    weight_rel = torch.nn.functional.normalize(weight_rel.reshape(b * b, idx.shape[1], d), dim=2)
+    out = torch.bmm(weight_rel, anchor_rel.unsqueeze(2)).squeeze(2)[rows.reshape(-1)]
+    out = torch.exp(out / temperature)
+    out = out / (out.mean() * n_data)
+    m = out.shape[1] - 1
+    noise = m / n_data
+    log_d1 = torch.log(out[:, 0] / (out[:, 0] + noise + 1e-7))
+    log_d0 = torch.log(noise / (out[:, 1:] + noise + 1e-7))
+    return float(-(log_d1.sum() + log_d0.sum()) / out.shape[0])
+
+
+@pytest.mark.parametrize("self_pairs", [True, False])
+def test_crcd_equals_the_reference_relation_computation(monkeypatch, self_pairs):
+    import brcd.distill.crd as crd_module
+
+    n_train, batch_size = 10, 4
+    positions = torch.tensor([2, 7, 0, 5])
+    # negatives that hit other anchors (6 of them): zero relations, the +1e-6 case of the reference
+    negatives = torch.tensor([[7, 3, 0], [1, 2, 9], [5, 5, 4], [8, 0, 6]])
+    monkeypatch.setattr(crd_module, "sample_negatives", lambda *args: negatives)
+    torch.manual_seed(5)
+    loss_fn = create_distill_loss("crcd", BITS, n_train, {"crcd": {"feat_dim": 8, "self_pairs": self_pairs}})
+    s = torch.randn(batch_size, BITS)
+    t = torch.where(torch.randn(batch_size, BITS) >= 0, 1.0, -1.0)
+    batch = KDBatch(index=positions, s_logits=(s, s), s_codes=(s, s), t_logits=(t, t), t_codes=(t, t))
+    memory_s, memory_t = loss_fn.memory_s.memory.clone(), loss_fn.memory_t.memory.clone()
+    with torch.no_grad():
+        v_s = torch.nn.functional.normalize(loss_fn.embed_s(s), dim=1)
+        v_t = torch.nn.functional.normalize(loss_fn.embed_t(t), dim=1)
+    out = loss_fn(batch)
+    idx = torch.cat([positions[:, None], negatives], dim=1)
+    rows = ~torch.eye(batch_size, dtype=torch.bool) | self_pairs  # which (b, a) pairs count
+    expected_s = reference_crcd_side(memory_t, v_s, positions, idx, 0.05, n_train, rows)
+    expected_t = reference_crcd_side(memory_s, v_t, positions, idx, 0.05, n_train, rows)
+    assert out["student_nce"].item() == pytest.approx(expected_s, rel=1e-4)
+    assert out["teacher_nce"].item() == pytest.approx(expected_t, rel=1e-4)
+
+
+# ---------------------------------------------------------------- packd by hand
+
+
+def hand_sinkhorn(cost, eps, iterations=5000):
+    """Plain scaling iterations: plan with row sums 1/n and column sums 1/m."""
+    n, m = len(cost), len(cost[0])
+    kernel = [[math.exp(-c / eps) for c in row] for row in cost]
+    u, v = [1.0] * n, [1.0] * m
+    for _ in range(iterations):
+        u = [(1 / n) / sum(kernel[i][j] * v[j] for j in range(m)) for i in range(n)]
+        v = [(1 / m) / sum(kernel[i][j] * u[i] for i in range(n)) for j in range(m)]
+    return [[u[i] * kernel[i][j] * v[j] for j in range(m)] for i in range(n)]
+
+
+def unit(x):
+    norm = math.sqrt(sum(a * a for a in x))
+    return [a / norm for a in x]
+
+
+def dot(x, y):
+    return sum(a * b for a, b in zip(x, y))
+
+
+def hand_packd(s_views, t_views, seen_codes, positions, negatives, bank, pos_k, tau, eps):
+    """PACKD as the module docstring states it, with plain loops (training step, bank warm-up)."""
+    seen = dict(seen_codes)
+    bank = {p: list(row) for p, row in bank.items()}
+    for b, p in enumerate(positions):  # the step caches view-1 teacher codes and overwrites the bank first
+        seen[p] = t_views[0][b]
+        bank[p] = unit(t_views[0][b])
+    total = 0.0
+    for b, p in enumerate(positions):
+        anchor = t_views[0][b]
+        ranked = sorted((sum(x != y for x, y in zip(anchor, code)), q) for q, code in seen.items() if q != p)
+        partners = [q for _, q in ranked[:pos_k]]
+        students = [unit(s[b]) for s in s_views]
+        teachers = [unit(t[b]) for t in t_views] + [unit(seen[q]) for q in partners]
+        cost = [[sum((x - y) ** 2 for x, y in zip(a, c)) for c in teachers] for a in students]
+        plan = hand_sinkhorn(cost, eps)
+        positive = sum(plan[i][j] * dot(a, c) for i, a in enumerate(students) for j, c in enumerate(teachers)) / tau
+        terms = [math.exp(dot(a, bank[q]) / tau) for a in students for q in [p] + negatives[b]]
+        total += math.log(math.exp(positive) + sum(terms)) - positive
+    return total / len(positions)
+
+
+def packd_case(monkeypatch, options):
+    import brcd.distill.packd as packd_module
+
+    bits, n_train = 4, 8
+    positions = [1, 4]
+    negatives = [[0, 5, 4], [7, 1, 2]]  # 4 and 1 are in the batch: their bank rows were just overwritten
+    monkeypatch.setattr(packd_module, "sample_negatives", lambda *args: torch.tensor(negatives))
+    s_views = [[[0.9, -0.2, 0.4, 0.1], [-0.3, 0.8, -0.5, 0.6]], [[0.7, 0.1, 0.6, -0.2], [-0.6, 0.5, -0.1, 0.9]]]
+    t_views = [[[1, -1, 1, 1], [-1, 1, -1, 1]], [[1, 1, 1, 1], [-1, 1, 1, 1]]]
+    # 7 would be anchor 1's exact twin, but it has not been seen yet: never a partner
+    seen_codes = {0: [1, -1, 1, -1], 2: [-1, 1, -1, -1], 3: [1, 1, -1, 1], 5: [-1, -1, -1, 1], 6: [1, -1, -1, 1]}
+    loss_fn = create_distill_loss("packd", bits, n_train, {"packd": {**options, "sinkhorn_iters": 3000,
+                                                                      "sinkhorn_tol": 0.0}})
+    with torch.no_grad():
+        loss_fn.embed_s.weight.copy_(torch.eye(bits))
+        loss_fn.embed_s.bias.zero_()
+        for q, code in seen_codes.items():
+            loss_fn.teacher_feats[q] = torch.tensor(code, dtype=torch.float32)
+            loss_fn.seen[q] = True
+        loss_fn.teacher_feats[7] = torch.tensor(t_views[0][0], dtype=torch.float32)
+    bank = {q: row.tolist() for q, row in enumerate(loss_fn.memory_t.memory)}
+    s = [torch.tensor(v, requires_grad=True) for v in s_views]
+    t = [torch.tensor(v, dtype=torch.float32) for v in t_views]
+    batch = KDBatch(index=torch.tensor(positions), s_logits=tuple(s), s_codes=tuple(s), t_logits=tuple(t),
+                    t_codes=tuple(t))
+    return loss_fn, batch, (s_views, t_views, seen_codes, positions, negatives, bank)
+
+
+def test_packd_equals_the_hand_computation_with_two_views_and_neighbour_positives(monkeypatch):
+    loss_fn, batch, case = packd_case(monkeypatch, {"views": "both", "pos_k": 2})
+    expected = hand_packd(*case, pos_k=2, tau=0.07, eps=0.1)
+    out = loss_fn(batch)
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-4)
+    assert out["positives"].item() == 4  # two views + two neighbours per anchor
+    out["loss"].backward()
+    assert all(torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0 for x in batch.s_codes)
+
+
+def test_packd_default_is_the_reference_single_positive_infonce(monkeypatch):
+    loss_fn, batch, case = packd_case(monkeypatch, {})
+    s_views, t_views, _, positions, negatives, bank = case
+    expected = 0.0
+    for b, p in enumerate(positions):
+        s, t = unit(s_views[0][b]), unit(t_views[0][b])
+        rows = {**bank, **{q: unit(t_views[0][k]) for k, q in enumerate(positions)}}
+        positive = dot(s, t) / 0.07
+        # the anchor's own (just overwritten) bank entry is in the denominator, as in the reference
+        denominator = math.exp(positive) + sum(math.exp(dot(s, rows[q]) / 0.07) for q in [p] + negatives[b])
+        expected += -math.log(math.exp(positive) / denominator) / len(positions)
+    out = loss_fn(batch)
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert out["positives"].item() == 1
+    # the general hand formula with one view and no partner is this InfoNCE
+    assert expected == pytest.approx(hand_packd([s_views[0]], [t_views[0]], *case[2:], pos_k=0, tau=0.07, eps=0.1),
+                                     rel=1e-9)
+
+
+def test_packd_neighbours_skip_unseen_images_and_the_anchor(monkeypatch):
+    loss_fn, batch, _ = packd_case(monkeypatch, {"pos_k": 3})
+    loss_fn.train()
+    loss_fn.remember(batch.index, batch.t_codes[0], torch.nn.functional.normalize(batch.t_codes[0], dim=1))
+    partners, valid = loss_fn.neighbours(batch.index, batch.t_codes[0])
+    assert valid.all()
+    # anchor at 1 (+ - + +): Hamming 1 to 0 and 6, 2 to 3 and 5 (ties go to the lower position);
+    # 7, its exact twin, has not been seen. Anchor at 4 (- + - +): 1 to 2, 3 and 5.
+    assert partners.tolist() == [[0, 6, 3], [2, 3, 5]]
+
+
+def test_sinkhorn_plan_has_the_uniform_marginals_and_ignores_missing_columns():
+    from brcd.distill.packd import sinkhorn_plan
+
+    torch.manual_seed(6)
+    cost = torch.rand(3, 2, 5) * 4
+    valid = torch.tensor([[True] * 5, [True, True, True, False, False], [True, True, False, True, False]])
+    plan = sinkhorn_plan(cost, valid, 0.1, 2000, 0.0)
+    assert torch.allclose(plan.sum(-1), torch.full((3, 2), 0.5), atol=1e-4)
+    counts = valid.sum(-1, keepdim=True).float()
+    assert torch.allclose(plan.sum(-2), torch.where(valid, 1 / counts, torch.zeros(())), atol=1e-4)
+    # cheaper pairs get more mass
+    assert plan[0, 0, cost[0, 0].argmin()] > plan[0, 0, cost[0, 0].argmax()]

@@ -47,8 +47,13 @@ class DistillLoss(nn.Module):
     needs_clusters: ClassVar[bool] = False
     #: the trainer must fill ``KDBatch.s_rot_logits`` / ``t_rot_logits``
     needs_rotations: ClassVar[bool] = False
-    #: per-method settings and their defaults (SPEC §4)
+    #: per-method settings and their defaults (SPEC §4): the single declared
+    #: place of every option a method takes. The defaults are what the public
+    #: reference code ran unless the module docstring says why not.
     defaults: ClassVar[dict] = {}
+    #: allowed values of the method's enumerated options (``features`` and
+    #: ``views`` are checked for every method that declares them)
+    choices: ClassVar[dict[str, tuple]] = {}
 
     def __init__(self, name: str, bits: int, num_train: int, options: Mapping[str, Any], clusters=None):
         super().__init__()
@@ -70,9 +75,16 @@ class DistillLoss(nn.Module):
                 f"allowed: {', '.join(sorted(cls.defaults)) or 'none'}"
             )
         options = {**cls.defaults, **overrides}
-        if "features" in options and options["features"] not in FEATURES:
-            raise ConfigError(f"`{name}.features` must be one of {', '.join(FEATURES)}; got {options['features']!r}")
+        for key, allowed in {**COMMON_CHOICES, **cls.choices}.items():
+            if key in options and options[key] not in allowed:
+                raise ConfigError(f"`{name}.{key}` must be one of {', '.join(map(str, allowed))}; "
+                                  f"got {options[key]!r}")
+        cls.check_options(name, options)
         return options
+
+    @classmethod
+    def check_options(cls, name: str, options: Mapping[str, Any]) -> None:
+        """Range checks of numeric options; raise :class:`ConfigError` naming ``name.key``."""
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -84,12 +96,34 @@ class DistillLoss(nn.Module):
 #: implementation does) or the pre-sign logits
 FEATURES = ("codes", "logits")
 
+#: which augmented views a loss reads. The reference code distils view 1 only
+#: (the teacher encodes ``raw_imgi``); "both" averages the loss over the two.
+VIEWS: dict[str, tuple[int, ...]] = {"first": (0,), "both": (0, 1)}
+
+COMMON_CHOICES: dict[str, tuple] = {"features": FEATURES, "views": tuple(VIEWS)}
+
+
+def require(ok: bool, name: str, key: str, what: str, value: Any) -> None:
+    """Raise the ConfigError of an out-of-range per-method option."""
+    if not ok:
+        raise ConfigError(f"`{name}.{key}` must be {what}; got {value!r}")
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 def view_features(batch: KDBatch, view: int, features: str) -> tuple[Tensor, Tensor]:
     """(student, teacher) tensors of one view; the teacher side is detached."""
     if features == "codes":
         return batch.s_codes[view], batch.t_codes[view].detach()
     return batch.s_logits[view], batch.t_logits[view].detach()
+
+
+def mean_over_views(batch: KDBatch, views: str, features: str, loss_fn) -> Tensor:
+    """``loss_fn(student, teacher)`` averaged over the selected views (``VIEWS``)."""
+    chosen = VIEWS[views]
+    return sum(loss_fn(*view_features(batch, v, features)) for v in chosen) / len(chosen)
 
 
 def _safe_norm(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,7 +152,13 @@ def l2_normalize(x: Tensor) -> Tensor:
 
 
 def sample_negatives(positive: Tensor, count: int, num_train: int) -> Tensor:
-    """``count`` training positions per row drawn uniformly from all *other* positions."""
+    """``count`` training positions per row drawn uniformly from all *other* positions.
+
+    Uniform on purpose: the reference code's CRD/PACKD data loaders draw each
+    image's negatives from the *other classes* (CRD's ``cls_negative``), i.e.
+    with ground-truth labels -- a label leak in an unsupervised benchmark. No
+    label reaches any loss here (tests/test_no_label_leak.py).
+    """
     draw = torch.randint(0, num_train - 1, (positive.shape[0], count), device=positive.device)
     return draw + (draw >= positive.unsqueeze(1)).long()  # skip the positive itself
 
@@ -145,8 +185,10 @@ class MemoryBank(nn.Module):
         return self.memory[positions].detach()
 
     @torch.no_grad()
-    def update(self, positions: Tensor, values: Tensor) -> None:
-        mixed = self.memory[positions] * self.momentum + values.detach() * (1.0 - self.momentum)
+    def update(self, positions: Tensor, values: Tensor, momentum: float | None = None) -> None:
+        """Mix ``values`` into the rows at ``positions`` (``momentum`` overrides the bank's own)."""
+        keep = self.momentum if momentum is None else float(momentum)
+        mixed = self.memory[positions] * keep + values.detach() * (1.0 - keep)
         self.memory.index_copy_(0, positions, l2_normalize(mixed))
 
 

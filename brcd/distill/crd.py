@@ -6,6 +6,11 @@ Linear embeddings (dim 128) of the student's and the teacher's view-1 codes
 bank entry of the same image (positive) and 500 random other images
 (negatives), and symmetrically for the teacher embedding; NCE loss with
 temperature 0.05 and CRD's fixed normaliser Z.
+
+These are the reference code's settings (``CRDLoss`` on ``z_i, t_z_i``: codes,
+view 1), except where its negatives come from: its data loader draws them
+from the other *classes* with the ground-truth labels; here they are drawn
+uniformly from all other training images (see ``sample_negatives``).
 """
 from __future__ import annotations
 

@@ -1,85 +1,189 @@
-"""``packd``: positive-unlabeled, augmentation-aware contrastive KD (PACKD).
+"""``packd``: PACKD, Positive pair Aware Contrastive Knowledge Distillation.
 
-Adapted to codes: linear embeddings (dim 64, L2-normalised) of the student's
-and the teacher's codes (or logits) of both augmented views.
+Z. Yu, Q. Xu, Y. Jiang, H. Qin, Q. Huang: "Pay Attention to Your Positive
+Pairs: Positive Pair Aware Contrastive Knowledge Distillation", ACM MM 2022;
+the authors' code is github.com/smuelpeng/PACKD (``PACKDConLoss``).
 
-- Augmentation-aware positives: the student's view v is paired with both
-  teacher views w of the same image; the pairs are weighted by an entropic
-  optimal-transport plan (Sinkhorn, eps 0.1) between the two student and the
-  two teacher views, as PACKD weights its augmented views.
-- Negatives: 500 other training images from a momentum memory bank of
-  teacher embeddings; temperature 0.07.
-- Positive-unlabeled: a "negative" from the bank may well be a positive
-  (same content). Its weight in the denominator is
-  w = 1 - sigmoid((cos_T(anchor, j) - cos_T(view 1, view 2)) / 0.05), from
-  the frozen teacher's codes: an image the teacher places closer to the
-  anchor than the anchor's own second augmentation is a likely positive and
-  is down-weighted towards 0.
+Contrastive KD with several positives per anchor image i, on codes. The
+student side S_i holds the student's embeddings of i's views, the teacher side
+T_i the teacher's embeddings of the same views plus of i's positive partners.
+One positive logit per anchor, weighted by the paper's optimal-transport plan:
+
+    P_i = sum_{x in S_i, y in T_i} pi_xy <x, y>
+
+pi: entropic OT plan between S_i and T_i (uniform marginals, cost ||x - y||^2,
+log-domain Sinkhorn with eps 0.1, at most 100 iterations, stopped when the
+batch-mean L1 change of the row potentials falls below 0.1 -- the authors'
+``SinkhornDistance``), not differentiated. As in their code the marginals are
+uniform, so every positive carries the same total mass 1/|T_i|; the plan
+decides how it is shared among the student's views (with one view it is
+uniform). Negatives: every student
+view against the teacher memory bank (momentum 0.5) at 500 uniformly drawn
+training positions, all in one denominator; tau = 0.07:
+
+    L_i = -log( e^{P_i/tau} / (e^{P_i/tau} + sum_views sum_k e^{<s_v, m_k>/tau}) )
+
+Adapted without labels. The paper's extra positives are same-class images
+(its loader draws them, and every negative, with the ground-truth labels);
+here the ``pos_k`` partners are the anchor's nearest training images in the
+teacher's code space (Hamming distance, ties to the lower position), and
+negatives are uniform. The teacher is frozen, so its view-1 outputs are
+cached per training position as batches pass (``teacher_feats``, the view
+last seen): the neighbour search needs no extra input from the trainer (the
+alternative, the trainer passing the teacher's codes of all clean training
+images, is a second input path for one method), a partner is embedded exactly
+like the anchor's own teacher view (fresh, by ``embed_t``), and after one
+epoch every image is a candidate -- until then only images already seen are.
+
+Defaults are what the reference code (BRCD's copy of ``PACKDConLoss``) ran:
+``pos_k: 0`` and ``views: first`` -- one view, no partners, so the plan is
+1 x 1 and the loss is single-positive InfoNCE; codes in (``features``);
+embedding dim 64, but when 64 >= bits the teacher's codes are only
+L2-normalised (no linear map) and the student maps to ``bits`` dims
+(``teacher_embed: auto``, the reference's ``feat_dim >= t_dim`` rule); the
+anchor's own bank entry is one of the denominator's terms (its contrast
+indices start with the anchor; ``self_in_denominator``); the bank is updated
+before the negatives are read, with momentum 0 for the first 782 updates
+(``bank_warmup``, the authors' CIFAR-100 epoch). ``views: both`` and
+``pos_k > 0`` give the paper's several positives: the anchor's other view and
+its neighbours. There is no positive-unlabeled weighting of negatives: it is
+in neither the paper nor the code.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
 
-from brcd.distill.base import (KD_LOSSES, DistillLoss, KDBatch, MemoryBank, check_positions, l2_normalize,
-                               safe_cosine, sample_negatives, view_features)
+from brcd.distill.base import (VIEWS, KD_LOSSES, DistillLoss, KDBatch, MemoryBank, check_positions, is_int,
+                               l2_normalize, require, sample_negatives, view_features)
+
+TEACHER_EMBEDS = ("auto", "linear", "identity")
 
 
-def sinkhorn_plan(cost: Tensor, eps: float, iterations: int) -> Tensor:
-    """Entropic OT plan between uniform marginals for a batch of (n x m) costs."""
-    n, m = cost.shape[-2:]
-    kernel = torch.exp(-cost / eps)
-    u = torch.full(cost.shape[:-1], 1.0 / n, device=cost.device, dtype=cost.dtype)
-    v = torch.full(cost.shape[:-2] + (m,), 1.0 / m, device=cost.device, dtype=cost.dtype)
-    for _ in range(iterations):
-        u = (1.0 / n) / (kernel @ v.unsqueeze(-1)).squeeze(-1).clamp_min(1e-30)
-        v = (1.0 / m) / (kernel.transpose(-1, -2) @ u.unsqueeze(-1)).squeeze(-1).clamp_min(1e-30)
-    return u.unsqueeze(-1) * kernel * v.unsqueeze(-2)
+@torch.no_grad()
+def sinkhorn_plan(cost: Tensor, valid: Tensor, eps: float, iterations: int, tolerance: float) -> Tensor:
+    """Entropic OT plans (B, n, m) between uniform marginals, the authors' log-domain Sinkhorn.
+
+    ``valid`` (B, m) marks the columns that exist (an anchor may have fewer
+    partners than ``pos_k`` early on): the others get no mass, and the column
+    marginal is uniform over the valid ones. Iterates until the batch mean of
+    the L1 change of the row potentials is below ``tolerance``.
+    """
+    n = cost.shape[-2]
+    log_mu = torch.full(cost.shape[:-1], -math.log(n), dtype=cost.dtype, device=cost.device)
+    counts = valid.sum(-1, keepdim=True).to(cost.dtype)
+    minus_inf = torch.tensor(float("-inf"), dtype=cost.dtype, device=cost.device)
+    log_nu = torch.where(valid, -torch.log(counts), minus_inf)
+    u = torch.zeros_like(log_mu)
+    v = torch.where(valid, torch.zeros_like(log_nu), minus_inf)
+
+    def scaled(u: Tensor, v: Tensor) -> Tensor:
+        return (-cost + u.unsqueeze(-1) + v.unsqueeze(-2)) / eps
+
+    for _ in range(int(iterations)):
+        previous = u
+        u = eps * (log_mu - torch.logsumexp(scaled(u, v), dim=-1)) + u
+        v = torch.where(valid, eps * (log_nu - torch.logsumexp(scaled(u, v), dim=-2)) + v, minus_inf)
+        if float((u - previous).abs().sum(-1).mean()) < tolerance:
+            break
+    return torch.exp(scaled(u, v))
 
 
 @KD_LOSSES.register("packd")
 class PACKD(DistillLoss):
-    defaults = {"feat_dim": 64, "negatives": 500, "temperature": 0.07, "momentum": 0.5,
-                "sinkhorn_eps": 0.1, "sinkhorn_iters": 30, "pu_temperature": 0.05, "features": "codes"}
+    defaults = {"feat_dim": 64, "teacher_embed": "auto", "negatives": 500, "temperature": 0.07,
+                "momentum": 0.5, "bank_warmup": 782, "self_in_denominator": True,
+                "pos_k": 0, "views": "first", "features": "codes",
+                "sinkhorn_eps": 0.1, "sinkhorn_iters": 100, "sinkhorn_tol": 0.1}
+    choices = {"teacher_embed": TEACHER_EMBEDS}
+
+    @classmethod
+    def check_options(cls, name, options) -> None:
+        for key in ("feat_dim", "negatives", "sinkhorn_iters"):
+            require(is_int(options[key]) and options[key] >= 1, name, key, "a positive integer", options[key])
+        for key in ("pos_k", "bank_warmup"):
+            require(is_int(options[key]) and options[key] >= 0, name, key, "an integer >= 0", options[key])
+        for key in ("temperature", "sinkhorn_eps"):
+            require(isinstance(options[key], (int, float)) and options[key] > 0, name, key, "> 0", options[key])
+        require(isinstance(options["self_in_denominator"], bool), name, "self_in_denominator", "true or false",
+                options["self_in_denominator"])
 
     def __init__(self, name, bits, num_train, options, clusters=None):
         super().__init__(name, bits, num_train, options)
-        dim = int(self.options["feat_dim"])
+        feat_dim = int(self.options["feat_dim"])
+        mode = self.options["teacher_embed"]
+        linear = mode == "linear" or (mode == "auto" and feat_dim < bits)
+        dim = feat_dim if linear else bits
         self.embed_s = nn.Linear(bits, dim)
-        self.embed_t = nn.Linear(bits, dim)
+        self.embed_t = nn.Linear(bits, dim) if linear else None
         self.memory_t = MemoryBank(num_train, dim, self.options["momentum"])
-        # the frozen teacher's view-1 codes as last seen; zero rows = not seen yet
-        self.register_buffer("teacher_codes", torch.zeros(num_train, bits))
+        self.register_buffer("bank_updates", torch.zeros((), dtype=torch.long))
+        # the frozen teacher's view-1 features (codes or logits) by training position, as last seen
+        self.register_buffer("teacher_feats", torch.zeros(num_train, bits))
+        self.register_buffer("seen", torch.zeros(num_train, dtype=torch.bool))
 
-    def pu_weights(self, batch: KDBatch, negatives: Tensor) -> Tensor:
-        t1, t2 = batch.t_codes[0].detach().float(), batch.t_codes[1].detach().float()
-        to_bank = safe_cosine(t1.unsqueeze(1), self.teacher_codes[negatives])  # (B, K)
-        own_augmentation = safe_cosine(t1, t2).unsqueeze(1)  # (B, 1)
-        return 1.0 - torch.sigmoid((to_bank - own_augmentation) / float(self.options["pu_temperature"]))
+    def embed_teacher(self, features: Tensor) -> Tensor:
+        return l2_normalize(features if self.embed_t is None else self.embed_t(features))
+
+    @torch.no_grad()
+    def remember(self, positions: Tensor, features: Tensor, embedding: Tensor) -> None:
+        """Cache the teacher's features and update its bank (before the negatives are read, as the reference)."""
+        self.teacher_feats.index_copy_(0, positions, features.float())
+        self.seen[positions] = True
+        warm = int(self.bank_updates) < int(self.options["bank_warmup"])
+        self.memory_t.update(positions, embedding, momentum=0.0 if warm else None)
+        self.bank_updates += 1
+
+    @torch.no_grad()
+    def neighbours(self, positions: Tensor, anchor_features: Tensor) -> tuple[Tensor, Tensor]:
+        """The ``pos_k`` seen training positions nearest to each anchor in teacher-code Hamming distance.
+
+        Returns (B, k) positions and a (B, k) mask of the ones that exist.
+        """
+        k = min(int(self.options["pos_k"]), self.num_train - 1)
+        batch = len(positions)
+        if k == 0:
+            empty = torch.zeros(batch, 0, dtype=torch.long, device=positions.device)
+            return empty, empty.bool()
+        codes = torch.where(self.teacher_feats >= 0, 1.0, -1.0).double()
+        anchors = torch.where(anchor_features >= 0, 1.0, -1.0).double()
+        hamming = (self.bits - anchors @ codes.t()) / 2  # (B, N)
+        # ties go to the lower position: an exact, device-independent order
+        key = hamming * self.num_train + torch.arange(self.num_train, device=codes.device, dtype=codes.dtype)
+        excluded = ~self.seen.unsqueeze(0).expand(batch, -1).clone()
+        excluded[torch.arange(batch, device=positions.device), positions] = True
+        key = key.masked_fill(excluded, float("inf"))
+        nearest = torch.topk(key, k, dim=1, largest=False)
+        return nearest.indices, torch.isfinite(nearest.values)
+
+    def contrast_positions(self, positions: Tensor) -> Tensor:
+        negatives = sample_negatives(positions, int(self.options["negatives"]), self.num_train)
+        if self.options["self_in_denominator"]:
+            return torch.cat([positions[:, None], negatives], dim=1)
+        return negatives
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:
         check_positions(batch.index, self.num_train, self.name)
         positions = batch.index.long()
-        feats = [view_features(batch, v, self.options["features"]) for v in (0, 1)]
-        e_s = torch.stack([l2_normalize(self.embed_s(s)) for s, _ in feats], dim=1)  # (B, 2, D)
-        e_t = torch.stack([l2_normalize(self.embed_t(t)) for _, t in feats], dim=1)  # (B, 2, D)
-        temperature = float(self.options["temperature"])
-
-        pair_sim = e_s @ e_t.transpose(1, 2)  # (B, 2 student views, 2 teacher views)
-        with torch.no_grad():
-            plan = sinkhorn_plan(1.0 - pair_sim, float(self.options["sinkhorn_eps"]), int(self.options["sinkhorn_iters"]))
-            plan = plan / plan.sum(-1, keepdim=True)  # per student view: weights over teacher views
-        positive = (plan * pair_sim).sum(-1) / temperature  # (B, 2)
-
-        negatives = sample_negatives(positions, int(self.options["negatives"]), self.num_train)
-        negative = torch.einsum("bvd,bkd->bvk", e_s, self.memory_t(negatives)) / temperature  # (B, 2, K)
-        with torch.no_grad():
-            weights = self.pu_weights(batch, negatives)
-        negative = negative + torch.log(weights.clamp_min(1e-12)).unsqueeze(1)
-        logits = torch.cat([positive.unsqueeze(-1), negative], dim=-1)
-        loss = (torch.logsumexp(logits, dim=-1) - positive).mean()
-
+        feats = [view_features(batch, v, self.options["features"]) for v in VIEWS[self.options["views"]]]
+        e_s = torch.stack([l2_normalize(self.embed_s(s)) for s, _ in feats], dim=1)  # (B, n, D)
+        e_t = torch.stack([self.embed_teacher(t) for _, t in feats], dim=1)  # (B, n, D)
         if self.training:
-            self.memory_t.update(positions, e_t.mean(1))
-            self.teacher_codes.index_copy_(0, positions, batch.t_codes[0].detach().float())
-        return {"loss": loss, "pu_weight": weights.mean()}
+            self.remember(positions, feats[0][1], e_t[:, 0])
+        partners, valid = self.neighbours(positions, feats[0][1])
+        e_t = torch.cat([e_t, self.embed_teacher(self.teacher_feats[partners])], dim=1)  # (B, m, D)
+        valid = torch.cat([valid.new_ones(e_s.shape[:2]), valid], dim=1)  # (B, m)
+
+        similarity = e_s @ e_t.transpose(1, 2)  # (B, n, m)
+        cost = ((e_s.unsqueeze(2) - e_t.unsqueeze(1)) ** 2).sum(-1).detach()
+        plan = sinkhorn_plan(cost, valid, float(self.options["sinkhorn_eps"]), int(self.options["sinkhorn_iters"]),
+                             float(self.options["sinkhorn_tol"]))
+        temperature = float(self.options["temperature"])
+        positive = (plan * similarity).sum(dim=(1, 2)) / temperature  # (B,)
+        bank = self.memory_t(self.contrast_positions(positions))  # (B, K', D)
+        negative = torch.einsum("bvd,bkd->bvk", e_s, bank).flatten(1) / temperature  # (B, n K')
+        logits = torch.cat([positive.unsqueeze(1), negative], dim=1)
+        loss = (torch.logsumexp(logits, dim=1) - positive).mean()
+        return {"loss": loss, "positives": valid.sum(1).float().mean().detach()}

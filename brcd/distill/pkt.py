@@ -1,15 +1,18 @@
 """``pkt``: probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018).
 
 Cosine similarities within the batch, shifted to [0, 1] and normalised per
-row into conditional probabilities; loss = KL(teacher || student), on codes
-(or logits), averaged over both views.
+row into conditional probabilities; loss = KL(teacher || student).
+
+Defaults are what the reference code ran (``PKT()(z_i, t_z_i)``, the authors'
+``cosine_similarity_loss``): ``features: codes`` (``logits`` compares the
+pre-sign logits) and ``views: first`` (view 1 only; ``both`` averages the two).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from brcd.distill.base import KD_LOSSES, DistillLoss, KDBatch, safe_cosine_matrix, view_features
+from brcd.distill.base import KD_LOSSES, DistillLoss, KDBatch, mean_over_views, safe_cosine_matrix
 
 EPS = 1e-7
 
@@ -29,8 +32,7 @@ def pkt_loss(student: Tensor, teacher: Tensor) -> Tensor:
 
 @KD_LOSSES.register("pkt")
 class ProbabilisticKT(DistillLoss):
-    defaults = {"features": "codes"}
+    defaults = {"features": "codes", "views": "first"}
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:
-        loss = sum(pkt_loss(*view_features(batch, v, self.options["features"])) for v in (0, 1)) / 2
-        return {"loss": loss}
+        return {"loss": mean_over_views(batch, self.options["views"], self.options["features"], pkt_loss)}

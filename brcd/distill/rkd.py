@@ -2,7 +2,11 @@
 
 Distance term: smooth-L1 between the mean-normalised pairwise distances of
 student and teacher (weight 25); angle term: smooth-L1 between the cosines of
-the angles formed by every triplet (weight 50). Averaged over both views.
+the angles formed by every triplet (weight 50).
+
+Defaults are what the reference code ran (``RKDLoss()(z_i, t_z_i)``):
+``features: codes`` (the ±1 codes; ``logits`` compares the pre-sign logits)
+and ``views: first`` (view 1 only; ``both`` averages the two views).
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brcd.distill.base import KD_LOSSES, DistillLoss, KDBatch, l2_normalize, view_features
+from brcd.distill.base import VIEWS, KD_LOSSES, DistillLoss, KDBatch, l2_normalize, view_features
 
 
 def normalised_distances(x: Tensor) -> Tensor:
@@ -40,12 +44,13 @@ def rkd_loss(student: Tensor, teacher: Tensor, w_distance: float, w_angle: float
 
 @KD_LOSSES.register("rkd")
 class RelationalKD(DistillLoss):
-    defaults = {"distance_weight": 25.0, "angle_weight": 50.0, "features": "logits"}
+    defaults = {"distance_weight": 25.0, "angle_weight": 50.0, "features": "codes", "views": "first"}
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:
+        views = VIEWS[self.options["views"]]
         terms = [rkd_loss(*view_features(batch, v, self.options["features"]),
                           float(self.options["distance_weight"]), float(self.options["angle_weight"]))
-                 for v in (0, 1)]
-        distance = (terms[0][0] + terms[1][0]) / 2
-        angle = (terms[0][1] + terms[1][1]) / 2
+                 for v in views]
+        distance = sum(t[0] for t in terms) / len(views)
+        angle = sum(t[1] for t in terms) / len(views)
         return {"loss": distance + angle, "distance": distance.detach(), "angle": angle.detach()}

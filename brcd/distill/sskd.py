@@ -3,10 +3,25 @@
 Each image is seen at rotations 0/90/180/270. For every rotated copy (3B of
 them) the cosine similarities of its code to the B unrotated codes form a
 distribution (softmax with T = 0.5); the student matches the teacher's
-distribution by KL, scaled by T^2. As in SSKD, rows where the teacher itself
-fails to rank the right image first are partly dropped: all correct rows are
-kept, plus the fraction ``ss_ratio`` (0.75, SSKD's default) of the wrong rows
-with the smallest rank error.
+distribution by KL, scaled by T^2. SSKD drops some rows where the teacher
+itself fails to rank the right image first: all correct rows are kept, plus
+the fraction ``ss_ratio`` of the wrong rows with the smallest rank error.
+
+Settings and the reference code (``DistillSSKD``, ``sskd_data``):
+
+- ``ss_ratio: 1.0`` (default) keeps every row, as the reference ran
+  (``wrong_keep = int(wrong_num * 1.0)``); 0.75 is SSKD's own CIFAR setting.
+- ``features: codes``: the reference compares the ±1 codes; ``logits`` the
+  pre-sign logits.
+- A deviation kept: the reference rotates each training image and then
+  augments every rotated copy independently; here the rotations are of the
+  clean (unaugmented) image. The four rotations come precomputed from the
+  feature source (``FeatureSource.rotations``, stored once per image in the
+  feature bank), so augmenting them would need four more augmented views
+  per image and epoch in the bank. The self-supervision task -- which
+  unrotated image a rotated copy comes from -- is unchanged; only the extra
+  augmentation of the copies is missing (a change to the feature source,
+  not to this loss).
 """
 from __future__ import annotations
 
@@ -14,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brcd.distill.base import KD_LOSSES, DistillLoss, KDBatch, safe_cosine_matrix
+from brcd.distill.base import KD_LOSSES, DistillLoss, KDBatch, require, safe_cosine_matrix
 from brcd.hashing import codes_from_logits, hash_codes
 
 
@@ -38,7 +53,13 @@ def rows_to_keep(t_sim: Tensor, ss_ratio: float) -> Tensor:
 @KD_LOSSES.register("sskd")
 class SSKD(DistillLoss):
     needs_rotations = True
-    defaults = {"temperature": 0.5, "ss_ratio": 0.75, "features": "codes"}
+    defaults = {"temperature": 0.5, "ss_ratio": 1.0, "features": "codes"}
+
+    @classmethod
+    def check_options(cls, name, options) -> None:
+        ratio = options["ss_ratio"]
+        require(isinstance(ratio, (int, float)) and 0.0 <= float(ratio) <= 1.0, name, "ss_ratio",
+                "a fraction in [0, 1] of the wrongly ranked rows to keep", ratio)
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:
         if batch.s_rot_logits is None or batch.t_rot_logits is None:
