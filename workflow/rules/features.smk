@@ -10,14 +10,15 @@ rule features:
         "logs/features/{dataset}/{backbone}.log",
     benchmark:
         "logs/features/{dataset}/{backbone}.bench.tsv"
-    threads: workflow.cores
+    # A fixed count, not workflow.cores (which fails at parse time when no --cores is
+    # given, as on Slurm): locally Snakemake caps it at --cores; the slurm profile sets its own.
+    threads: 8
     resources:
         mem_mb=8000,
     conda:
         "../../environment.yml"
     params:
         brcd=BRCD,
-        config=CONFIG_FILE,
         # what identifies a bank besides its split: changing it rebuilds the bank
         settings=lambda w: {
             "backbone": config["backbones"][w.backbone],
@@ -25,6 +26,6 @@ rule features:
             "aug_seed": config["aug_seed"],
         },
     shell:
-        "{params.brcd} features --config {params.config} --dataset {wildcards.dataset}"
+        "{params.brcd} features --config $BRCD_CONFIG --dataset {wildcards.dataset}"
         " --backbone {wildcards.backbone} --split {input.split} --out {output}"
         " --threads {threads} > {log} 2>&1"

@@ -11,16 +11,18 @@ rule time_encoder:
         "logs/time_encoder/{dataset}/{backbone}.log",
     benchmark:
         "logs/time_encoder/{dataset}/{backbone}.bench.tsv"
-    threads: workflow.cores
+    # "Every core": Snakemake caps threads at --cores, so locally this job holds all
+    # of them and runs alone (workflow.cores would fail at parse time without --cores,
+    # as on Slurm, where the profile sets 8 threads and an exclusive node instead).
+    threads: 1024
     conda:
         "../../environment.yml"
     params:
         brcd=BRCD,
-        config=CONFIG_FILE,
         bits=max(config["bits"]),
         settings=lambda w: {"timing": config["timing"], "backbone": config["backbones"][w.backbone]},
     shell:
-        "{params.brcd} time-encoder --config {params.config} --dataset {wildcards.dataset}"
+        "{params.brcd} time-encoder --config $BRCD_CONFIG --dataset {wildcards.dataset}"
         " --backbone {wildcards.backbone} --bits {params.bits} --threads {threads}"
         " --out {output} > {log} 2>&1"
 
@@ -32,13 +34,15 @@ rule time_search:
         "logs/time_search/{bits}.log",
     benchmark:
         "logs/time_search/{bits}.bench.tsv"
-    threads: workflow.cores
+    # "Every core": Snakemake caps threads at --cores, so locally this job holds all
+    # of them and runs alone (workflow.cores would fail at parse time without --cores,
+    # as on Slurm, where the profile sets 8 threads and an exclusive node instead).
+    threads: 1024
     conda:
         "../../environment.yml"
     params:
         brcd=BRCD,
-        config=CONFIG_FILE,
         settings=lambda w: config["timing"],
     shell:
-        "{params.brcd} time-search --config {params.config} --bits {wildcards.bits} --threads {threads}"
+        "{params.brcd} time-search --config $BRCD_CONFIG --bits {wildcards.bits} --threads {threads}"
         " --out {output} > {log} 2>&1"
