@@ -5,6 +5,7 @@ only, never arbitrary pickled objects.
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Mapping
@@ -12,7 +13,7 @@ from typing import Mapping
 import torch
 
 from brcd.errors import DataError
-from brcd.io import atomic_path, check_metadata
+from brcd.io import check_metadata, rebuild_hint, write_bytes
 
 FORMAT = "brcd-checkpoint-1"
 
@@ -43,8 +44,14 @@ def save_checkpoint(path: str | os.PathLike, spec: Mapping, heads: Mapping[str, 
         "best": {name: {"epoch": int(b["epoch"]), "map": float(b["map"])} for name, b in best.items()},
         "metadata": dict(metadata),
     }
-    with atomic_path(path) as tmp:
-        torch.save(bundle, tmp)
+    # Serialised in memory, then written atomically: torch.save to a file names the zip's
+    # records after the (random) temp-file name, so two identical saves would differ; in
+    # memory the record name is always "archive". The size is known before anything is
+    # written, so a full disk is reported (with the bytes needed) instead of torch's
+    # "enforce fail at inline_container.cc", and an existing model.pt is never touched.
+    buffer = io.BytesIO()
+    torch.save(bundle, buffer)
+    write_bytes(path, buffer.getvalue(), what="checkpoint")
 
 
 def load_checkpoint(path: str | os.PathLike, expected: Mapping | None = None) -> dict:
@@ -54,9 +61,12 @@ def load_checkpoint(path: str | os.PathLike, expected: Mapping | None = None) ->
     try:
         bundle = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise DataError(f"{path} is not a brcd checkpoint readable with weights_only=True ({exc})") from None
+        raise DataError(
+            f"checkpoint {path} cannot be read as a brcd checkpoint with weights_only=True ({exc}); "
+            f"it is corrupt or truncated (an interrupted job, a full disk) or not a brcd checkpoint: {rebuild_hint(path)}"
+        ) from None
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
-        raise DataError(f"{path} is not a {FORMAT} checkpoint; retrain it with this version of brcd")
+        raise DataError(f"{path} is not a {FORMAT} checkpoint; retrain it with this version of brcd ({rebuild_hint(path)})")
     if expected:
         check_metadata(bundle["metadata"], expected, f"checkpoint {path}", "Retrain it for the requested cell.")
     return bundle

@@ -32,8 +32,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from brcd.cells import CLUSTERS
 from brcd.errors import ConfigError, DataError, MetadataMismatchError
 from brcd.io import check_metadata, read_parquet, stable_hash, write_parquet
+from brcd.workflow import forcerun_fix
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,10 @@ DEFAULT_CLUSTER_RANGE = (2, 20)
 DEFAULT_NREDO = 5
 DEFAULT_NITER = 50
 SILHOUETTE_SAMPLE = 2000
-REBUILD_FIX = "Rebuild it from this teacher's codes with `brcd cluster` (delete the file and rerun the cluster rule)."
+
+
+def rebuild_fix(path: str | os.PathLike) -> str:
+    return forcerun_fix(path, "it from this teacher's codes")
 
 
 @dataclass
@@ -84,7 +89,7 @@ class Clusters:
             raise MetadataMismatchError(
                 f"clusters file {self.metadata.get('path', '<memory>')} covers {self.num_train} training images "
                 f"that differ from the {len(train_indices)} training indices of the requested split "
-                f"(or are in another order). {REBUILD_FIX}"
+                f"(or are in another order). {rebuild_fix(self.metadata.get('path', CLUSTERS))}"
             )
         return self.assignment
 
@@ -289,7 +294,7 @@ def build_clusters(codes: np.ndarray, index: np.ndarray, settings: Mapping, seed
     order = np.argsort(index, kind="stable")  # rows in training-position order
     index, codes = index[order], codes[order]
     if len(np.unique(index)) != len(index):
-        raise DataError("the teacher's code file lists a training image twice; rerun the encode rule")
+        raise DataError("the teacher's code file lists a training image twice; rerun the encode_teacher rule")
     n = len(codes)
     distinct = len(np.unique(codes, axis=0))
     search_range = _check_k_feasible(settings["clusters"], settings["cluster_range"], n, distinct)
@@ -347,11 +352,11 @@ def load_clusters(path: str | os.PathLike, expected: Mapping | None = None, trai
     length or split raises :class:`MetadataMismatchError`. With
     ``train_indices`` the rows must also be exactly those training images.
     """
-    table, metadata = read_parquet(path)
-    check_metadata(metadata, dict(expected or {}), f"clusters file {path}", REBUILD_FIX)
+    table, metadata = read_parquet(path, "clusters file", rebuild_fix(path))
+    check_metadata(metadata, dict(expected or {}), f"clusters file {path}", rebuild_fix(path))
     for column in ("index", "cluster"):
         if column not in table.column_names:
-            raise DataError(f"clusters file {path} lacks column {column!r}. {REBUILD_FIX}")
+            raise DataError(f"clusters file {path} lacks column {column!r}. {rebuild_fix(path)}")
     index = table.column("index").to_numpy().astype(np.int64)
     assignment = table.column("cluster").to_numpy().astype(np.int64)
     centres = np.asarray(metadata.get("centres"), dtype=np.float64)
@@ -365,7 +370,7 @@ def load_clusters(path: str | os.PathLike, expected: Mapping | None = None, trai
     if np.any(np.diff(index) <= 0):
         problems.append("rows are not in ascending dataset-index order")
     if problems:
-        raise DataError(f"clusters file {path} is malformed: {'; '.join(problems)}. {REBUILD_FIX}")
+        raise DataError(f"clusters file {path} is malformed: {'; '.join(problems)}. {rebuild_fix(path)}")
     clusters = Clusters(index=index, assignment=assignment, centres=centres, mask=mask,
                         metadata={**metadata, "path": str(path)})
     if train_indices is not None:
@@ -400,7 +405,7 @@ def run(args) -> None:
     if not np.array_equal(np.sort(train.index), splits.indices["train"]):
         raise MetadataMismatchError(
             f"the train rows of {args.teacher_codes} are not the training images of {args.split}; "
-            "re-encode the teacher with this split (rerun the teacher's encode rule)"
+            "re-encode the teacher with this split. " + forcerun_fix(args.teacher_codes, "the teacher's codes")
         )
     seed = int(args.seed if args.seed is not None else meta.get("seed", 0))
     clusters = build_clusters(train.codes(), train.index, settings, seed=seed)

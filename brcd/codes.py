@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from brcd.errors import ConfigError, DataError
-from brcd.io import read_parquet, write_parquet
+from brcd.io import read_parquet, rebuild_hint, write_parquet
 
 REQUIRED_METADATA = ("dataset", "model", "bits", "backbone", "seed", "config_hash")
 
@@ -30,10 +30,20 @@ def pack_codes(codes: np.ndarray) -> np.ndarray:
 
     Boolean input is taken as the bits themselves; any numeric input (±1 codes
     or pre-sign logits) maps to bit 1 where the value is >= 0, so an exact zero
-    becomes +1, the sign convention of SPEC §2.
+    becomes +1, the sign convention of SPEC §2. NaN and infinite values have
+    no meaningful sign and raise :class:`DataError`.
     """
     codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise ValueError(f"pack_codes expects an N x L array of codes, got shape {codes.shape}")
     check_bits(codes.shape[1])
+    if codes.dtype.kind in "fc" and not np.isfinite(codes).all():
+        bad = np.argwhere(~np.isfinite(codes))[0]
+        raise DataError(
+            f"codes contain non-finite values (e.g. {codes[tuple(bad)]} at row {bad[0]}, bit {bad[1]}); "
+            "NaN has no sign to become a bit, and NaN or infinite outputs mean the encoder diverged or "
+            "was fed NaN features: retrain the model (or check its feature bank) before encoding"
+        )
     bits = codes if codes.dtype == np.bool_ else codes >= 0
     return np.packbits(bits, axis=1, bitorder="big")
 
@@ -97,12 +107,9 @@ def write_codes(path: str | os.PathLike, index, split, packed: np.ndarray, metad
 
 
 def read_codes(path: str | os.PathLike) -> CodeFile:
-    table, metadata = read_parquet(path)
+    table, metadata = read_parquet(path, "code file", columns=("index", "split", "code"))
     if table.num_rows == 0:
-        raise DataError(f"code file {path} is empty; rerun the encode rule that produces it")
-    for column in ("index", "split", "code"):
-        if column not in table.column_names:
-            raise DataError(f"code file {path} lacks column {column!r}")
+        raise DataError(f"code file {path} is empty; {rebuild_hint(path)}")
     bits = check_bits(int(metadata.get("bits", 0)), key=f"bits in the metadata of {path}")
     code_col = table.column("code").combine_chunks()
     width = code_col.type.byte_width if pa.types.is_fixed_size_binary(code_col.type) else None

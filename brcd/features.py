@@ -16,11 +16,17 @@ the same pixels for every backbone (``brcd.augment`` draws its parameters from
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
 import shutil
+import signal
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +37,13 @@ from brcd.config import backbone_options, dataset_options
 from brcd.data import create_dataset
 from brcd.data.splits import Splits
 from brcd.errors import DataError
-from brcd.io import check_metadata
+from brcd.io import OutputError, check_metadata, format_bytes, free_bytes, is_disk_full, read_checked, rebuild_hint
 
 log = logging.getLogger(__name__)
 NUM_ROTATIONS = 4
 BANK_FILES = ("clean.npy", "clean_index.npy", "train_index.npy", "views.npy", "rotations.npy", "meta.json")
+#: a bank folder without a live writer older than this is stale (folders of the old unnamed layout only)
+LEGACY_STALE_SECONDS = 3600
 
 
 def bank_metadata(config: dict, dataset: str, alias: str, splits: Splits) -> dict:
@@ -82,14 +90,21 @@ class BankSource(FeatureSource):
         missing = [name for name in BANK_FILES if not (folder / name).exists()]
         if missing:
             raise DataError(f"feature bank {folder} is incomplete (missing {', '.join(missing)}); rebuild it with the `features` rule")
-        self.meta = json.loads((folder / "meta.json").read_text())
+        fix = rebuild_hint(folder)
+
+        def load(name: str, **kwargs):
+            # never pickles: allow_pickle=False
+            return read_checked(folder / name, lambda p: np.load(p, allow_pickle=False, **kwargs),
+                                "feature bank file", fix)
+
+        self.meta = read_checked(folder / "meta.json", lambda p: json.loads(p.read_text()), "feature bank file", fix)
         check_metadata(self.meta, expected, f"feature bank {folder}",
                        "Delete it and rebuild it with the `features` rule (`brcd features`) for this split and backbone.")
         self.device = torch.device(device)
-        self._clean = np.load(folder / "clean.npy", mmap_mode="r")
-        self._views = np.load(folder / "views.npy", mmap_mode="r")
-        self._rotations = np.load(folder / "rotations.npy", mmap_mode="r")
-        clean_index = np.load(folder / "clean_index.npy")
+        self._clean = load("clean.npy", mmap_mode="r")
+        self._views = load("views.npy", mmap_mode="r")
+        self._rotations = load("rotations.npy", mmap_mode="r")
+        clean_index = load("clean_index.npy")
         self._row = {int(i): r for r, i in enumerate(clean_index)}
         self.feature_dim = int(self._clean.shape[1])
         self.num_views = int(self._views.shape[1])
@@ -177,28 +192,195 @@ def create_source(config: dict, dataset_name: str, alias: str, splits: Splits, d
     return OnlineSource(dataset, backbone, splits, int(config.get("aug_seed", 0)), device)
 
 
+# --------------------------------------------------------------------------- bank building
+
+# A bank is built in a hidden folder next to it, ``.{name}.partial-{host}-{pid}-{random}``,
+# then renamed into place. The host and PID say whose it is: a later build removes
+# those of dead processes on this host (a job killed by SIGKILL, an out-of-memory kill
+# or a power cut cannot clean up after itself).
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname() or "host")
+
+
+def _work_prefix(out: Path, kind: str) -> str:
+    return f".{out.name}.{kind}-{_host()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _newest_mtime(folder: Path) -> float:
+    times = [folder.stat().st_mtime]
+    times += [entry.stat().st_mtime for entry in folder.iterdir()]
+    return max(times)
+
+
+def stale_work_folders(out: str | os.PathLike) -> list[Path]:
+    """Partial (or set-aside) folders of bank ``out`` whose writer is gone.
+
+    Ours and stale: ``.{name}.partial-{host}-{pid}-*`` / ``.{name}.old-...`` of
+    this host whose PID is no longer running; and folders of the older
+    unnamed layout (``.{name}.XXXXXXXX``, as ``tempfile.mkdtemp`` names them)
+    that hold nothing but bank files and were last written over
+    :data:`LEGACY_STALE_SECONDS` ago.
+    """
+    out = Path(out)
+    if not out.parent.is_dir():
+        return []
+    host = _host()
+    named = re.compile(rf"^\.{re.escape(out.name)}\.(partial|old)-(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+$")
+    legacy = re.compile(rf"^\.{re.escape(out.name)}\.[a-z0-9_]{{8}}$")
+    stale = []
+    for entry in out.parent.iterdir():
+        if not entry.is_dir() or entry.is_symlink():
+            continue
+        match = named.match(entry.name)
+        try:
+            if match:
+                if match["host"] == host and not _pid_alive(int(match["pid"])):
+                    stale.append(entry)
+            elif legacy.match(entry.name):
+                names = {child.name for child in entry.iterdir()}
+                if names <= set(BANK_FILES) and time.time() - _newest_mtime(entry) > LEGACY_STALE_SECONDS:
+                    stale.append(entry)
+        except OSError:  # vanished or unreadable meanwhile: not ours to judge
+            continue
+    return sorted(stale)
+
+
+def remove_stale_work_folders(out: str | os.PathLike) -> list[Path]:
+    """Remove :func:`stale_work_folders` of ``out``; returns what was removed."""
+    removed = []
+    for folder in stale_work_folders(out):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            log.warning("removed %s, the partial feature bank of a job that was killed", folder)
+            removed.append(folder)
+    return removed
+
+
+#: room allowed per bank file beyond its data: the .npy header (128 bytes), meta.json, a file-system block
+FILE_OVERHEAD_BYTES = 4096
+
+
+def bank_bytes(num_clean: int, num_train: int, views: int, dim: int) -> int:
+    """The final size of a bank (an upper bound by a few KiB), known before anything is computed."""
+    features = (num_clean + num_train * (views + NUM_ROTATIONS)) * dim * np.dtype(np.float16).itemsize
+    indices = (num_clean + num_train) * np.dtype(np.int64).itemsize
+    return int(features + indices + len(BANK_FILES) * FILE_OVERHEAD_BYTES)
+
+
+def _shrink_hint(dataset_name: str, views: int) -> str:
+    return (f"free some space, or shrink the bank: lower `views` (now {views}) or the split sizes "
+            f"`datasets.{dataset_name}.train` / `train_per_class` (and `query`, `val`, `database`) in the config, "
+            "or use `mode: online`, which stores no bank")
+
+
+def check_bank_space(out: Path, needed: int, dataset_name: str, views: int, detail: str) -> None:
+    """Raise :class:`OutputError` before any work if the device of ``out`` cannot hold the bank."""
+    free = free_bytes(out.parent)
+    if free is not None and free < needed:
+        raise OutputError(
+            f"feature bank {out} needs {needed} bytes ({format_bytes(needed)}: {detail}) but only {free} bytes "
+            f"({format_bytes(free)}) are free on the device of {out.parent}; {_shrink_hint(dataset_name, views)}"
+        )
+
+
+def _preallocate(path: Path) -> None:
+    """Reserve the disk blocks of a memory-mapped file now, so a full disk is an error here
+    (ENOSPC) instead of a SIGBUS in the middle of writing features through the map."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # else: cannot reserve here
+            raise
+    finally:
+        os.close(fd)
+
+
+def _open_bank_array(path: Path, shape: tuple) -> np.memmap:
+    array = np.lib.format.open_memmap(path, "w+", np.float16, shape)
+    _preallocate(path)
+    return array
+
+
+def _make_work_folder(out: Path) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=_work_prefix(out, "partial"), dir=out.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it owner-only; outputs are for sharing
+    return tmp
+
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    """Move the finished bank ``tmp`` onto ``out``; an existing bank is kept until the new one is in place."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=_work_prefix(out, "old"), dir=out.parent))
+        os.replace(out, old)  # onto the empty folder just made
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def build_bank(config: dict, dataset_name: str, alias: str, split_path: str, out: str | os.PathLike,
                device="cpu", batch_size: int = 256) -> Path:
-    """Write the feature bank of (dataset, backbone) for the images of ``split_path``."""
+    """Write the feature bank of (dataset, backbone) for the images of ``split_path``.
+
+    Before any backbone pass: partial banks of killed jobs are removed and the
+    device must hold the whole bank (:class:`OutputError` otherwise). The bank
+    is written to a partial folder, preallocated, and renamed into place; any
+    failure removes the partial folder and leaves an existing bank as it was.
+    """
     from brcd.models import create_backbone
 
     splits = Splits(split_path)
     splits.check_config(dataset_options(config, dataset_name), config.get("split_seed", 0))
     meta = bank_metadata(config, dataset_name, alias, splits)
-    dataset = create_dataset(dataset_name, dataset_options(config, dataset_name))
-    backbone = create_backbone(backbone_options(config, alias), alias).to(device)
-    source = OnlineSource(dataset, backbone, splits, meta["aug_seed"], device)
+    out = Path(out)
     clean_index = splits.all_indices()
     train_index = splits.indices["train"]
     views = meta["views"]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        dim = backbone.feature_dim
-        clean = np.lib.format.open_memmap(tmp / "clean.npy", "w+", np.float16, (len(clean_index), dim))
-        view_arr = np.lib.format.open_memmap(tmp / "views.npy", "w+", np.float16, (len(train_index), views, dim))
-        rot_arr = np.lib.format.open_memmap(tmp / "rotations.npy", "w+", np.float16, (len(train_index), NUM_ROTATIONS, dim))
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder of feature bank {out} ({exc.strerror or exc}); "
+                          "make the results folder writable") from exc
+    remove_stale_work_folders(out)
+    dataset = create_dataset(dataset_name, dataset_options(config, dataset_name))
+    backbone = create_backbone(backbone_options(config, alias), alias).to(device)
+    dim = backbone.feature_dim
+    needed = bank_bytes(len(clean_index), len(train_index), views, dim)
+    detail = (f"{len(clean_index)} clean images + {len(train_index)} train images x ({views} views + "
+              f"{NUM_ROTATIONS} rotations), {dim} float16 features each")
+    check_bank_space(out, needed, dataset_name, views, detail)
+    source = OnlineSource(dataset, backbone, splits, meta["aug_seed"], device)
+    try:
+        tmp = _make_work_folder(out)
+    except OSError as exc:
+        raise OutputError(f"cannot create a folder next to feature bank {out} ({exc.strerror or exc}); "
+                          f"make {out.parent} writable") from exc
+    try:
+        clean = _open_bank_array(tmp / "clean.npy", (len(clean_index), dim))
+        view_arr = _open_bank_array(tmp / "views.npy", (len(train_index), views, dim))
+        rot_arr = _open_bank_array(tmp / "rotations.npy", (len(train_index), NUM_ROTATIONS, dim))
         total = len(clean_index) + len(train_index) * (views + NUM_ROTATIONS)
         with tqdm(total=total, desc=f"features {dataset_name}/{alias}", unit="img", mininterval=5) as bar:
             for start in range(0, len(clean_index), batch_size):
@@ -220,12 +402,21 @@ def build_bank(config: dict, dataset_name: str, alias: str, split_path: str, out
         np.save(tmp / "train_index.npy", train_index.astype(np.int64))
         (tmp / "meta.json").write_text(json.dumps({**meta, "feature_dim": dim, "num_clean": len(clean_index),
                                                    "num_train": len(train_index)}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _replace_folder(tmp, out)
+    except OSError as exc:
+        if is_disk_full(exc):
+            shutil.rmtree(tmp, ignore_errors=True)
+            free = free_bytes(out.parent)
+            now_free = f", {free} bytes ({format_bytes(free)}) are free" if free is not None else ""
+            raise OutputError(
+                f"feature bank {out}: the disk filled up while writing it ({exc.strerror or exc}; the bank needs "
+                f"{needed} bytes ({format_bytes(needed)}){now_free}); the partial bank was removed and nothing "
+                f"was overwritten; {_shrink_hint(dataset_name, views)}"
+            ) from exc
+        raise
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
     log.info("feature bank %s: %d clean, %d train x (%d views + %d rotations), dim %d",
              out, len(clean_index), len(train_index), views, NUM_ROTATIONS, dim)
     return out
@@ -247,4 +438,14 @@ def run(args) -> None:
     from brcd.runtime import load_stage
 
     config, device = load_stage(args)
-    build_bank(config, args.dataset, args.backbone, args.split, args.out, device, args.batch_size)
+    # SIGTERM (Snakemake cancelling the job, a scheduler's time limit) ends the process
+    # through SystemExit, so build_bank's clean-up runs and no partial bank is left.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        build_bank(config, args.dataset, args.backbone, args.split, args.out, device, args.batch_size)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum, frame):
+    sys.exit(128 + signum)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
 
 from brcd.cli import main
 from brcd.config import REPO_ROOT, check_config, load_config, validate_schema
+from brcd.data.fashion_mnist import DEBIAN_ROOT
 from brcd.errors import ConfigError
 
 TEST_CONFIG = REPO_ROOT / "config" / "test.yaml"
@@ -88,3 +90,101 @@ def test_cli_help_lists_subcommands(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "split" in out and "check-config" in out
+
+
+# ---------------------------------------------------------------- dataset entries (keys, sizes)
+
+
+@pytest.mark.parametrize("dataset,key,match", [
+    ("synthetic", "num_clases", r"`datasets.synthetic` has unknown key `num_clases` \(did you mean `num_classes`\?\); "
+                                r"a synthetic entry accepts: train, .*topk, protocol, num_classes, train_size"),
+    ("synthetic", "roots", r"`datasets.synthetic` has unknown key `roots`; a synthetic entry accepts: .*noise$"),
+    ("fashion_mnist", "roots", r"`datasets.fashion_mnist` has unknown key `roots` \(did you mean `root`\?\); "
+                               r"a fashion_mnist entry accepts: .*protocol, root, download$"),
+    ("nuswide", "list", r"unknown key `list` \(did you mean `lists`\?\).*root, lists, num_classes$"),
+])
+def test_dataset_entry_rejects_unknown_keys(dataset, key, match):
+    config = _config()
+    sizes = {"train_per_class": 5, "query": 20, "val": 20, "topk": 10}
+    config["datasets"] = {dataset: {**sizes, key: 4} if dataset == "synthetic" else {**sizes, "root": "/x", key: 4}}
+    with pytest.raises(ConfigError, match=match):
+        check_config(validate_schema(config), "c.yaml")
+
+
+def test_every_dataset_declares_its_keys():
+    from brcd.data import DATASETS
+    from brcd.data.base import SPLIT_KEYS
+
+    for name in DATASETS:
+        keys = DATASETS.get(name).config_keys
+        assert keys and not set(keys) & set(SPLIT_KEYS), name
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("query", 201, r"`datasets.synthetic.query` asks for 201 images but only 200 test images .* at most 200"),
+    ("val", 141, r"`datasets.synthetic.val` asks for 141 .* at most 140"),  # 200 test images - 60 queries
+    ("database", 401, r"`datasets.synthetic.database` asks for 401 .* at most 400"),
+    ("topk", 301, r"`datasets.synthetic.topk` asks for 301 images but only 300 database images .* at most 300"),
+    ("protocol", "random", r"`datasets.synthetic.protocol` is 'random'; allowed values: pool, train_test"),
+])
+def test_sizes_larger_than_the_dataset_fail_in_check_config(tmp_path, key, value, match):
+    """Before any job: the split job's own message (key and largest valid value), from sizes the
+    dataset declares, without reading it."""
+    config = _config()
+    config["datasets"]["synthetic"][key] = value
+    with pytest.raises(ConfigError, match=match):
+        load_config(_write(tmp_path, config))
+    assert main(["check-config", str(_write(tmp_path, config))]) == 2
+
+
+def test_declared_sizes_need_no_data(tmp_path):
+    """Fashion-MNIST's and CIFAR-10's sizes are declared: checked even where the data is absent."""
+    config = yaml.safe_load((REPO_ROOT / "config" / "demo.yaml").read_text())
+    config["datasets"]["fashion_mnist"].update(root=str(tmp_path / "absent"), topk=20000)
+    with pytest.raises(ConfigError, match=r"`datasets.fashion_mnist.topk` asks for 20000 .* at most 10000"):
+        check_config(validate_schema(config))
+    config["datasets"] = {"cifar10": {"root": str(tmp_path), "train_per_class": 500, "query": 5000, "val": 5001,
+                                      "topk": 1000}}
+    with pytest.raises(ConfigError, match=r"`datasets.cifar10.val` asks for 5001 .* at most 5000"):
+        check_config(validate_schema(config))
+
+
+@pytest.mark.skipif(not (Path(DEBIAN_ROOT) / "train-images-idx3-ubyte.gz").exists(), reason="dataset-fashion-mnist not installed")
+def test_declared_fashion_mnist_sizes_match_the_data():
+    import numpy as np
+
+    from brcd.data import DATASETS, create_dataset
+
+    real, declared = create_dataset("fashion_mnist", {}), DATASETS.get("fashion_mnist").labels_only({})
+    for part in ("train", "test"):
+        assert (real.labels[real.partitions[part]].sum(axis=0) == declared.labels[declared.partitions[part]].sum(axis=0)).all()
+    assert np.array_equal(real.labels.sum(axis=0), declared.labels.sum(axis=0))
+
+
+def test_list_file_sizes_are_checked_by_the_split_job(tmp_path):
+    """NUS-WIDE & co. know their sizes once the lists are read: check-config passes, the split
+    job (before it writes anything) names the key and the largest valid value."""
+    from brcd.data import create_dataset
+    from brcd.data.splits import write_splits
+    from tests.test_data import _write_list_dataset
+
+    _write_list_dataset(tmp_path)  # 12 labelled images
+    entry = {"root": str(tmp_path), "lists": ["database.txt", "test.txt"], "train": 2, "query": 2, "val": 2,
+             "topk": 9}
+    config = _config()
+    config["datasets"] = {"nuswide": entry}
+    check_config(validate_schema(config))
+    out = tmp_path / "split.parquet"
+    with pytest.raises(ConfigError, match=r"`datasets.nuswide.topk` asks for 9 images but only 8 database images .* at most 8"):
+        write_splits(out, create_dataset("nuswide", entry), entry, seed=0)
+    assert not out.exists()
+
+
+def test_validation_never_shrinks_topk():
+    import numpy as np
+
+    from brcd.train import Validator
+
+    labels = np.eye(4, dtype=np.uint8)
+    with pytest.raises(ConfigError, match=r"`topk` 5 is larger than the database \(4 images\).* at most 4"):
+        Validator(np.zeros((2, 3)), labels[:2], np.zeros((4, 3)), labels, 5, {"sym": None})

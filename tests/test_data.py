@@ -198,3 +198,19 @@ def test_synthetic_is_deterministic_and_class_structured():
     assert (pred == y[test]).mean() > 0.5
     other_seed = create_dataset("synthetic", {"train_size": 200, "test_size": 100, "image_size": 16, "seed": 1})
     assert not np.array_equal(a.image(7), other_seed.image(7))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_list_file_corrupt_image_names_path_and_line(tmp_path, damage):
+    _write_list_dataset(tmp_path)
+    image = tmp_path / "images/sub/010.jpg"  # line 3 of test.txt
+    data = image.read_bytes()
+    image.write_bytes(b"this is not an image" if damage == "garbage" else data[: len(data) // 3])
+    ds = create_dataset("nuswide", {"root": str(tmp_path), "lists": ["database.txt", "test.txt"]})
+    assert ds.image(9).shape == (29, 30, 3)  # its neighbours decode
+    with pytest.raises(DataError) as info:
+        ds.image(10)
+    message = str(info.value)
+    assert f"image {image}" in message and "cannot be decoded" in message
+    assert f"line 3 of list file {tmp_path / 'test.txt'}" in message
+    assert "datasets.nuswide.root" in message and "`split` rule" in message

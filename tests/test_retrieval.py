@@ -355,3 +355,93 @@ def test_memory_stays_bounded():
     tracemalloc.stop()
     dense = len(query) * len(database) * 8  # one float64 queries x database matrix
     assert peak < dense / 2, f"peak {peak / 2**20:.0f} MiB"
+
+
+# ----------------------------------------------------------------------------- wrong inputs are refused
+
+
+def test_labels_must_be_zero_one_multi_hot():
+    rng = np.random.default_rng(0)
+    codes = pack(rng.integers(0, 2, (20, 16)))
+    good = multi_hot(rng, 20, 5)
+    plus_minus = good.astype(np.int8) * 2 - 1  # -1/+1: read as != 0, everything would be relevant
+    with pytest.raises(DataError, match=r"database labels must be 0/1 multi-hot.*\[-1\].*\(labels > 0\)"):
+        map_at_k(codes, codes, good, plus_minus, 5)
+    with pytest.raises(DataError, match=r"query labels must be 0/1 multi-hot.*\[-1\]"):
+        retrieval_metrics(codes, codes, plus_minus, good, 5)
+    for bad in (good * 2, good + 0.5, np.where(good, np.nan, 0.0), good.astype(np.int64) - 1):
+        with pytest.raises(DataError, match="must be 0/1 multi-hot"):
+            pack_labels(bad)
+    with pytest.raises(DataError, match="0/1 multi-hot labels, got an array of dtype <U1"):
+        pack_labels(np.array([["a", "b"]]))
+    # 0/1 in any dtype is fine and means the same
+    reference = pack_labels(good)
+    for same in (good.astype(bool), good.astype(np.float32), good.astype(np.int64)):
+        np.testing.assert_array_equal(pack_labels(same), reference)
+
+
+def test_unpacked_bits_are_not_taken_for_packed_codes():
+    rng = np.random.default_rng(0)
+    teacher_bits, student_bits = rng.integers(0, 2, (50, 64)), rng.integers(0, 2, (50, 64))
+    unpacked_t, unpacked_s = teacher_bits.astype(np.uint8), student_bits.astype(np.uint8)
+    # ISD of unpacked bytes would be 8x too small: refuse them, naming pack_codes
+    with pytest.raises(DataError, match=r"teacher codes look like unpacked bits.*brcd.codes.pack_codes.*64-bit codes -> 8 bytes"):
+        isd(unpacked_t, unpacked_s)
+    with pytest.raises(DataError, match=r"student codes look like unpacked bits"):
+        isd(pack(teacher_bits), unpacked_s)
+    with pytest.raises(DataError, match="database codes look like unpacked bits"):
+        topk(pack(teacher_bits), unpacked_s, 3)
+    with pytest.raises(DataError, match="unpacked bits"):
+        map_at_k(unpacked_t, unpacked_t, multi_hot(rng, 50, 3), multi_hot(rng, 50, 3), 5)
+    with pytest.raises(DataError, match="unpacked bits"):
+        hamming_module.SearchDatabase(unpacked_s)
+    expected = (teacher_bits != student_bits).mean()
+    assert isd(pack(teacher_bits), pack(student_bits)) == pytest.approx(expected)
+    # unpacked 0/1 bytes hidden after many rows of real codes are still found
+    mixed = np.concatenate([np.zeros((100, 64), np.uint8), unpacked_s])
+    with pytest.raises(DataError, match="unpacked bits"):
+        hamming_module.as_packed(mixed)
+
+
+def test_packed_codes_with_small_bytes_are_not_mistaken_for_unpacked_bits():
+    rng = np.random.default_rng(1)
+    # widths that are not a multiple of 8 (16- and 32-bit codes) can never be unpacked bits
+    for width in (2, 4):
+        hamming_module.as_packed(rng.integers(0, 2, (10, width), dtype=np.uint8))
+    # all-zero codes (every bit -1) are packed codes
+    hamming_module.as_packed(np.zeros((10, 8), np.uint8))
+    # real packed 64/128-bit codes: a byte above 1 in the first rows settles it
+    codes = rng.integers(0, 256, (1000, 16), dtype=np.uint8)
+    codes[:200] = rng.integers(0, 2, (200, 16))  # even if the first rows are unusual (full scan)
+    hamming_module.as_packed(codes)
+
+
+def test_pack_codes_rejects_non_finite_values():
+    from brcd.codes import pack_codes
+
+    logits = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    np.testing.assert_array_equal(pack_codes(logits), pack(logits >= 0))
+    for bad in (np.nan, np.inf, -np.inf):
+        broken = logits.copy()
+        broken[2, 5] = bad
+        with pytest.raises(DataError, match=rf"non-finite values \(e.g. {bad} at row 2, bit 5\).*retrain"):
+            pack_codes(broken)
+
+
+def test_tie_aware_ap_rejects_bad_k_and_inconsistent_histograms():
+    counts = np.array([[1, 2, 3], [2, 2, 2]])
+    relevant = np.array([[1, 1, 0], [0, 2, 1]])
+    assert tie_aware_average_precision(counts, relevant, 3).shape == (2,)
+    for k in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            tie_aware_average_precision(counts, relevant, k)
+    with pytest.raises(ValueError, match=r"more relevant items than items .*query 0, distance 0: 2 relevant of 1"):
+        tie_aware_average_precision(counts, np.array([[2, 1, 0], [0, 2, 1]]), 3)
+    with pytest.raises(ValueError, match="negative item counts"):
+        tie_aware_average_precision(np.array([[3, -1, 3], [2, 2, 2]]), np.zeros((2, 3), int), 3)
+    with pytest.raises(ValueError, match="negative relevant counts"):
+        tie_aware_average_precision(counts, -relevant, 3)
+    with pytest.raises(ValueError, match="same shape"):
+        tie_aware_average_precision(counts, relevant[:, :2], 3)
+    with pytest.raises(ValueError, match="k = 7 exceeds the database size"):
+        tie_aware_average_precision(counts, relevant, 7)

@@ -207,3 +207,23 @@ def test_split_file_of_another_draw_is_rejected(workdir):
     config["datasets"]["synthetic"]["val"] = 50
     with pytest.raises(MetadataMismatchError, match="sizes: file has"):
         create_source(config, "synthetic", "tteacher", splits, "cpu", str(workdir / "bank"))
+
+
+def test_identical_checkpoints_are_byte_identical(tmp_path):
+    """model.pt must not embed its random temp-file name (torch names the zip records after the file)."""
+    from brcd.checkpoint import build_head, load_checkpoint, load_head, save_checkpoint
+
+    spec = {"kind": "mlp", "in_dim": 32, "bits": 16, "hidden": 64}
+    torch.manual_seed(0)
+    head = build_head(spec)
+    args = (spec, {"teacher": head.state_dict()}, {"teacher": {"epoch": 3, "map": 0.5}}, {"dataset": "synthetic"})
+    save_checkpoint(tmp_path / "a" / "model.pt", *args)
+    save_checkpoint(tmp_path / "b" / "model.pt", *args)
+    save_checkpoint(tmp_path / "a" / "again.pt", *args)
+    first = (tmp_path / "a" / "model.pt").read_bytes()
+    assert first == (tmp_path / "b" / "model.pt").read_bytes() == (tmp_path / "a" / "again.pt").read_bytes()
+    assert b".model.pt." not in first  # no temp name inside
+    loaded = load_head(load_checkpoint(tmp_path / "b" / "model.pt"), "teacher")
+    x = torch.randn(4, 32)
+    assert torch.equal(loaded(x), head.eval()(x))
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["again.pt", "model.pt"]  # no temp files left

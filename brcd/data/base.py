@@ -10,6 +10,10 @@ from brcd.registry import Registry
 DATASETS: Registry = Registry("dataset", config_key="datasets")
 
 
+#: keys every dataset entry accepts: the split sizes (SPEC §5), ``topk`` and the split protocol
+SPLIT_KEYS = ("train", "train_per_class", "query", "query_per_class", "val", "database", "topk", "protocol")
+
+
 class ImageDataset:
     """A labelled image collection addressed by a global integer index.
 
@@ -17,12 +21,38 @@ class ImageDataset:
     are one-hot), ``partitions`` (the source's own partitions, e.g. the
     official train and test sets, as index arrays) and :meth:`image`.
     ``protocol`` names the split protocol of SPEC §5 that applies.
+
+    For the checks that run before any job starts, a dataset declares the
+    config keys its entry accepts besides :data:`SPLIT_KEYS` (``config_keys``)
+    and, when its sizes are fixed, the images per class of each partition
+    (``class_counts``, or :meth:`labels_only` when they depend on options).
     """
 
     name: str = "dataset"
     protocol: str = "train_test"
+    #: config keys of this dataset's entry besides SPLIT_KEYS -> what they mean
+    config_keys: Mapping[str, str] = {}
+    #: partition -> images per class, when known without reading the data (None: only after reading it)
+    class_counts: Mapping[str, tuple[int, ...]] | None = None
     labels: np.ndarray
     partitions: Mapping[str, np.ndarray]
+
+    @classmethod
+    def labels_only(cls, options: Mapping) -> "ImageDataset | None":
+        """A stand-in with this dataset's partitions and labels but no images, built
+        without reading any file, so split sizes can be checked before any job
+        starts; None when they are only known after reading the data (the split
+        job checks them then)."""
+        if cls.class_counts is None:
+            return None
+        num_classes = len(next(iter(cls.class_counts.values())))
+        partitions, targets, start = {}, [], 0
+        for part, counts in cls.class_counts.items():
+            part_targets = np.repeat(np.arange(num_classes), counts)
+            partitions[part] = np.arange(start, start + len(part_targets))
+            targets.append(part_targets)
+            start += len(part_targets)
+        return LabelsOnly(cls.name, cls.protocol, one_hot(np.concatenate(targets), num_classes), partitions)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -37,6 +67,16 @@ class ImageDataset:
 
     def images(self, indices) -> list[np.ndarray]:
         return [self.image(int(i)) for i in indices]
+
+
+class LabelsOnly(ImageDataset):
+    """Partitions and labels without images (:meth:`ImageDataset.labels_only`)."""
+
+    def __init__(self, name: str, protocol: str, labels: np.ndarray, partitions: Mapping[str, np.ndarray]):
+        self.name, self.protocol, self.labels, self.partitions = name, protocol, labels, dict(partitions)
+
+    def image(self, index: int) -> np.ndarray:
+        raise TypeError(f"{self.name}: a labels-only stand-in has no images")
 
 
 def to_rgb(array: np.ndarray) -> np.ndarray:

@@ -25,6 +25,8 @@ class CIFAR10(ImageDataset):
     name = "cifar10"
     protocol = "train_test"
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    config_keys = {"root": "folder holding cifar-10-batches-py", "download": "let torchvision fetch it"}
+    class_counts = {"train": (5000,) * 10, "test": (1000,) * 10}
 
     def __init__(self, options: dict):
         from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10

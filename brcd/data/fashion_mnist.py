@@ -84,6 +84,8 @@ class FashionMNIST(ImageDataset):
     protocol = "train_test"
     classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    config_keys = {"root": "folder with the four idx files (default: Debian's)", "download": "let torchvision fetch it"}
+    class_counts = {"train": (6000,) * 10, "test": (1000,) * 10}
 
     def __init__(self, options: dict):
         root = Path(options.get("root") or DEBIAN_ROOT)

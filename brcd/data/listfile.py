@@ -12,15 +12,22 @@ from pathlib import Path
 
 import numpy as np
 
+from brcd.cells import SPLIT
 from brcd.data.base import DATASETS, ImageDataset, to_rgb
 from brcd.errors import DataError
 
 
 def parse_list_file(path: Path, num_classes: int, key: str) -> tuple[list[str], np.ndarray]:
     """Read one list file, checking every line's label width and values."""
+    paths, labels, _ = read_list_file(path, num_classes, key)
+    return paths, labels
+
+
+def read_list_file(path: Path, num_classes: int, key: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """:func:`parse_list_file` plus the line number of every entry (for messages about its image)."""
     if not path.is_file():
         raise DataError(f"list file {path} not found (config key `{key}`); point it at the dataset's list file")
-    paths, rows = [], []
+    paths, rows, linenos = [], [], []
     with open(path) as handle:
         for lineno, line in enumerate(handle, start=1):
             fields = line.split()
@@ -36,9 +43,10 @@ def parse_list_file(path: Path, num_classes: int, key: str) -> tuple[list[str], 
                 raise DataError(f"{path}:{lineno}: labels must be 0 or 1, got {' '.join(labels)}")
             paths.append(fields[0])
             rows.append([value == "1" for value in labels])
+            linenos.append(lineno)
     if not paths:
         raise DataError(f"list file {path} has no entries (config key `{key}`)")
-    return paths, np.asarray(rows, dtype=np.uint8)
+    return paths, np.asarray(rows, dtype=np.uint8), np.asarray(linenos, dtype=np.int64)
 
 
 class ListFileDataset(ImageDataset):
@@ -46,6 +54,9 @@ class ListFileDataset(ImageDataset):
 
     protocol = "pool"
     default_num_classes: int
+    config_keys = {"root": "image root", "lists": "list file(s), relative to root or absolute",
+               "num_classes": "label width of the list files"}
+    # class_counts stays None: the sizes are known once the list files are read (the split job checks them)
 
     def __init__(self, options: dict):
         prefix = f"datasets.{self.name}"
@@ -61,12 +72,15 @@ class ListFileDataset(ImageDataset):
         if isinstance(lists, str):
             lists = [lists]
         num_classes = int(options.get("num_classes", self.default_num_classes))
-        paths, labels = [], []
+        paths, labels, self.list_files, sources, lines = [], [], [], [], []
         for entry in lists:
             list_path = Path(entry) if os.path.isabs(entry) else self.root / entry
-            p, l = parse_list_file(list_path, num_classes, f"{prefix}.lists")
+            p, l, n = read_list_file(list_path, num_classes, f"{prefix}.lists")
             paths += p
             labels.append(l)
+            sources.append(np.full(len(p), len(self.list_files), dtype=np.int32))
+            lines.append(n)
+            self.list_files.append(list_path)
         missing = [p for p in paths if not (self.root / p).is_file()]
         if missing:
             raise DataError(
@@ -74,14 +88,31 @@ class ListFileDataset(ImageDataset):
                 f"e.g. {missing[0]}; check `{prefix}.root`"
             )
         self.paths = paths
+        self._source, self._line = np.concatenate(sources), np.concatenate(lines)  # where each entry is listed
         self.labels = np.concatenate(labels)
         self.partitions = {"all": np.arange(len(paths))}
+
+    def listed_at(self, index: int) -> str:
+        """Where image ``index`` is listed: ``line N of list file PATH``."""
+        return f"line {int(self._line[index])} of list file {self.list_files[int(self._source[index])]}"
 
     def image(self, index: int) -> np.ndarray:
         from PIL import Image
 
-        with Image.open(self.root / self.paths[index]) as img:
-            return to_rgb(np.asarray(img.convert("RGB")))
+        path = self.root / self.paths[index]
+        try:
+            with Image.open(path) as img:
+                return to_rgb(np.asarray(img.convert("RGB")))
+        # PIL reports undecodable files as UnidentifiedImageError / OSError (truncated data),
+        # SyntaxError or ValueError (broken headers) and DecompressionBombError (absurd sizes).
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(
+                f"image {path} ({self.listed_at(index)}) cannot be decoded ({type(exc).__name__}: {exc}); "
+                f"replace it with an intact copy (re-extract the dataset under `datasets.{self.name}.root`), "
+                "or delete that line from the list file and, since that renumbers the pool, rebuild the split "
+                "(`split` rule) and everything after it with `snakemake --cores N --configfile CONFIG "
+                f"--forcerun {SPLIT.format(dataset=self.name)}`"
+            ) from None
 
 
 @DATASETS.register("nuswide")

@@ -107,6 +107,9 @@ def make_splits(ds: ImageDataset, sizes: Mapping, seed: int) -> dict[str, np.nda
     splits = PROTOCOLS.get(sizes.get("protocol", ds.protocol))(ds, sizes, rng, prefix)
     if np.intersect1d(splits["query"], splits["val"]).size:
         raise AssertionError("query and val splits overlap")
+    # queries and validation images are ranked against the database: K cannot exceed it
+    if sizes.get("topk") is not None and int(sizes["topk"]) > len(splits["database"]):
+        raise _too_large(f"{prefix}.topk", int(sizes["topk"]), len(splits["database"]), "database images")
     return splits
 
 
@@ -140,7 +143,7 @@ class Splits:
     """A loaded ``split.parquet``: index arrays per split plus labels by index."""
 
     def __init__(self, path: str | os.PathLike):
-        table, self.metadata = read_parquet(path)
+        table, self.metadata = read_parquet(path, "split file", columns=("index", "split", "labels"))
         self.path = path
         index = table.column("index").to_numpy()
         split = np.asarray(table.column("split").to_pylist(), dtype=object)

@@ -10,15 +10,32 @@ from __future__ import annotations
 
 import numpy as np
 
-from brcd.data.base import DATASETS, ImageDataset, one_hot
+from brcd.data.base import DATASETS, ImageDataset, LabelsOnly, one_hot
 
 DEFAULTS = {"num_classes": 10, "train_size": 2000, "test_size": 500, "image_size": 32, "seed": 0, "noise": 0.15}
+
+
+def _layout(opts: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Class of every image and the train/test partitions (no pixels: cheap)."""
+    n_train, n_test = int(opts["train_size"]), int(opts["test_size"])
+    n = n_train + n_test
+    targets = np.random.default_rng([int(opts["seed"]), 1]).permutation(np.arange(n) % int(opts["num_classes"]))
+    return targets, {"train": np.arange(n_train), "test": np.arange(n_train, n)}
 
 
 @DATASETS.register("synthetic")
 class Synthetic(ImageDataset):
     name = "synthetic"
     protocol = "train_test"
+    config_keys = {"num_classes": "classes", "train_size": "images in the train partition",
+               "test_size": "images in the test partition", "image_size": "side in pixels",
+               "seed": "generator seed", "noise": "pixel noise"}
+
+    @classmethod
+    def labels_only(cls, options):
+        opts = {**DEFAULTS, **options}
+        targets, partitions = _layout(opts)
+        return LabelsOnly(cls.name, cls.protocol, one_hot(targets, int(opts["num_classes"])), partitions)
 
     def __init__(self, options: dict):
         opts = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
@@ -26,12 +43,9 @@ class Synthetic(ImageDataset):
         self.size = int(opts["image_size"])
         self.seed = int(opts["seed"])
         self.noise = float(opts["noise"])
-        n_train, n_test = int(opts["train_size"]), int(opts["test_size"])
-        n = n_train + n_test
-        targets = np.random.default_rng([self.seed, 1]).permutation(np.arange(n) % self.num_classes_)
+        targets, self.partitions = _layout(opts)
         self.targets = targets
         self.labels = one_hot(targets, self.num_classes_)
-        self.partitions = {"train": np.arange(n_train), "test": np.arange(n_train, n)}
         class_rng = np.random.default_rng([self.seed, 2])
         self.palette = class_rng.uniform(0.1, 0.9, size=(self.num_classes_, 2, 3))
         self.angle = np.linspace(0, np.pi, self.num_classes_, endpoint=False)

@@ -54,8 +54,40 @@ DEFAULT_ENGINE = "counting"
 _threads: int | None = None
 
 
+#: rows the unpacked-bits check looks at first: one byte above 1 there settles it in O(1)
+UNPACKED_CHECK_ROWS = 64
+
+
+def looks_unpacked(array: np.ndarray) -> bool:
+    """Whether a 2-D uint8 array looks like unpacked 0/1 bits rather than packed codes.
+
+    The rule: its width is a multiple of 8 (a plausible bit count: code
+    lengths are multiples of 8) and every byte is 0 or 1, at least one being
+    1. Unpacked bits look like this (unless every bit is 0). Packed codes only do when every
+    byte of every row is 0x00 or 0x01, i.e. only the last bit of each byte is
+    ever +1: for codes of 64 bits or more (packed width 8, 16, ...; shorter
+    codes have a width that is not a multiple of 8 and are never flagged)
+    that has probability about (1/128)^(8 N) for N rows of balanced codes,
+    so in practice only a deliberately built array trips it. All-zero arrays
+    (every code all -1) are not flagged.
+
+    Cost: the first :data:`UNPACKED_CHECK_ROWS` rows are looked at first, and
+    a byte above 1 there (real packed codes) ends the check; only arrays
+    whose first rows are all 0/1 are scanned in full (one vectorised max, no copy).
+    """
+    if array.shape[1] % 8:
+        return False
+    if array[:UNPACKED_CHECK_ROWS].max() > 1:
+        return False
+    return bool(array.max() == 1)
+
+
 def as_packed(codes, what: str = "codes") -> np.ndarray:
-    """Validate packed codes: a non-empty 2-D uint8 array, returned C-contiguous."""
+    """Validate packed codes: a non-empty 2-D uint8 array, returned C-contiguous.
+
+    Unpacked 0/1 bits stored as uint8 are rejected (:func:`looks_unpacked`):
+    they would search the same ranking but give 8x too small distances.
+    """
     array = np.asarray(codes)
     if array.dtype != np.uint8 or array.ndim != 2:
         raise DataError(
@@ -63,6 +95,12 @@ def as_packed(codes, what: str = "codes") -> np.ndarray:
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise DataError(f"{what} are empty (shape {array.shape}); rerun the step that encodes them")
+    if looks_unpacked(array):
+        raise DataError(
+            f"{what} look like unpacked bits, one 0/1 byte per bit ({array.shape[1]} bytes per row, every "
+            f"byte 0 or 1), not packed codes: pack them with brcd.codes.pack_codes (N x L/8 bytes, "
+            f"{array.shape[1]}-bit codes -> {array.shape[1] // 8} bytes per row); distances would be 8x too small"
+        )
     return np.ascontiguousarray(array)
 
 
