@@ -20,9 +20,10 @@ wildcard_constraints:
     teacher="[^/]+",
     student="[^/]+",
     kd="[^/]+",
+    variant=r"lambda[0-9.e+-]+|selected",
     backbone="[^/]+",
     paradigm="sym|asym|teacher",
-    model=r"teacher/[^/]+/[^/]+|student/[^/]+/[^/]+/[^/]+/[^/]+",
+    model=r"teacher/[^/]+/[^/]+|student/[^/]+/[^/]+/[^/]+/[^/]+/(lambda[0-9.e+-]+|selected)",
 
 
 include: "workflow/rules/data.smk"

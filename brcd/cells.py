@@ -1,7 +1,10 @@
 """Cells of the grid: their result paths (SPEC §9) and their config hashes.
 
 A *cell* is one point of the grid: (dataset, bits, hash objective, teacher,
-seed) for a teacher, plus (student, kd) for a student. The path templates here
+seed) for a teacher, plus (student, kd, variant) for a student. The variant
+says where the student's λ (the weight of L_kd) comes from: ``lambda{λ}``, a
+candidate of the grid (the tuning seed tries them all), or ``selected``, the
+λ chosen on validation by rule ``select_lambda`` (:mod:`brcd.tuning`). The path templates here
 are the contract between Snakemake rules; ``workflow/rules/common.smk`` uses
 the same templates, so there is one definition of every path.
 """
@@ -16,7 +19,9 @@ SPLIT = "results/{dataset}/split.parquet"
 FEATURES = "results/{dataset}/features/{backbone}"
 TEACHER_DIR = "results/{dataset}/{bits}/teacher/{hash}/{teacher}/seed{seed}"
 CLUSTERS = "results/{dataset}/{bits}/clusters/{hash}/{teacher}/seed{seed}/clusters.parquet"
-STUDENT_DIR = "results/{dataset}/{bits}/student/{hash}/{teacher}/{student}/{kd}/seed{seed}"
+STUDENT_DIR = "results/{dataset}/{bits}/student/{hash}/{teacher}/{student}/{kd}/{variant}/seed{seed}"
+#: the λ chosen per paradigm for one method, from the tuning seed's candidates (brcd.tuning)
+SELECTION = "results/{dataset}/{bits}/student/{hash}/{teacher}/{student}/{kd}/selection.json"
 TEACHER_MODEL = TEACHER_DIR + "/model.pt"
 TEACHER_HISTORY = TEACHER_DIR + "/history.tsv"
 TEACHER_CODES = TEACHER_DIR + "/codes.parquet"
@@ -24,11 +29,17 @@ STUDENT_MODEL = STUDENT_DIR + "/model.pt"
 STUDENT_HISTORY = STUDENT_DIR + "/history.tsv"
 STUDENT_CODES = STUDENT_DIR + "/codes.parquet"
 STUDENT_CODES_ASYM = STUDENT_DIR + "/codes_asym.parquet"
-#: any model's metrics; {model} is teacher/{hash}/{teacher} or student/{hash}/{teacher}/{student}/{kd}
+#: any model's metrics; {model} is teacher/{hash}/{teacher} or student/{hash}/{teacher}/{student}/{kd}/{variant}
 METRICS = "results/{dataset}/{bits}/{model}/seed{seed}/metrics/{paradigm}.json"
+#: the per-query values behind a metrics file (brcd.evaluate.per_query_path)
+PER_QUERY = "results/{dataset}/{bits}/{model}/seed{seed}/metrics/{paradigm}.queries.parquet"
 TIMING_ENCODER = "results/timing/encoder/{dataset}/{backbone}.json"
 TIMING_SEARCH = "results/timing/search/{bits}.json"
 REPORT = "reports/{name}.md"
+#: a student cell's variant when none is named: λ = 1 (brcd.tuning.DEFAULT_LAMBDA)
+DEFAULT_VARIANT = "lambda1"
+#: the tidy results table the report is rendered from (brcd.report.table_path_for)
+REPORT_TABLE = "reports/{name}.parquet"
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,11 @@ class Cell:
     seed: int
     student: str | None = None
     kd: str | None = None
+    variant: str | None = None  # students: lambda{λ} or selected (default: λ = 1)
+
+    def __post_init__(self):
+        if self.student is not None and self.variant is None:
+            object.__setattr__(self, "variant", DEFAULT_VARIANT)
 
     @property
     def role(self) -> str:
@@ -55,7 +71,10 @@ class Cell:
         """The model's name in metadata: its results path without dataset, bits and seed."""
         if self.student is None:
             return f"teacher/{self.hash}/{self.teacher}"
-        return f"student/{self.hash}/{self.teacher}/{self.student}/{self.kd}"
+        return f"student/{self.hash}/{self.teacher}/{self.student}/{self.kd}/{self.variant}"
+
+    def selection_path(self) -> str:
+        return SELECTION.format(**self.parameters())
 
     def teacher_cell(self) -> "Cell":
         return Cell(self.dataset, self.bits, self.hash, self.teacher, self.seed)
@@ -78,13 +97,18 @@ class Cell:
             **self.parameters(),
         }
         if self.student is not None:
+            from brcd.tuning import SELECTED, candidate_lambda, lambda_grid, tuning_seed
+
             subset["student_backbone"] = config["backbones"][self.student]
             subset["student_train"] = asdict(TrainSettings.from_config(config, "student"))
-            brcd = dict(config.get("brcd", {}))
+            subset["kd_settings"] = dict(config.get("kd_settings", {}).get(self.kd, {}))
             if self.kd.startswith("brcd"):  # BRCD variants read the whole `brcd` section
-                subset["brcd"] = brcd
-            elif self.kd != "none":  # every distilled student is weighted by lambda
-                subset["kd_lambda"] = brcd.get("lambda", 1.0)
+                subset["brcd"] = dict(config.get("brcd", {}))
+            if self.variant == SELECTED:  # λ comes from the tuning seed's candidates
+                subset["lambda_grid"] = lambda_grid(config, self.kd)
+                subset["tuning_seed"] = tuning_seed(config)
+            else:
+                subset["kd_lambda"] = candidate_lambda(self.variant)
         return subset
 
     def config_hash(self, config: Mapping) -> str:
@@ -102,20 +126,21 @@ class Cell:
 
 def cell_from_model(dataset: str, bits: int, model: str, seed: int) -> Cell:
     """Inverse of :attr:`Cell.model`: ``teacher/{hash}/{teacher}`` or
-    ``student/{hash}/{teacher}/{student}/{kd}``."""
+    ``student/{hash}/{teacher}/{student}/{kd}/{variant}``."""
     from brcd.errors import ConfigError
 
     parts = model.split("/")
     if parts[0] == "teacher" and len(parts) == 3:
         return Cell(dataset, int(bits), parts[1], parts[2], int(seed))
-    if parts[0] == "student" and len(parts) == 5:
-        return Cell(dataset, int(bits), parts[1], parts[2], int(seed), parts[3], parts[4])
-    raise ConfigError(f"model {model!r} is neither teacher/HASH/TEACHER nor student/HASH/TEACHER/STUDENT/KD")
+    if parts[0] == "student" and len(parts) == 6:
+        return Cell(dataset, int(bits), parts[1], parts[2], int(seed), parts[3], parts[4], parts[5])
+    raise ConfigError(f"model {model!r} is neither teacher/HASH/TEACHER nor student/HASH/TEACHER/STUDENT/KD/VARIANT "
+                      "(VARIANT: lambda<λ> or selected)")
 
 
 def cell_from_args(args) -> Cell:
     return Cell(args.dataset, int(args.bits), args.hash, args.teacher, int(args.seed),
-                getattr(args, "student", None), getattr(args, "kd", None))
+                getattr(args, "student", None), getattr(args, "kd", None), getattr(args, "variant", None))
 
 
 def add_cell_arguments(parser, student: bool = False) -> None:
@@ -127,3 +152,6 @@ def add_cell_arguments(parser, student: bool = False) -> None:
     if student:
         parser.add_argument("--student", required=True, help="student backbone alias")
         parser.add_argument("--kd", required=True, help="distillation method (config `kd`)")
+        parser.add_argument("--variant", default=DEFAULT_VARIANT,
+                            help="lambda<λ> (train with that λ) or selected (the λ of --selection); "
+                                 f"default {DEFAULT_VARIANT}")

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("brcd.features", "build the feature bank of one (dataset, backbone) for bank mode"),
     "train-teacher": ("brcd.train", "train a teacher hashing head -> model.pt"),
     "train-student": ("brcd.distill.train_student", "distil a trained teacher into a student hashing head -> model.pt"),
+    "select": ("brcd.tuning", "choose each method's λ on validation from the tuning seed's candidates -> selection.json"),
     "encode": ("brcd.encode", "encode train/val/query/database images with a trained model -> codes.parquet"),
     "evaluate": ("brcd.evaluate", "retrieval metrics of one cell in one paradigm (sym/asym/teacher) -> metrics/{paradigm}.json"),
     "time-search": ("brcd.timing", "per-query latency of the exact Hamming search -> results/timing/search/{bits}.json"),

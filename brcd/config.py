@@ -42,6 +42,10 @@ def validate_schema(config: dict, source: str = "config") -> dict:
     """Validate ``config`` in place against the schema and fill in defaults."""
     from jsonschema import ValidationError
 
+    if isinstance(config.get("brcd"), Mapping) and "lambda" in config["brcd"]:
+        raise ConfigError(f"{source}: key `brcd.lambda` moved to the top-level `lambda` (a number, a list of "
+                          "candidates, or a mapping with `default` and per-method entries), which every "
+                          "distillation method reads; move it there")
     validator = _validator_with_defaults()(_schema())
     try:
         validator.validate(config)
@@ -99,6 +103,24 @@ def _hash_names() -> list[str]:
     return OBJECTIVES.names()
 
 
+def _check_datasets(config: Mapping, source: str) -> None:
+    from brcd.data.checks import check_dataset_entries
+
+    check_dataset_entries(config, source)
+
+
+def _check_kd_settings(config: Mapping, source: str) -> None:
+    from brcd.distill import check_kd_settings
+
+    check_kd_settings(config, source)
+
+
+def _check_lambda(config: Mapping, source: str) -> None:
+    from brcd.tuning import check_lambda
+
+    check_lambda(config, source)
+
+
 def _check_backbones(config: Mapping, source: str) -> None:
     from brcd.models import check_backbone_entries
 
@@ -141,8 +163,9 @@ def check_config(config: Mapping, source: str = "config") -> None:
         hook(config, source)
 
 
-#: whole-config checks beyond the axes: backbone model names and weights.
-CONFIG_CHECKS: list[Callable[[Mapping, str], None]] = [_check_backbones]
+#: whole-config checks beyond the axes: dataset entries (keys, sizes), backbone model names and weights,
+#: per-method distillation settings and the λ grids.
+CONFIG_CHECKS: list[Callable[[Mapping, str], None]] = [_check_datasets, _check_backbones, _check_kd_settings, _check_lambda]
 
 
 def dataset_options(config: Mapping, dataset: str) -> dict:

@@ -20,7 +20,7 @@ generator; ``K`` below is the value of ``topk``::
 
     {
       "dataset": str, "bits": int, "hash": str, "teacher": str,
-      "student": str | null, "kd": str | null, "seed": int,
+      "student": str | null, "kd": str | null, "variant": str | null, "seed": int,
       "paradigm": "sym" | "asym" | "teacher",
       "topk": K,
       "tie_policy": "hamming distance ascending, ties by database order",
@@ -42,8 +42,25 @@ generator; ``K`` below is the value of ``topk``::
       "codes": {"teacher": path, "student": path | null},
       "split": path,
       "search_threads": int,
-      "seconds": float
+      "training": {                  # how the evaluated head was trained (null for old code files)
+        "epochs_run", "epoch_cap", "last_validation", "best_epoch": int, "val_map": float,
+        "stopped_early": bool, "converged": bool   # false: hit the cap while still improving
+      } | null,
+      "per_query": path,             # the per-query values (below)
+      "lambda": float | null,        # students: the λ the evaluated head was trained with
+      "selection": {                 # students, with --selection: how λ was chosen (brcd.tuning)
+        "tuning_seed": int, "grid": [float], "selected": float,   # λ* of this paradigm
+        "criterion": str, "candidates": {λ: validation mAP}, "is_selected": bool
+      } | null
     }
+
+Per-query file (``metrics/{paradigm}.queries.parquet``), one row per query in
+ascending dataset index: ``index`` (the query's dataset index), ``ap@K``,
+``ap@K_tie_aware`` and ``relevant@K`` (relevant items in the top K); file
+metadata: the cell, paradigm, topk, tie policy and config hash. Any two cells
+evaluated on the same queries can be compared query by query
+(:mod:`brcd.stats`). Wall-clock time goes to the log only, so identical runs
+give identical files.
 
 Metric definitions: :mod:`brcd.retrieval.metrics`.
 """
@@ -84,7 +101,7 @@ PARADIGMS.register("sym")(Paradigm(query="student", database="student", student_
 PARADIGMS.register("asym")(Paradigm(query="student", database="teacher", student_head="asym"))
 PARADIGMS.register("teacher")(Paradigm(query="teacher", database="teacher"))
 
-CELL_KEYS = ("dataset", "bits", "hash", "teacher", "student", "kd", "seed")
+CELL_KEYS = ("dataset", "bits", "hash", "teacher", "student", "kd", "variant", "seed")
 INT_KEYS = ("bits", "seed")
 DEFAULT_PRECISION_AT = (1, 10, 100, 1000)
 
@@ -109,14 +126,14 @@ def parse_cell(items: list[str], paradigm: Paradigm, paradigm_name: str) -> dict
         cell[key] = value
     required = ["dataset", "bits", "hash", "teacher", "seed"]
     if paradigm.needs_student:
-        required += ["student", "kd"]
+        required += ["student", "kd", "variant"]
     missing = [key for key in required if key not in cell]
     if missing:
         raise ConfigError(f"--cell lacks {', '.join(f'{k}=...' for k in missing)} (paradigm {paradigm_name})")
-    if not paradigm.needs_student and ("student" in cell or "kd" in cell):
+    if not paradigm.needs_student and ({"student", "kd", "variant"} & set(cell)):
         raise ConfigError(
             f"--cell names a student but paradigm {paradigm_name!r} uses teacher codes only; "
-            "drop student=/kd= or choose paradigm sym or asym"
+            "drop student=/kd=/variant= or choose paradigm sym or asym"
         )
     return {key: cell.get(key) for key in CELL_KEYS}
 
@@ -124,12 +141,12 @@ def parse_cell(items: list[str], paradigm: Paradigm, paradigm_name: str) -> dict
 def _model_name(cell: Mapping, role: str) -> str:
     if role == "teacher":
         return f"teacher/{cell['hash']}/{cell['teacher']}"
-    return f"student/{cell['hash']}/{cell['teacher']}/{cell['student']}/{cell['kd']}"
+    return f"student/{cell['hash']}/{cell['teacher']}/{cell['student']}/{cell['kd']}/{cell['variant']}"
 
 
 def expected_metadata(cell: Mapping, role: str) -> dict:
     """What the metadata of the ``role`` code file of ``cell`` must say."""
-    keys = ("dataset", "bits", "hash", "teacher", "seed") + (("student", "kd") if role == "student" else ())
+    keys = ("dataset", "bits", "hash", "teacher", "seed") + (("student", "kd", "variant") if role == "student" else ())
     return {**{key: cell[key] for key in keys}, "model": _model_name(cell, role)}
 
 
@@ -227,8 +244,16 @@ def evaluate_cell(split_path, teacher_codes, paradigm_name: str, topk: int, cell
                   student_codes=None, config_hash: str | None = None,
                   precision_at=DEFAULT_PRECISION_AT) -> dict:
     """Evaluate one cell; returns the JSON-ready result (see module docstring)."""
+    return evaluate_cell_per_query(split_path, teacher_codes, paradigm_name, topk, cell, student_codes,
+                                   config_hash, precision_at)[0]
+
+
+def evaluate_cell_per_query(split_path, teacher_codes, paradigm_name: str, topk: int, cell: Mapping,
+                            student_codes=None, config_hash: str | None = None,
+                            precision_at=DEFAULT_PRECISION_AT) -> tuple[dict, dict]:
+    """:func:`evaluate_cell` and its per-query table: ``{"index": query dataset indices, "ap@K": ..., ...}``."""
     from brcd.data.splits import Splits
-    from brcd.retrieval import TIE_POLICY, isd, nra_at_k, retrieval_metrics, search_threads
+    from brcd.retrieval import TIE_POLICY, isd, nra_at_k, retrieval_results, search_threads
 
     started = time.perf_counter()
     paradigm = PARADIGMS.get(paradigm_name)
@@ -258,7 +283,8 @@ def evaluate_cell(split_path, teacher_codes, paradigm_name: str, topk: int, cell
     log.info("%s: %d queries (%s codes) x %d database (%s codes), %d bits, K = %d", paradigm_name,
              len(query.query), paradigm.query, len(database.database), paradigm.database, cell["bits"], topk)
 
-    metrics = retrieval_metrics(query.query, database.database, query_labels, database_labels, topk, precision_at)
+    metrics, per_query = retrieval_results(query.query, database.database, query_labels, database_labels, topk,
+                                           precision_at)
     if paradigm.needs_student:
         teacher, student = codes["teacher"], codes["student"]
         metrics["isd"] = isd(teacher.query, student.query)
@@ -278,11 +304,57 @@ def evaluate_cell(split_path, teacher_codes, paradigm_name: str, topk: int, cell
         "codes": {"teacher": paths["teacher"], "student": paths.get("student")},
         "split": str(split_path),
         "search_threads": search_threads(),
-        "seconds": round(time.perf_counter() - started, 3),
+        "training": metadata[cell_role].get("training"),
     }
     log.info("%s: mAP@%d %.4f (tie-aware %.4f), mAP(all) %.4f in %.1f s", paradigm_name, topk, metrics[f"map@{topk}"],
-             metrics[f"map@{topk}_tie_aware"], metrics["map_all"], result["seconds"])
-    return result
+             metrics[f"map@{topk}_tie_aware"], metrics["map_all"], time.perf_counter() - started)
+    return result, {"index": query.query_index, **per_query}
+
+
+def lambda_record(result: Mapping, selection_path: str | None) -> dict:
+    """The λ of an evaluated student head and, with its method's selection.json, how λ was chosen."""
+    from brcd.io import read_parquet_metadata
+    from brcd.tuning import METHOD_KEYS, format_lambda, read_selection
+
+    if result["student"] is None:
+        return {"lambda": None, "selection": None}
+    lam = read_parquet_metadata(result["codes"]["student"]).get("lambda")
+    if selection_path is None:
+        return {"lambda": lam, "selection": None}
+    record = read_selection(selection_path, {key: result[key] for key in METHOD_KEYS})
+    entry = record["paradigms"][result["paradigm"]]
+    return {"lambda": lam, "selection": {
+        "tuning_seed": record["tuning_seed"], "grid": record["grid"], "selected": entry["lambda"],
+        "criterion": entry["criterion"], "candidates": entry["candidates"],
+        "is_selected": lam is not None and format_lambda(lam) == format_lambda(entry["lambda"]),
+    }}
+
+
+def per_query_path(metrics_path: str | Path) -> Path:
+    """``metrics/{paradigm}.json`` -> ``metrics/{paradigm}.queries.parquet`` (cells.PER_QUERY)."""
+    path = Path(metrics_path)
+    return path.with_name(path.name.removesuffix(".json") + ".queries.parquet")
+
+
+def write_per_query(path, per_query: Mapping[str, np.ndarray], result: Mapping) -> None:
+    """The per-query Parquet file of an evaluation; metadata: its cell, paradigm, K and config hash."""
+    import pyarrow as pa
+
+    from brcd.io import write_parquet
+
+    table = pa.table({name: np.asarray(values) for name, values in per_query.items()})
+    keys = (*CELL_KEYS, "paradigm", "topk", "tie_policy", "config_hash")
+    write_parquet(path, table, {key: result[key] for key in keys})
+
+
+def read_per_query(path, expected: Mapping) -> dict[str, np.ndarray]:
+    """Columns of a per-query file, after checking its metadata against ``expected``."""
+    from brcd.io import check_metadata, read_parquet
+
+    table, metadata = read_parquet(path)
+    check_metadata(metadata, expected, f"per-query file {path}",
+                   "It belongs to another cell or config; delete it and rebuild it with snakemake (rule `evaluate`).")
+    return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
 # --------------------------------------------------------------------------- CLI
@@ -295,13 +367,16 @@ def configure_parser(parser) -> None:
     parser.add_argument("--paradigm", required=True, help=f"one of: {', '.join(PARADIGMS.names())}")
     parser.add_argument("--topk", required=True, type=positive_int, help="K of mAP@K and NRA@K")
     parser.add_argument("--cell", nargs="+", required=True, metavar="KEY=VALUE",
-                        help="the cell: dataset= bits= hash= teacher= seed= (and student= kd= for student cells)")
+                        help="the cell: dataset= bits= hash= teacher= seed= (and student= kd= variant= for student cells)")
+    parser.add_argument("--selection", help="the method's selection.json (student cells): recorded in the output")
     parser.add_argument("--config-hash", help="expected config hash of the evaluated model's code file")
     parser.add_argument("--precision-at", nargs="+", type=positive_int, default=list(DEFAULT_PRECISION_AT),
                         metavar="K", help="cut-offs of precision@k (K is always added)")
     parser.add_argument("--threads", type=positive_int,
                         help="search threads (default: OMP_NUM_THREADS or all cores; Snakemake: the job's threads)")
     parser.add_argument("--out", required=True, help="metrics/{paradigm}.json")
+    parser.add_argument("--out-queries", help="per-query values (default: metrics/{paradigm}.queries.parquet "
+                        "beside --out)")
 
 
 def run(args) -> None:
@@ -312,8 +387,12 @@ def run(args) -> None:
         set_search_threads(args.threads)
     paradigm = PARADIGMS.get(args.paradigm)
     cell = parse_cell(args.cell, paradigm, args.paradigm)
-    result = evaluate_cell(args.split, args.teacher_codes, args.paradigm, args.topk, cell,
-                           student_codes=args.student_codes, config_hash=args.config_hash,
-                           precision_at=args.precision_at)
+    result, per_query = evaluate_cell_per_query(args.split, args.teacher_codes, args.paradigm, args.topk, cell,
+                                                student_codes=args.student_codes, config_hash=args.config_hash,
+                                                precision_at=args.precision_at)
+    queries = Path(args.out_queries) if args.out_queries else per_query_path(args.out)
+    result["per_query"] = str(queries)
+    result.update(lambda_record(result, args.selection))
+    write_per_query(queries, per_query, result)
     write_json(Path(args.out), result)
-    log.info("-> %s", args.out)
+    log.info("-> %s, %s", args.out, queries)

@@ -1,46 +1,66 @@
-"""``brcd report``: the Markdown report of one grid (SPEC §7).
+"""``brcd report``: the Markdown report of one grid (SPEC §7), with its uncertainty.
 
 Reads the metrics file of every cell of the config's grid
-(:func:`brcd.workflow.metrics_targets`) and the timing files
+(:func:`brcd.workflow.metrics_targets`), the per-query values beside each
+(``metrics/{paradigm}.queries.parquet``) and the timing files
 (:func:`brcd.workflow.timing_targets`), and writes ``reports/{name}.md`` with
-its figures as PNG files in ``reports/{name}/`` (linked by relative paths).
+its figures as PNG files in ``reports/{name}/`` (linked by relative paths)
+and the tidy table it is rendered from, ``reports/{name}.parquet`` (one row
+per cell × paradigm × seed: every parameter, metric, training record and
+config hash).
 
-Per dataset and (hash, teacher, student) pairing:
+Statistics come from :mod:`brcd.stats`. Per dataset and (hash, teacher,
+student) pairing:
 
 - main table, laid out like the paper: rows teacher, student without KD, each
   KD method of the config (ablations excluded); columns bits x paradigm;
-  cells mAP@K as mean ± sample standard deviation over seeds; best student
-  per column in bold;
-- ablation table: ``brcd`` and its ``brcd_*`` variants, same layout;
+  cells mAP@K as mean ± half-width of the 95% Student-t interval over seeds;
+  bold: the best student of a column and every student not significantly
+  worse than it (paired interval over seeds and queries); † marks a cell
+  with a seed that hit its epoch cap while still improving;
+- Δ vs the student without KD, per KD method and column, with its 95%
+  interval and P(method > no KD);
+- ablation table: ``brcd`` and its ``brcd_*`` variants, same layout, and
+  each variant's Δ vs full ``brcd``;
 - alignment with the teacher: ISD (lower = closer) and NRA@K (higher = closer);
 - tie-aware mAP and precision@k (means over seeds), one table per paradigm;
 - encoder timing: batch-1 latency, throughput, speed-up of the student;
 - figures: precision-recall over Hamming radius, mAP vs bits, encoder
   latency vs mAP.
 
-Then the search latency per bits and, collapsed, every cell's config hash.
+Then the average rank of every student method over all columns with the
+Nemenyi critical difference (and its figure), the search latency per bits
+and, collapsed, every cell's config hash. The header says what the seeds
+vary, what the intervals cover (with one seed: query sampling only) and how
+many runs did not converge.
 
-The output is a function of the input files only (no dates, sorted keys), so
-the same results give the same bytes. Files are written atomically.
+The output is a function of the input files only (no dates, sorted keys,
+seeded bootstraps), so the same results give the same bytes. Files are
+written atomically.
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from brcd.cells import TIMING_ENCODER, TIMING_SEARCH, Cell
+from brcd.evaluate import per_query_path
 from brcd.errors import DataError, MetadataMismatchError
+from brcd.tuning import METHOD_KEYS, NO_KD
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from brcd.stats import Summary
 
 log = logging.getLogger(__name__)
 
 #: kd methods whose names start with this are BRCD ablations (own table)
 ABLATION_PREFIX = "brcd_"
-#: the kd value of the student trained without distillation
-NO_KD = "none"
 #: the paradigm of the teacher's own metrics file
 TEACHER_PARADIGM = "teacher"
 #: decimals of mAP, precision, ISD and NRA in the tables
@@ -102,6 +122,8 @@ class GridResults:
     metrics: dict[tuple[Cell, str], dict]  # (cell, paradigm) -> metrics JSON (+ "_source")
     encoder: dict[tuple[str, str], dict]  # (dataset, backbone) -> encoder timing JSON
     search: dict[int, dict]  # bits -> search timing JSON
+    per_query: dict[tuple[Cell, str], "np.ndarray"] = field(default_factory=dict)  # (cell, paradigm) -> AP@K per query
+    selections: dict[tuple, dict] = field(default_factory=dict)  # method_key(cell) -> its selection.json
 
     # ---- grid axes
 
@@ -133,12 +155,61 @@ class GridResults:
                 out.append(self.metrics[(Cell(dataset, bits, pairing.hash, pairing.teacher, seed), TEACHER_PARADIGM)])
             else:
                 cell = Cell(dataset, bits, pairing.hash, pairing.teacher, seed, pairing.student, method.kd)
-                out.append(self.metrics[(cell, paradigm)])
+                out.append(self.metrics[(replace(cell, variant=self.variant(cell, paradigm)), paradigm)])
         return out
+
+    def variant(self, cell: Cell, paradigm: str) -> str:
+        """The run a table shows for a student method and seed: the candidate whose λ was selected for
+        this paradigm (tuning seed), else the run of the selected λ."""
+        from brcd.tuning import SELECTED, tuning_seed, variant_of
+
+        if cell.seed != tuning_seed(self.config):
+            return SELECTED
+        return variant_of(self.selected_lambda(cell, paradigm))
+
+    def selected_lambda(self, cell: Cell, paradigm: str) -> float:
+        return float(self.selections[method_key(cell)]["paradigms"][paradigm]["lambda"])
+
+    def candidates(self, dataset: str, pairing: Pairing, kd: str, bits: int, paradigm: str) -> list[tuple[float, dict]]:
+        """(λ, metrics file) of every λ candidate of a method (tuning seed), in grid order."""
+        from brcd.tuning import lambda_grid, tuning_seed, variant_of
+
+        cell = Cell(dataset, bits, pairing.hash, pairing.teacher, tuning_seed(self.config), pairing.student, kd)
+        return [(lam, self.metrics[(replace(cell, variant=variant_of(lam)), paradigm)])
+                for lam in lambda_grid(self.config, kd)]
 
     def values(self, dataset: str, pairing: Pairing, method: Method, bits: int, paradigm: str,
                key: str) -> list[float | None]:
         return [metric_value(run, key) for run in self.runs(dataset, pairing, method, bits, paradigm)]
+
+    def samples(self, dataset: str, pairing: Pairing, method: Method, bits: int, paradigm: str,
+                key: str) -> "np.ndarray | None":
+        """Seeds x units array for :mod:`brcd.stats`: per-query AP@K for ``map@K`` (units = queries,
+        the same queries in every cell of a dataset), else one value per seed (units = 1);
+        None when a value is missing."""
+        import numpy as np
+
+        runs = self.runs(dataset, pairing, method, bits, paradigm)
+        if key == "map@K" and self.per_query:
+            return np.stack([self.per_query[_run_key(run)] for run in runs])
+        values = [metric_value(run, key) for run in runs]
+        if any(v is None or math.isnan(v) for v in values):
+            return None
+        return np.asarray(values, dtype=float)[:, None]
+
+    def unconverged(self, dataset: str, pairing: Pairing, method: Method, bits: int, paradigm: str) -> int:
+        """How many seeds of a table cell hit the epoch cap while still improving."""
+        return sum(not converged(run) for run in self.runs(dataset, pairing, method, bits, paradigm))
+
+
+def converged(record: Mapping) -> bool:
+    """A run's ``training.converged`` (files without a training record count as converged)."""
+    training = record.get("training") or {}
+    return bool(training.get("converged", True))
+
+
+def _run_key(record: Mapping) -> tuple[Cell, str]:
+    return record["_key"]
 
 
 def metric_value(record: Mapping, key: str) -> float | None:
@@ -206,64 +277,101 @@ def load_results(config: Mapping, results_dir: str | os.PathLike = ".", config_p
     encoder_paths = {(dataset, backbone): TIMING_ENCODER.format(dataset=dataset, backbone=backbone)
                      for dataset in config["datasets"] for backbone in _backbones(config)}
     search_paths = {int(bits): TIMING_SEARCH.format(bits=bits) for bits in config["bits"]}
+    selection_paths = {method_key(method): method.selection_path() for method in workflow.student_methods(config)}
 
+    query_paths = {key: per_query_path(path) for key, path in metric_paths.items()}
     missing = [(path, "evaluate") for path in metric_paths.values()]
+    missing += [(str(path), "evaluate") for path in query_paths.values()]
     missing += [(path, "time_encoder") for path in encoder_paths.values()]
     missing += [(path, "time_search") for path in search_paths.values()]
+    missing += [(path, "select_lambda") for path in selection_paths.values()]
     missing = [(path, rule) for path, rule in missing if not (root / path).is_file()]
     if missing:
         raise _missing_error(missing, root, config_path)
 
     metrics = {}
     for (cell, paradigm), path in metric_paths.items():
-        expected = {"student": None, "kd": None, **cell.parameters(), "paradigm": paradigm,
+        expected = {"student": None, "kd": None, "variant": None, **cell.parameters(), "paradigm": paradigm,
                     "topk": int(config["datasets"][cell.dataset]["topk"])}
         metrics[(cell, paradigm)] = _read_checked(root, path, expected, "evaluate")
+        metrics[(cell, paradigm)]["_key"] = (cell, paradigm)
         if "metrics" not in metrics[(cell, paradigm)]:
             raise DataError(f"metrics file {root / path} has no `metrics` entry; "
                             "delete it and rebuild it with snakemake (rule `evaluate`)")
+    per_query = {key: _read_queries(root / query_paths[key], metrics[key]) for key in metric_paths}
+    _check_same_queries(per_query, root, query_paths)
     encoder = {key: _read_checked(root, path, {"dataset": key[0], "backbone": key[1]}, "time_encoder")
                for key, path in encoder_paths.items()}
     search = {bits: _read_checked(root, path, {"bits": bits}, "time_search") for bits, path in search_paths.items()}
-    return GridResults(config, metrics, encoder, search)
+    selections = {key: _read_selection(root / path, key, config) for key, path in selection_paths.items()}
+    return GridResults(config, metrics, encoder, search, {key: ap for key, (_, ap) in per_query.items()}, selections)
+
+
+def method_key(cell: Cell) -> tuple:
+    return tuple(getattr(cell, key) for key in METHOD_KEYS)
+
+
+def _read_selection(path: Path, key: tuple, config: Mapping) -> dict:
+    from brcd.tuning import check_selection, read_selection
+
+    record = read_selection(path, dict(zip(METHOD_KEYS, key)))
+    check_selection(record, config, record["kd"], path)
+    return record
+
+
+def _read_queries(path: Path, record: Mapping) -> tuple["np.ndarray", "np.ndarray"]:
+    """(query dataset indices, AP@K per query) of one evaluation, checked against its metrics file."""
+    from brcd.evaluate import CELL_KEYS, read_per_query
+
+    keys = (*CELL_KEYS, "paradigm", "topk", "config_hash")
+    columns = read_per_query(path, {key: record.get(key) for key in keys})
+    return columns["index"], columns[f"ap@{record['topk']}"]
+
+
+def _check_same_queries(per_query: Mapping, root: Path, paths: Mapping) -> None:
+    """Paired comparisons need the same queries, in the same order, in every cell of a dataset."""
+    import numpy as np
+
+    first: dict[str, tuple] = {}
+    for (cell, paradigm), (index, _) in per_query.items():
+        seen = first.setdefault(cell.dataset, (index, paths[(cell, paradigm)]))
+        if not np.array_equal(seen[0], index):
+            raise MetadataMismatchError(
+                f"{root / paths[(cell, paradigm)]} and {root / seen[1]} hold different queries of dataset "
+                f"{cell.dataset!r} (another split?); rebuild the stale one with snakemake (rule `evaluate`)"
+            )
 
 
 # --------------------------------------------------------------------------- numbers and cells
 
 
-@dataclass(frozen=True)
-class Summary:
-    """Mean and sample standard deviation (n - 1) over seeds; std is None for one seed."""
-
-    mean: float
-    std: float | None
-    n: int
-
-    @classmethod
-    def of(cls, values: Iterable[float | None]) -> "Summary | None":
-        present = [v for v in values if v is not None and not math.isnan(v)]
-        if not present:
-            return None
-        mean = sum(present) / len(present)
-        if len(present) == 1:
-            return cls(mean, None, 1)
-        variance = sum((v - mean) ** 2 for v in present) / (len(present) - 1)
-        return cls(mean, math.sqrt(variance), len(present))
-
-    def text(self, digits: int = DIGITS, with_std: bool = True) -> str:
-        if self.std is None or not with_std:
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+#: seed of every bootstrap in the report (the same results give the same bytes)
+BOOTSTRAP_SEED = 0
+#: marks a table cell with a seed that hit its epoch cap while still improving
+UNCONVERGED = "†"
 
 
-def best_indices(summaries: Sequence[Summary | None], higher_is_better: bool = True,
-                 digits: int = DIGITS) -> set[int]:
-    """Rows holding the best mean as displayed (equal displayed means are all best)."""
-    shown = {i: round(s.mean, digits) for i, s in enumerate(summaries) if s is not None}
-    if not shown:
+def summarize(values: Iterable[float | None]) -> "Summary | None":
+    """Mean, std and 95% CI over seeds of the present values (None when there are none)."""
+    from brcd.stats import summarize as over_seeds
+
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return over_seeds(present) if present else None
+
+
+def tied_with_best(samples: Mapping[int, "np.ndarray | None"], higher_is_better: bool = True) -> set[int]:
+    """Rows of one column that are the best or not significantly worse than it (paired
+    bootstrap of :func:`brcd.stats.tied_with_best`). Empty when it cannot be tested: a
+    missing value, or one seed of a metric without per-query values."""
+    from brcd.stats import tied_with_best as group
+
+    if not samples or any(a is None for a in samples.values()):
         return set()
-    best = max(shown.values()) if higher_is_better else min(shown.values())
-    return {i for i, v in shown.items() if v == best}
+    if all(a.shape == (1, 1) for a in samples.values()):
+        return set()  # one number per row: nothing to test
+    sign = 1.0 if higher_is_better else -1.0
+    _, tied = group({row: sign * a for row, a in samples.items()}, seed=BOOTSTRAP_SEED)
+    return set(tied)
 
 
 def format_number(value: float | None) -> str:
@@ -308,22 +416,96 @@ def column_header(bits: int, paradigm: str) -> str:
 
 def metric_table(results: GridResults, dataset: str, pairing: Pairing, methods: Sequence[Method], key: str,
                  higher_is_better: bool = True) -> str:
-    """Rows methods, columns bits x paradigm, cells mean ± std; the best student per column in bold."""
+    """Rows methods, columns bits x paradigm, cells mean ± 95% CI half-width over seeds.
+
+    Bold: per column, the best student and every student not significantly worse
+    than it (the tied-with-best group); † marks a cell with an unconverged seed.
+    """
     cols = columns(results)
-    grid = [[Summary.of(results.values(dataset, pairing, m, b, p, key)) for b, p in cols] for m in methods]
-    bold = [set() for _ in methods]
     student_rows = [i for i, m in enumerate(methods) if not m.is_teacher]
-    for j in range(len(cols)):
-        for i in best_indices([grid[i][j] for i in student_rows], higher_is_better):
-            bold[student_rows[i]].add(j)
     rows = []
+    bold = [set() for _ in methods]
+    for j, (bits, paradigm) in enumerate(cols):
+        samples = {i: results.samples(dataset, pairing, methods[i], bits, paradigm, key) for i in student_rows}
+        for i in tied_with_best(samples, higher_is_better):
+            bold[i].add(j)
     for i, method in enumerate(methods):
         cells = []
-        for j, summary in enumerate(grid[i]):
-            text = MISSING if summary is None else summary.text()
-            cells.append(f"**{text}**" if j in bold[i] else text)
+        for j, (bits, paradigm) in enumerate(cols):
+            summary = summarize(results.values(dataset, pairing, method, bits, paradigm, key))
+            text = MISSING if summary is None else summary.text(DIGITS)
+            text = f"**{text}**" if j in bold[i] else text
+            if results.unconverged(dataset, pairing, method, bits, paradigm):
+                text += UNCONVERGED
+            cells.append(text)
         rows.append([method.label, *cells])
     return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
+
+
+def signed(value: float, digits: int = DIGITS) -> str:
+    """+0.012, -0.004, and 0.000 for anything that rounds to zero (never "-0.000")."""
+    rounded = round(value, digits)
+    return f"{0.0:.{digits}f}" if rounded == 0 else f"{rounded:+.{digits}f}"
+
+
+def delta_table(results: GridResults, dataset: str, pairing: Pairing, methods: Sequence[Method],
+                reference: Method) -> str:
+    """Δ mAP@K of each method against ``reference`` per column: paired bootstrap over seeds and
+    queries (:func:`brcd.stats.compare`), its 95% interval and P(method > reference)."""
+    from brcd.stats import compare
+
+    cols = columns(results)
+    rows = []
+    for method in methods:
+        cells = []
+        for bits, paradigm in cols:
+            a = results.samples(dataset, pairing, method, bits, paradigm, "map@K")
+            b = results.samples(dataset, pairing, reference, bits, paradigm, "map@K")
+            if a is None or b is None:
+                cells.append(MISSING)
+                continue
+            c = compare(a, b, seed=BOOTSTRAP_SEED)
+            delta = f"**{signed(c.delta)}**" if c.significant else signed(c.delta)
+            cells.append(f"{delta} [{signed(c.low)}, {signed(c.high)}] P={c.p_improvement:.2f}")
+        rows.append([method.label, *cells])
+    return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
+
+
+def lambda_table(results: GridResults, dataset: str, pairing: Pairing) -> str:
+    """The λ selected on validation for each distilled method and column."""
+    from brcd.tuning import format_lambda
+
+    cols = columns(results)
+    rows = []
+    for kd in [kd for kd in results.config["kd"] if kd != NO_KD]:
+        cell = Cell(dataset, 0, pairing.hash, pairing.teacher, 0, pairing.student, kd)
+        rows.append([f"`{kd}`", *(format_lambda(results.selected_lambda(replace(cell, bits=b), p)) for b, p in cols)])
+    return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
+
+
+def spread_table(results: GridResults, dataset: str, pairing: Pairing) -> str:
+    """Per method and column, how much test (and validation) mAP moves over the λ grid:
+    max − min over the candidates of the tuning seed. Small = robust to λ, large = fragile."""
+    cols = columns(results)
+    rows = []
+    for kd in [kd for kd in results.config["kd"] if kd != NO_KD]:
+        cells = []
+        for bits, paradigm in cols:
+            runs = results.candidates(dataset, pairing, kd, bits, paradigm)
+            test = [metric_value(run, "map@K") for _, run in runs]
+            val = [(run.get("training") or {}).get("val_map") for _, run in runs]
+            val_text = f" ({max(val) - min(val):.{DIGITS}f})" if None not in val else ""
+            cells.append(f"{max(test) - min(test):.{DIGITS}f}{val_text}")
+        rows.append([f"`{kd}`", *cells])
+    return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
+
+
+def interval_note(results: GridResults) -> str:
+    if len(results.config["seeds"]) > 1:
+        return ("intervals are 95% paired bootstrap intervals over seeds and queries (`brcd.stats.compare`); "
+                "P is the bootstrap probability that the method beats the reference")
+    return ("one seed: intervals cover query sampling only (a bootstrap over queries), not training randomness; "
+            "P is the bootstrap probability that the method beats the reference")
 
 
 def main_methods(results: GridResults, pairing: Pairing) -> list[Method]:
@@ -355,8 +537,8 @@ def secondary_table(results: GridResults, dataset: str, pairing: Pairing, paradi
             for key in keys:
                 values = [_optional_metric(run, key)
                           for run in results.runs(dataset, pairing, method, bits, paradigm)]
-                summary = Summary.of(values)
-                row.append(MISSING if summary is None else summary.text(with_std=False))
+                summary = summarize(values)
+                row.append(MISSING if summary is None else f"{summary.mean:.{DIGITS}f}")
             rows.append(row)
     return markdown_table(headers, rows)
 
@@ -541,8 +723,8 @@ def map_bits_figure(results: GridResults, dataset: str, pairing: Pairing, path: 
     figure, axes = _figure(len(paradigms))
     for ax, paradigm in zip(axes, paradigms):
         for method in [teacher_row(pairing), *student_methods(results, pairing)]:
-            summaries = [Summary.of(results.values(dataset, pairing, method, b, paradigm, "map@K")) for b in bits_list]
-            points = [(b, s.mean, s.std or 0.0) for b, s in zip(bits_list, summaries) if s is not None]
+            summaries = [summarize(results.values(dataset, pairing, method, b, paradigm, "map@K")) for b in bits_list]
+            points = [(b, s.mean, s.half_width or 0.0) for b, s in zip(bits_list, summaries) if s is not None]
             if not points:
                 continue
             x, y, err = zip(*points)
@@ -556,12 +738,56 @@ def map_bits_figure(results: GridResults, dataset: str, pairing: Pairing, path: 
         ax.set_ylabel(f"mAP@{k}")
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize="small", loc="best")
-    figure.suptitle(f"mAP@{k} vs code length ({pairing.teacher} → {pairing.student}; bars: std over seeds)")
+    figure.suptitle(f"mAP@{k} vs code length ({pairing.teacher} → {pairing.student}; bars: 95% CI over seeds)")
+    save_figure(figure, path)
+
+
+def sensitivity_figure(results: GridResults, dataset: str, pairing: Pairing, bits: int, path: Path) -> None:
+    """Test (solid) and validation (dashed) mAP against λ for each method, tuning seed; the student
+    without KD as a grey line; a ring marks the λ selected on validation."""
+    from brcd.tuning import format_lambda
+
+    styles = method_styles(results)
+    paradigms = results.config["paradigms"]
+    k = results.topk(dataset)
+    figure, axes = _figure(len(paradigms), width=6.0, height=4.5)
+    for ax, paradigm in zip(axes, paradigms):
+        if NO_KD in results.config["kd"]:
+            (_, baseline), = results.candidates(dataset, pairing, NO_KD, bits, paradigm)
+            ax.axhline(metric_value(baseline, "map@K"), color=styles[NO_KD].color, linestyle=":", label="no KD")
+        for kd in [kd for kd in results.config["kd"] if kd != NO_KD]:
+            runs = results.candidates(dataset, pairing, kd, bits, paradigm)
+            lams = [lam for lam, _ in runs]
+            color = styles[kd].color
+            ax.plot(lams, [metric_value(run, "map@K") for _, run in runs], color=color, marker="o", markersize=4,
+                    linewidth=1.2, label=kd)
+            val = [(run.get("training") or {}).get("val_map") for _, run in runs]
+            if None not in val:
+                ax.plot(lams, val, color=color, linestyle="--", linewidth=0.8, alpha=0.7)
+            chosen = results.selected_lambda(Cell(dataset, bits, pairing.hash, pairing.teacher, 0, pairing.student,
+                                                  kd), paradigm)
+            test = {lam: metric_value(run, "map@K") for lam, run in runs}
+            ax.plot([chosen], [test[chosen]], marker="o", markersize=9, markerfacecolor="none", color=color)
+        grid = sorted({lam for kd in results.config["kd"] if kd != NO_KD
+                       for lam, _ in results.candidates(dataset, pairing, kd, bits, paradigm)})
+        if grid and grid[0] > 0:
+            ax.set_xscale("log")
+        ax.set_xticks(grid, [format_lambda(lam) for lam in grid])
+        ax.minorticks_off()
+        ax.set_title(f"{dataset}, {bits} bits, {paradigm}")
+        ax.set_xlabel("λ (weight of L_kd)")
+        ax.set_ylabel(f"mAP@{k}")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize="x-small", loc="best", ncol=2)
+    figure.suptitle(f"λ sensitivity ({pairing.teacher} → {pairing.student}): test solid, validation dashed, "
+                    "ring = selected on validation")
     save_figure(figure, path)
 
 
 def latency_figure(results: GridResults, dataset: str, pairing: Pairing, path: Path) -> bool:
-    """Encoder latency (batch 1) against mAP: teacher, student without KD, best KD student per bits.
+    """Encoder latency (batch 1) against mAP: teacher, student without KD, and the KD student with the
+    best *test* mean per bits (a pick made on test data, to show the reachable point; the tables, not
+    this figure, compare methods).
 
     Returns False (and writes nothing) when a batch-1 latency was not measured.
     """
@@ -583,7 +809,7 @@ def latency_figure(results: GridResults, dataset: str, pairing: Pairing, path: P
             color = bits_colors(i / max(1, len(bits_list) - 1) * 0.85)
 
             def mean(method: Method) -> float | None:
-                summary = Summary.of(results.values(dataset, pairing, method, bits, paradigm, "map@K"))
+                summary = summarize(results.values(dataset, pairing, method, bits, paradigm, "map@K"))
                 return None if summary is None else summary.mean
 
             teacher = mean(teacher_row(pairing))
@@ -609,7 +835,7 @@ def latency_figure(results: GridResults, dataset: str, pairing: Pairing, path: P
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], marker="*", color="black", linestyle="none", markersize=10, label="teacher"),
                Line2D([], [], marker="x", color="black", linestyle="none", label="student, no KD"),
-               Line2D([], [], marker="o", color="black", linestyle="none", label="student, best KD")]
+               Line2D([], [], marker="o", color="black", linestyle="none", label="student, best KD (on test)")]
     handles += [Line2D([], [], marker="s", linestyle="none",
                        color=bits_colors(i / max(1, len(bits_list) - 1) * 0.85), label=f"{b} bits")
                 for i, b in enumerate(bits_list)]
@@ -641,16 +867,83 @@ def header(results: GridResults) -> list[str]:
         f"> Generated by `brcd report` from the metrics and timing files under `results/` for the grid "
         f"config `{config['name']}`; do not edit: rerun `snakemake` (rule `report`) to refresh it.",
         "",
+        *([f"**{config['description'].strip()}**", ""] if config.get("description") else []),
         f"- **mode**: {mode}",
-        f"- **seeds**: {len(seeds)} ({', '.join(map(str, seeds))}); tables show mean ± sample standard deviation "
-        "(n − 1) over seeds, a plain mean when there is one seed",
+        f"- **seeds**: {len(seeds)} ({', '.join(map(str, seeds))}); {seed_note(config)}",
+        f"- **uncertainty**: {uncertainty_note(config)}",
+        f"- **convergence**: {convergence_note(results)}",
         f"- **tie policy**: {'; '.join(policies)} (tie-aware mAP: expectation over orderings of tied items)",
         f"- **datasets**: {'; '.join(datasets)}",
         f"- **hashing**: {', '.join(config['hash'])}; **teachers**: {', '.join(config['teachers'])}; "
         f"**students**: {', '.join(config['students'])}; **bits**: {', '.join(map(str, config['bits']))}",
         f"- **paradigms**: {paradigms}; the teacher row is the teacher searching its own codes",
+        f"- **distillation settings**: {kd_settings_note(config)}",
         "",
     ]
+
+
+#: what the ``seeds`` axis varies (SPEC §2-§4: everything random in training), by mode
+SEED_VARIES = ("head initialisation, batch order, the pair of views drawn per image and step, "
+               "memory banks and negatives of the contrastive baselines, k-means seeding of the clusters, "
+               "and the teacher itself (seed s distils the teacher trained with seed s)")
+SEED_FIXED = {
+    "bank": "the data split (`split_seed`), the stored augmented views (`aug_seed`; training draws pairs "
+            "among them) and the pretrained backbone weights",
+    "online": "the data split (`split_seed`) and the pretrained backbone weights (augmentations are drawn "
+              "afresh from the seed)",
+}
+
+
+def kd_settings_note(config: Mapping) -> str:
+    """The config's departures from each method's defaults (the reference code's settings)."""
+    from brcd.tuning import format_lambda, lambda_grid
+
+    grids = {kd: ", ".join(map(format_lambda, lambda_grid(config, kd))) for kd in config["kd"] if kd != NO_KD}
+    same = len(set(grids.values())) == 1
+    lam = (f"λ ∈ {{{next(iter(grids.values()))}}} for every method" if same and grids
+           else "; ".join(f"`{kd}` λ ∈ {{{g}}}" for kd, g in grids.items()))
+    overrides = config.get("kd_settings") or {}
+    changed = "; ".join(f"`{kd}`: " + ", ".join(f"{k} = {v}" for k, v in sorted(values.items()))
+                        for kd, values in sorted(overrides.items()) if values)
+    return (f"{lam}, chosen on validation; every other setting at the method's default (the reference "
+            "code's, except where the README's baseline table says why not)"
+            + (f"; changed by the config: {changed}" if changed else ""))
+
+
+def seed_note(config: Mapping) -> str:
+    from brcd.tuning import tuning_seed
+
+    note = f"seeds vary {SEED_VARIES}; fixed across seeds: {SEED_FIXED[config['mode']]}"
+    if len(config["seeds"]) > 1:
+        note += (f". Seed {tuning_seed(config)} is the tuning seed: its run of each method is the best of the λ "
+                 "grid on validation, the other seeds' runs are single trainings of that λ")
+    return note
+
+
+def uncertainty_note(config: Mapping) -> str:
+    if len(config["seeds"]) > 1:
+        return ("tables show mean ± half-width of the 95% Student-t interval over seeds; bold marks the best "
+                "student and every student not significantly worse than it (paired bootstrap over seeds and "
+                "queries, 95%)")
+    return ("**one seed: intervals and significance cover query sampling only**, not training randomness "
+            "(seeds, teacher); tables show the single run's value; bold marks the best student and every "
+            "student not significantly worse than it on a bootstrap over queries")
+
+
+def convergence_note(results: GridResults) -> str:
+    """Counts the runs the tables show (the teacher's, and each method's selected λ per seed and
+    paradigm), so that the count matches the † marks; λ candidates not selected are left out."""
+    runs = [record for (cell, paradigm), record in results.metrics.items() if shown_in_tables(results, cell, paradigm)]
+    flagged = sum(not converged(run) for run in runs)
+    if not flagged:
+        return f"every one of the {len(runs)} runs in the tables stopped early or peaked before its epoch cap"
+    return (f"**{flagged} of the {len(runs)} runs in the tables hit their epoch cap while their best validation was "
+            f"the last one** (still improving; cells marked {UNCONVERGED})")
+
+
+def shown_in_tables(results: GridResults, cell: Cell, paradigm: str) -> bool:
+    """The teacher's runs and, per student method, seed and paradigm, the run of the selected λ."""
+    return cell.student is None or results.variant(cell, paradigm) == cell.variant
 
 
 def dataset_section(results: GridResults, dataset: str, figures_dir: Path, figures_link: str) -> list[str]:
@@ -665,14 +958,27 @@ def dataset_section(results: GridResults, dataset: str, figures_dir: Path, figur
             lines += [f"Teacher → student: {pairing.label}.", ""]
         lines += [f"### Main results: mAP@{k}{suffix}", "",
                   metric_table(results, dataset, pairing, main_methods(results, pairing), "map@K"), "",
-                  "Bold: best student per column. The teacher row (paradigm `teacher`) is repeated under sym "
-                  "and asym of each code length and is never bolded.", ""]
+                  f"Bold: the best student per column and every student not significantly worse than it "
+                  f"(tied with the best). {UNCONVERGED}: a seed of this cell hit its epoch cap while still "
+                  "improving. Each method runs with its λ chosen on validation (table \"λ chosen on validation\" "
+                  "below). The teacher row (paradigm `teacher`) is repeated under sym and asym of each code "
+                  "length and is never bolded.", ""]
+        kd_rows = [student_row(pairing, kd) for kd in results.kd_methods()]
+        if NO_KD in results.config["kd"] and kd_rows:
+            lines += [f"### Δ mAP@{k} vs the student without KD{suffix}", "",
+                      delta_table(results, dataset, pairing, kd_rows, student_row(pairing, NO_KD)), "",
+                      f"Δ = method − no KD; bold: the 95% interval excludes 0; {interval_note(results)}.", ""]
         ablations = results.ablations()
         if ablations:
             methods = [student_row(pairing, kd) for kd in ablations]
             lines += [f"### Ablation: mAP@{k}{suffix}", "",
                       metric_table(results, dataset, pairing, methods, "map@K"), "",
                       ablation_note(ablations), ""]
+            if ablations[0] == "brcd":
+                lines += [f"Δ mAP@{k} of each ablation vs full `brcd`:", "",
+                          delta_table(results, dataset, pairing, methods[1:], methods[0]), "",
+                          f"Δ = ablation − `brcd`; bold: the 95% interval excludes 0; {interval_note(results)}.", ""]
+        lines += lambda_section(results, dataset, pairing, suffix, figures_dir, figures_link, slug)
         methods = student_methods(results, pairing)
         lines += [f"### Alignment with the teacher{suffix}", "",
                   "ISD (mean normalised Hamming distance between teacher and student codes of the same query "
@@ -681,7 +987,8 @@ def dataset_section(results: GridResults, dataset: str, figures_dir: Path, figur
                   f"NRA@{k} (overlap of the teacher's and the student's top-{k} database neighbours; "
                   "higher = closer):", "",
                   metric_table(results, dataset, pairing, methods, "nra@K"), "",
-                  "Bold: best per column.", ""]
+                  "Bold: the best per column and every method not significantly worse (paired bootstrap over "
+                  "seeds; no bold with one seed).", ""]
         lines += [f"### Tie-aware mAP and precision@k{suffix}", "",
                   "Means over seeds. Tie-aware values average over all orderings of items at equal Hamming "
                   "distance; the conventional ones break ties by database order.", ""]
@@ -696,9 +1003,34 @@ def dataset_section(results: GridResults, dataset: str, figures_dir: Path, figur
     return lines
 
 
+def lambda_section(results: GridResults, dataset: str, pairing: Pairing, suffix: str, figures_dir: Path,
+                   link: str, slug: str) -> list[str]:
+    """Which λ each method got, how much its choice matters, and the sensitivity figures."""
+    from brcd.tuning import format_lambda, lambda_grid, tuning_seed
+
+    methods = [kd for kd in results.config["kd"] if kd != NO_KD]
+    if not methods:
+        return []
+    grids = sorted({", ".join(map(format_lambda, lambda_grid(results.config, kd))) for kd in methods})
+    lines = [f"### λ chosen on validation{suffix}", "",
+             f"Every distilled method tried λ ∈ {{{'} or {'.join(grids)}}} (the weight of L_kd) with seed "
+             f"{tuning_seed(results.config)}; per column, the λ with the best validation mAP of the head selected "
+             "for that paradigm was kept, and the other seeds trained only it. The tables above use it. Query "
+             "labels never reach the choice.", "",
+             lambda_table(results, dataset, pairing), "",
+             f"Spread of test mAP@{results.topk(dataset)} over each method's λ grid (max − min; validation in "
+             "parentheses), seed " f"{tuning_seed(results.config)}: small = robust to λ, large = fragile.", "",
+             spread_table(results, dataset, pairing), ""]
+    for bits in results.config["bits"]:
+        name = f"lambda_{dataset}_{bits}{slug}.png"
+        sensitivity_figure(results, dataset, pairing, bits, figures_dir / name)
+        lines += [f"![λ sensitivity, {dataset}, {bits} bits]({link}/{name})", ""]
+    return lines
+
+
 def ablation_note(ablations: Sequence[str]) -> str:
     notes = [f"`{kd}`: {ABLATION_NOTES[kd]}" for kd in ablations if kd in ABLATION_NOTES]
-    return "; ".join(notes) + ("." if notes else "") + " Bold: best per column."
+    return "; ".join(notes) + ("." if notes else "") + " Bold: the best per column and every variant tied with it."
 
 
 def write_figures(results: GridResults, dataset: str, pairing: Pairing, figures_dir: Path, link: str,
@@ -719,6 +1051,117 @@ def write_figures(results: GridResults, dataset: str, pairing: Pairing, figures_
     return lines
 
 
+def rank_columns(results: GridResults) -> list[tuple[str, Pairing, int, str]]:
+    return [(d, pairing, b, p) for d in results.config["datasets"] for pairing in results.pairings()
+            for b, p in columns(results)]
+
+
+def rank_scores(results: GridResults) -> tuple[list[str], "np.ndarray"]:
+    """Student methods and their mean mAP@K (over seeds) in every column: columns x methods."""
+    import numpy as np
+
+    methods = list(results.config["kd"])
+    scores = [[summarize(results.values(d, pairing, student_row(pairing, kd), b, p, "map@K")).mean
+               for kd in methods] for d, pairing, b, p in rank_columns(results)]
+    return methods, np.asarray(scores, dtype=float)
+
+
+def rank_section(results: GridResults, figures_dir: Path, link: str) -> list[str]:
+    """Average rank of every student method over all columns, with Demšar's (2006) critical difference."""
+    from brcd.stats import average_ranks, nemenyi_critical_difference
+
+    methods, scores = rank_scores(results)
+    n_columns = len(scores)
+    if len(methods) < 2:
+        return []
+    ranks = average_ranks(scores)
+    cd = nemenyi_critical_difference(len(methods), n_columns)
+    order = sorted(range(len(methods)), key=lambda i: (ranks[i], methods[i]))
+    name = "ranks.png"
+    rank_figure(results, [methods[i] for i in order], [float(ranks[i]) for i in order], cd, figures_dir / name)
+    rows = [[f"`{methods[i]}`", f"{ranks[i]:.2f}"] for i in order]
+    return ["## Ranking across all columns", "",
+            f"Average rank of each student method by mean mAP over the {n_columns} columns (dataset × pairing × "
+            f"bits × paradigm; rank 1 = best, ties share the average rank). Two methods differ significantly "
+            f"(Nemenyi test, α = 0.05; Demšar 2006) when their average ranks differ by more than the critical "
+            f"difference CD = {cd:.2f}; with few columns the CD is wide, and the per-column intervals above are "
+            "the sharper test.", "",
+            markdown_table(["method", "average rank"], rows), "",
+            f"![Average ranks with critical difference]({link}/{name})", ""]
+
+
+def rank_figure(results: GridResults, methods: Sequence[str], ranks: Sequence[float], cd: float,
+                path: Path) -> None:
+    styles = method_styles(results)
+    figure, (ax,) = _figure(1, width=7.0, height=0.35 * len(methods) + 1.2)
+    y = list(range(len(methods)))[::-1]
+    for yi, kd, rank in zip(y, methods, ranks):
+        ax.errorbar([rank], [yi], xerr=[[cd / 2], [cd / 2]], color=styles[kd].color, marker="o", capsize=3)
+    ax.set_yticks(y, methods)
+    ax.set_xlabel(f"average rank (1 = best); bars ± CD/2 = {cd / 2:.2f}: non-overlapping bars differ significantly")
+    ax.set_xlim(0.5, len(methods) + 0.5)
+    ax.grid(axis="x", alpha=0.3)
+    figure.suptitle("Average rank over all columns (Nemenyi critical difference, α = 0.05)")
+    save_figure(figure, path)
+
+
+# --------------------------------------------------------------------------- the tidy table
+
+
+#: how the metric names of a metrics file become column names
+def _metric_columns(record: Mapping) -> dict[str, float | None]:
+    topk = record["topk"]
+    out: dict[str, float | None] = {}
+    for name, value in record["metrics"].items():
+        if name == "pr_curve":
+            continue
+        if isinstance(value, Mapping):  # precision@k
+            out.update({f"{name.replace('@k', '_at_')}{cut}": v for cut, v in value.items()})
+        else:
+            out[name.replace(f"@{topk}", "_at_k").replace("@", "_at_")] = value
+    return out
+
+
+def tidy_rows(results: GridResults) -> list[dict]:
+    """One row per cell × paradigm × seed: every parameter, metric, training record and config hash."""
+    rows = []
+    for (cell, paradigm), record in sorted(results.metrics.items(), key=lambda item: item[1]["_source"]):
+        training = record.get("training") or {}
+        chosen = None if cell.student is None else results.selected_lambda(cell, paradigm)
+        rows.append({
+            **{key: getattr(cell, key) for key in ("dataset", "bits", "hash", "teacher", "student", "kd", "variant",
+                                                   "seed")},
+            "paradigm": paradigm,
+            "lambda": record.get("lambda"),
+            "lambda_selected": chosen,
+            "is_selected": None if chosen is None else record.get("lambda") == chosen,
+            "in_tables": shown_in_tables(results, cell, paradigm),
+            "topk": int(record["topk"]),
+            "queries": record.get("counts", {}).get("queries"),
+            "database": record.get("counts", {}).get("database"),
+            **_metric_columns(record),
+            **{f"train_{key}": value for key, value in training.items()},
+            "config_hash": record.get("config_hash"),
+            "metrics_file": record["_source"],
+        })
+    return rows
+
+
+def table_path_for(out: str | os.PathLike) -> Path:
+    """``reports/{name}.md`` -> ``reports/{name}.parquet`` (cells.REPORT_TABLE)."""
+    return Path(out).with_suffix(".parquet")
+
+
+def write_tidy_table(results: GridResults, path: Path) -> None:
+    import pandas as pd
+    import pyarrow as pa
+
+    from brcd.io import write_parquet
+
+    table = pa.Table.from_pandas(pd.DataFrame(tidy_rows(results)), preserve_index=False)
+    write_parquet(path, table, {"name": results.config["name"], "config": dict(results.config)})
+
+
 def figures_dir_for(out: str | os.PathLike) -> Path:
     """``reports/{name}.md`` -> ``reports/{name}/``."""
     return Path(out).with_suffix("")
@@ -732,6 +1175,7 @@ def build_report(results: GridResults, out: str | os.PathLike) -> str:
     lines = header(results)
     for dataset in results.config["datasets"]:
         lines += dataset_section(results, dataset, figures_dir, link)
+    lines += rank_section(results, figures_dir, link)
     lines += ["## Search latency", "",
               "Exact Hamming top-K search on packed random codes: one query per call (median), and all queries "
               f"in one call (median time per query). Method: {search_method(results)}.", "",
@@ -749,6 +1193,7 @@ def write_report(config: Mapping, out: str | os.PathLike, results_dir: str | os.
 
     results = load_results(config, results_dir, config_path)
     text = build_report(results, out)
+    write_tidy_table(results, table_path_for(out))
     with atomic_path(out) as tmp:
         tmp.write_text(text)
     return Path(out)

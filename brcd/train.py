@@ -89,7 +89,12 @@ class Validator:
                  databases: Mapping[str, np.ndarray | None]):
         self.val_features, self.db_features = val_features, db_features
         self.val_labels, self.db_labels = val_labels, db_labels
-        self.topk = min(int(topk), len(db_labels))
+        if int(topk) > len(db_labels):  # never rank with a smaller K than the config asks for
+            from brcd.errors import ConfigError
+
+            raise ConfigError(f"`topk` {topk} is larger than the database ({len(db_labels)} images); "
+                              f"set the dataset's `datasets.<name>.topk` to at most {len(db_labels)}")
+        self.topk = int(topk)
         self.databases = dict(databases)
 
     def __call__(self, head) -> dict[str, float]:
@@ -133,7 +138,7 @@ def fit(
     """Optimise ``modules`` with Adam on ``step``'s ``loss``; keep ``head``'s best state per criterion.
 
     ``validator(head)`` gives one validation mAP per selection criterion.
-    Returns ``{"best": {criterion: {"epoch", "map", "state"}}, "history": [...]}``.
+    Returns ``{"best": {criterion: {"epoch", "map", "state"}}, "history": [...], "run": training_run(...)}``.
     """
     rng = np.random.default_rng([seed, 7])
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
@@ -141,7 +146,7 @@ def fit(
     optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
     batch = min(settings.batch_size, num_train)
     best: dict[str, dict] = {}
-    history, stale = [], 0
+    history, stale, stopped_early = [], 0, False
     bar = tqdm(range(1, settings.epochs + 1), desc=desc, unit="epoch", mininterval=5)
     for epoch in bar:
         for m in modules.values():
@@ -168,20 +173,44 @@ def fit(
                     best[name] = {"epoch": epoch, "map": score, "state": copy.deepcopy(head.state_dict())}
                     improved = True
             stale = 0 if improved else stale + 1
-        row["seconds"] = time.perf_counter() - started
         history.append(row)
         bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k in ("loss",) or k.startswith("val_map")})
-        log.info("%s epoch %d: %s", desc, epoch, ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+        # wall-clock time goes to the log only: result files must not differ between identical runs
+        log.info("%s epoch %d (%.2f s): %s", desc, epoch, time.perf_counter() - started,
+                 ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
         if stale >= settings.patience and epoch >= settings.min_epochs:
             log.info("%s: early stop at epoch %d (no improvement in %d validations)", desc, epoch, stale)
+            stopped_early = True
             break
     if log_path is not None:
         write_history(log_path, history)
-    return {"best": best, "history": history}
+    return {"best": best, "history": history, "run": training_run(history, settings, stopped_early)}
+
+
+def training_run(history: list[dict], settings: TrainSettings, stopped_early: bool) -> dict:
+    """How a training run ended: what the report needs to say whether it converged.
+
+    ``stopped_early``: early stopping ended it (``patience`` validations without
+    improvement, after ``min_epochs``); otherwise it ran into the ``epochs`` cap.
+    """
+    validated = [row["epoch"] for row in history if any(k.startswith("val_map_") for k in row)]
+    return {
+        "epochs_run": int(history[-1]["epoch"]) if history else 0,
+        "epoch_cap": int(settings.epochs),
+        "last_validation": int(validated[-1]) if validated else 0,
+        "stopped_early": bool(stopped_early),
+    }
+
+
+def converged(run: Mapping, best_epoch: int) -> bool:
+    """False when a run hit its epoch cap while its best validation was its last one: it was
+    still improving when it was cut off (the report flags such cells)."""
+    hit_cap = not run["stopped_early"] and run["epochs_run"] >= run["epoch_cap"]
+    return not (hit_cap and best_epoch >= run["last_validation"])
 
 
 def write_history(path: str | os.PathLike, history: list[dict]) -> None:
-    """The per-epoch log as a small TSV table (loss terms, val mAP, seconds)."""
+    """The per-epoch log as a small TSV table (loss terms, val mAP)."""
     columns = list(dict.fromkeys(key for row in history for key in row))
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as handle:
@@ -234,7 +263,7 @@ def train_teacher(config: Mapping, cell, split_path: str, out: str, log_path: st
     result = fit({"head": head, "objective": objective}, step, len(splits.indices["train"]), source.num_views,
                  settings, cell.seed, validator, head, log_path, desc=cell.model)
     best = result["best"]
-    metadata = {**cell.metadata(config), "split": splits.fingerprint}
+    metadata = {**cell.metadata(config), "split": splits.fingerprint, "runs": {"teacher": result["run"]}}
     save_checkpoint(out, spec, {name: b["state"] for name, b in best.items()}, best, metadata)
     log.info("%s: best val mAP@K %.4f at epoch %d -> %s", cell.model, best["teacher"]["map"], best["teacher"]["epoch"], out)
     return result

@@ -6,28 +6,92 @@ config hash that makes Snakemake rerun exactly the cells whose settings changed.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
+from dataclasses import replace
 from itertools import product
 from pathlib import Path
-from typing import Mapping
+from typing import MutableMapping, Mapping
 
 import yaml
 
 from brcd import cells
+from brcd.errors import BrcdError
 from brcd.io import atomic_path
+
+#: How every rule runs the CLI: the ``python3`` first on the job's PATH, which
+#: :func:`prepare_job_environment` makes the interpreter running Snakemake and
+#: Snakemake's conda activation (``--sdm conda``) makes the rule's environment.
+#: No absolute path, so a moved or recreated environment changes no job's parameters.
+BRCD_COMMAND = "python3 -m brcd"
+
+#: The environment variable that hands jobs the effective config file (``--config $BRCD_CONFIG``).
+#: Not a rule parameter: the file's name changes with every edit of the config, and an edit
+#: must rerun only the jobs whose own settings (their ``settings``/``config_hash`` params) changed.
+CONFIG_ENV = "BRCD_CONFIG"
 
 
 def write_effective_config(config: Mapping, folder: str = "results/.config") -> str:
     """Write the validated config (defaults filled in) where the CLI can read it.
 
-    The file is rewritten only when its content changes, so its timestamp does
-    not make Snakemake rerun anything.
+    The name holds a hash of the content, ``{folder}/{name}-{hash}.yaml``, so a
+    file is never rewritten with other settings: a dry run or a run of an edited
+    config writes a file of its own and cannot change what the jobs of a running
+    workflow read. A file whose content was damaged is restored.
     """
-    path = Path(folder) / f"{config['name']}.yaml"
     text = yaml.safe_dump(dict(config), sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = Path(folder) / f"{config['name']}-{digest}.yaml"
     if not path.exists() or path.read_text() != text:
         with atomic_path(path) as tmp:
             tmp.write_text(text)
     return str(path)
+
+
+def forcerun_fix(path: str | os.PathLike, what: str) -> str:
+    """How to rebuild the workflow file ``path`` and everything made from it.
+
+    Deleting it is not enough: Snakemake does not rebuild a missing intermediate
+    file whose downstream results are up to date (it reports nothing to be done);
+    ``--forcerun`` with the file rebuilds it and reruns the jobs that read it.
+    """
+    return (f"Rebuild {what} with `snakemake --cores N --configfile CONFIG --forcerun {path}` "
+            "(CONFIG: your grid config; this also reruns what was built from it). "
+            "Deleting the file is not enough: Snakemake then reports 'Nothing to be done'.")
+
+
+def sort_config_keys(config: MutableMapping) -> MutableMapping:
+    """Sort every mapping of ``config`` by key, in place.
+
+    Snakemake compares a rule's parameters by their ``repr``, in which a dict's
+    key order shows: without this, reordering the keys of a config file would
+    rerun every job whose ``settings`` parameter holds a config section.
+    """
+    for key in sorted(config):
+        value = config.pop(key)
+        config[key] = sort_config_keys(value) if isinstance(value, MutableMapping) else value
+    return config
+
+
+def prepare_job_environment(config_file: str, environ: MutableMapping[str, str] | None = None,
+                            executable: str | None = None) -> None:
+    """Set what jobs inherit: :data:`CONFIG_ENV` and a PATH that starts with the
+    folder of the Python running Snakemake, so that :data:`BRCD_COMMAND` runs
+    this environment's ``brcd`` even when it is not activated (``make demo``
+    runs ``.venv/bin/snakemake``)."""
+    environ = os.environ if environ is None else environ
+    folder = os.path.dirname(executable or sys.executable)
+    if not os.access(os.path.join(folder, "python3"), os.X_OK):
+        raise BrcdError(
+            f"jobs run `{BRCD_COMMAND}`, but {folder}, the folder of the Python running Snakemake "
+            f"({executable or sys.executable}), has no python3; run Snakemake from this project's environment "
+            "(`.venv/bin/snakemake`, or inside the activated conda environment of environment.yml)"
+        )
+    entries = [entry for entry in environ.get("PATH", "").split(os.pathsep) if entry]
+    if not entries or entries[0] != folder:
+        environ["PATH"] = os.pathsep.join([folder, *entries])
+    environ[CONFIG_ENV] = config_file
 
 
 def teacher_cells(config: Mapping) -> list[cells.Cell]:
@@ -35,10 +99,25 @@ def teacher_cells(config: Mapping) -> list[cells.Cell]:
             product(config["datasets"], config["bits"], config["hash"], config["teachers"], config["seeds"])]
 
 
-def student_cells(config: Mapping) -> list[cells.Cell]:
+def student_methods(config: Mapping) -> list[cells.Cell]:
+    """One student cell per method and seed, at the default variant: what a report row and a λ
+    selection are about (their variant, the λ run, is chosen by :func:`student_cells`)."""
     return [cells.Cell(d, b, h, t, s, st, kd) for d, b, h, t, s, st, kd in
             product(config["datasets"], config["bits"], config["hash"], config["teachers"], config["seeds"],
                     config["students"], config["kd"])]
+
+
+def student_cells(config: Mapping) -> list[cells.Cell]:
+    """Every student run: each λ candidate with the tuning seed, the selected λ with the others."""
+    from brcd.tuning import variants
+
+    return [replace(cell, variant=variant) for cell in student_methods(config)
+            for variant in variants(config, cell.kd, cell.seed)]
+
+
+def selection_targets(config: Mapping) -> list[str]:
+    """One ``selection.json`` per method (seed-independent: the tuning seed decides)."""
+    return list(dict.fromkeys(cell.selection_path() for cell in student_methods(config)))
 
 
 def metrics_path(cell: cells.Cell, paradigm: str) -> str:
@@ -50,6 +129,13 @@ def metrics_targets(config: Mapping) -> list[str]:
     teacher = [metrics_path(c, "teacher") for c in teacher_cells(config)]
     student = [metrics_path(c, p) for c in student_cells(config) for p in config["paradigms"]]
     return teacher + student
+
+
+def per_query_targets(config: Mapping) -> list[str]:
+    """The per-query file beside every metrics file of the grid (rule ``evaluate`` writes both)."""
+    from brcd.evaluate import per_query_path
+
+    return [str(per_query_path(path)) for path in metrics_targets(config)]
 
 
 def timing_targets(config: Mapping) -> list[str]:

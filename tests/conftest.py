@@ -39,3 +39,56 @@ def torch_threads():
 
     torch.set_num_threads(1)
     yield
+
+
+# ----------------------------------------------------------------------------- a trained tiny teacher
+
+#: the teacher cell of every tiny grid built by :func:`build_teacher_grid`
+TINY_TEACHER_CELL = ("synthetic", 16, "cibhash", "tteacher", 0)
+
+
+def build_teacher_grid(root: Path, config: dict, clusters: int = 3) -> None:
+    """What a student needs, in ``root``: split.parquet, both feature banks, a trained teacher
+    (teacher.pt), its codes (teacher.parquet) and clusters (clusters.parquet), from ``config``
+    (config/test.yaml with a test's own sizes and budgets)."""
+    import torch
+
+    from brcd.cells import Cell
+    from brcd.cluster import build_clusters, cluster_settings, write_clusters
+    from brcd.codes import read_codes
+    from brcd.data import create_dataset
+    from brcd.data.splits import write_splits
+    from brcd.encode import encode_model
+    from brcd.features import build_bank
+    from brcd.train import train_teacher
+
+    torch.set_num_threads(1)
+    teacher = Cell(*TINY_TEACHER_CELL)
+    split = str(root / "split.parquet")
+    write_splits(split, create_dataset("synthetic", config["datasets"]["synthetic"]), config["datasets"]["synthetic"],
+                 seed=0)
+    for alias in ("tteacher", "tstudent"):
+        build_bank(config, "synthetic", alias, split, root / alias)
+    train_teacher(config, teacher, split, str(root / "teacher.pt"), None, str(root / "tteacher"))
+    encode_model(config, teacher, split, str(root / "teacher.pt"), {"teacher": str(root / "teacher.parquet")},
+                 bank=str(root / "tteacher"))
+    train = read_codes(root / "teacher.parquet").select("train")
+    built = build_clusters(train.codes(), train.index, cluster_settings({"clusters": clusters}), seed=0)
+    built.metadata.update({"dataset": "synthetic", "bits": 16, "teacher": teacher.model, "teacher_seed": 0,
+                           "teacher_config_hash": teacher.config_hash(config)})
+    write_clusters(root / "clusters.parquet", built)
+
+
+def rewrite_split_labels(source, target, relabel) -> None:
+    """Copy a split file with other labels: ``relabel(index, split, labels)`` -> new labels (one row per
+    row of the file). Membership, and so the split's fingerprint, stays the same."""
+    import pyarrow as pa
+
+    from brcd.io import read_parquet, write_parquet
+
+    table, metadata = read_parquet(source, "split file")
+    width = metadata["num_classes"]
+    labels = table.column("labels").combine_chunks().flatten().to_numpy().reshape(-1, width)
+    new = relabel(table.column("index").to_numpy(), table.column("split").to_numpy(zero_copy_only=False), labels)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(new, dtype=np.uint8).reshape(-1)), width)
+    write_parquet(target, table.set_column(table.column_names.index("labels"), "labels", column), metadata)

@@ -16,8 +16,8 @@ from brcd.retrieval import TIE_POLICY
 
 BITS = 16
 CELL = {"dataset": "synthetic", "bits": BITS, "hash": "cibhash", "teacher": "tt", "student": "ss", "kd": "brcd",
-        "seed": 0}
-TEACHER_CELL = {**CELL, "student": None, "kd": None}
+        "variant": "lambda1", "seed": 0}
+TEACHER_CELL = {**CELL, "student": None, "kd": None, "variant": None}
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,9 @@ def metadata(role: str, splits: Splits, **changes) -> dict:
     if role == "teacher":
         meta.update(model=f"teacher/{cell['hash']}/{cell['teacher']}", backbone=cell["teacher"], config_hash="t-hash")
     else:
-        meta.update(student=cell["student"], kd=cell["kd"], backbone=cell["student"], config_hash="s-hash",
-                    model=f"student/{cell['hash']}/{cell['teacher']}/{cell['student']}/{cell['kd']}")
+        meta.update(student=cell["student"], kd=cell["kd"], variant=cell["variant"], backbone=cell["student"],
+                    config_hash="s-hash",
+                    model=f"student/{cell['hash']}/{cell['teacher']}/{cell['student']}/{cell['kd']}/{cell['variant']}")
     meta["split"] = splits.fingerprint
     return meta
 
@@ -122,7 +123,7 @@ def test_metrics_json_layout(files, tmp_path):
     out = tmp_path / "metrics" / "asym.json"
     argv = ["evaluate", "--split", str(files["split"]), "--teacher-codes", str(files["teacher"]),
             "--student-codes", str(files["student_a"]), "--paradigm", "asym", "--topk", "10",
-            "--cell", "dataset=synthetic", f"bits={BITS}", "hash=cibhash", "teacher=tt", "student=ss", "kd=brcd",
+            "--cell", "dataset=synthetic", f"bits={BITS}", "hash=cibhash", "teacher=tt", "student=ss", "kd=brcd", "variant=lambda1",
             "seed=0", "--config-hash", "s-hash", "--out", str(out)]
     assert main(argv) == 0
     result = json.loads(out.read_text())
@@ -137,7 +138,68 @@ def test_metrics_json_layout(files, tmp_path):
     assert len(metrics["pr_curve"]["precision"]) == BITS + 1
     assert result["counts"] == {"queries": 30, "database": 120}
     assert result["codes"] == {"teacher": str(files["teacher"]), "student": str(files["student_a"])}
-    assert result["seconds"] >= 0 and result["search_threads"] >= 1
+    assert "seconds" not in result and result["search_threads"] >= 1  # wall time goes to the log only
+    assert result["training"] is None  # these hand-made code files carry no training record
+
+
+def test_per_query_file_matches_the_metrics(files, tmp_path):
+    """Per-query AP@K beside the JSON: its mean is the reported mAP, rows are the queries in
+    dataset-index order, and a second identical run writes identical bytes."""
+    from brcd.evaluate import read_per_query
+
+    outputs = []
+    for run in ("first", "second"):
+        out = tmp_path / run / "metrics" / "sym.json"
+        argv = ["evaluate", "--split", str(files["split"]), "--teacher-codes", str(files["teacher"]),
+                "--student-codes", str(files["student_a"]), "--paradigm", "sym", "--topk", "10",
+                "--cell", "dataset=synthetic", f"bits={BITS}", "hash=cibhash", "teacher=tt", "student=ss",
+                "kd=brcd", "variant=lambda1", "seed=0", "--out", str(out)]
+        assert main(argv) == 0
+        outputs.append(out)
+    result = json.loads(outputs[0].read_text())
+    queries = outputs[0].with_name("sym.queries.parquet")
+    assert result["per_query"] == str(queries)
+    columns = read_per_query(queries, {**CELL, "paradigm": "sym", "topk": 10})
+    assert set(columns) == {"index", "ap@10", "ap@10_tie_aware", "relevant@10"}
+    np.testing.assert_array_equal(columns["index"], np.sort(files["splits"].indices["query"]))
+    assert columns["ap@10"].mean() == pytest.approx(result["metrics"]["map@10"])
+    assert columns["ap@10_tie_aware"].mean() == pytest.approx(result["metrics"]["map@10_tie_aware"])
+    assert columns["relevant@10"].mean() / 10 == pytest.approx(result["metrics"]["precision@k"]["10"])
+    assert ((columns["relevant@10"] == 0) <= (columns["ap@10"] == 0)).all()
+    name = "sym.queries.parquet"
+    assert (tmp_path / "first/metrics" / name).read_bytes() == (tmp_path / "second/metrics" / name).read_bytes()
+    second = json.loads(outputs[1].read_text())
+    assert {**second, "per_query": None} == {**result, "per_query": None}  # only the output folder differs
+    with pytest.raises(MetadataMismatchError, match=r"per-query file .*\(rule `evaluate`\)"):
+        read_per_query(queries, {**CELL, "kd": "rkd"})
+
+
+def test_selected_run_records_how_lambda_was_chosen(files, tmp_path):
+    from brcd.tuning import select_lambda, write_selection
+
+    keys = {key: CELL[key] for key in ("dataset", "bits", "hash", "teacher", "student", "kd")}
+    selection = tmp_path / "selection.json"
+    write_selection(selection, keys, [0.1, 1.0], 0, select_lambda({0.1: {"sym": 0.4, "asym": 0.6},
+                                                                   1.0: {"sym": 0.5, "asym": 0.2}}))
+    out = tmp_path / "metrics" / "asym.json"
+    cell = [f"{key}={value}" for key, value in {**CELL, "variant": "selected"}.items()]
+    codes = tmp_path / "selected.parquet"
+    write_model_codes(codes, files["splits"], "student", *_student_a_codes(files), variant="selected")
+    argv = ["evaluate", "--split", str(files["split"]), "--teacher-codes", str(files["teacher"]),
+            "--student-codes", str(codes), "--paradigm", "asym", "--topk", "10", "--cell", *cell,
+            "--selection", str(selection), "--out", str(out)]
+    assert main(argv) == 0
+    record = json.loads(out.read_text())["selection"]
+    assert record["selected"] == 0.1 and record["candidates"] == {"0.1": 0.6, "1": 0.2}
+    assert record["tuning_seed"] == 0 and record["grid"] == [0.1, 1.0]
+    wrong = tmp_path / "other.json"
+    write_selection(wrong, {**keys, "kd": "rkd"}, [1.0], 0, select_lambda({1.0: {"sym": 0.5, "asym": 0.5}}))
+    assert main([*argv[:-4], "--selection", str(wrong), "--out", str(out)]) == 2
+
+
+def _student_a_codes(files):
+    splits = files["splits"]
+    return class_codes(splits.labels(splits.indices["query"])), random_codes(len(splits.indices["database"]), 1)
 
 
 def test_teacher_paradigm_has_no_student_metrics(files):
@@ -149,9 +211,11 @@ def test_teacher_paradigm_has_no_student_metrics(files):
 
 def test_parse_cell():
     sym = PARADIGMS.get("sym")
-    cell = parse_cell(["dataset=d", "bits=16", "hash=h", "teacher=t", "student=s", "kd=k", "seed=3"], sym, "sym")
-    assert cell == {"dataset": "d", "bits": 16, "hash": "h", "teacher": "t", "student": "s", "kd": "k", "seed": 3}
-    with pytest.raises(ConfigError, match="lacks student=..., kd=..."):
+    cell = parse_cell(["dataset=d", "bits=16", "hash=h", "teacher=t", "student=s", "kd=k", "variant=selected",
+                       "seed=3"], sym, "sym")
+    assert cell == {"dataset": "d", "bits": 16, "hash": "h", "teacher": "t", "student": "s", "kd": "k",
+                    "variant": "selected", "seed": 3}
+    with pytest.raises(ConfigError, match="lacks student=..., kd=..., variant=..."):
         parse_cell(["dataset=d", "bits=16", "hash=h", "teacher=t", "seed=0"], sym, "sym")
     with pytest.raises(ConfigError, match="unknown key 'bit'"):
         parse_cell(["bit=16"], sym, "sym")

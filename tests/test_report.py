@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
-import math
 import re
+import zlib
 
+import numpy as np
 import pytest
 import yaml
 
@@ -12,16 +13,17 @@ from brcd import workflow
 from brcd.cli import main
 from brcd.config import load_config
 from brcd.errors import DataError, MetadataMismatchError
-from brcd.report import Summary, best_indices, load_results, write_report
+from brcd.report import load_results, write_report
 
 TOPK = 10
 BITS = (16, 32)
+QUERIES = 20
 CONFIG = {
     "name": "tiny",
-    "seeds": [0, 1],
+    "seeds": [0, 1, 2],
     "mode": "bank",
     "views": 4,
-    "datasets": {"synthetic": {"train_per_class": 10, "query": 20, "val": 20, "database": 100, "topk": TOPK}},
+    "datasets": {"synthetic": {"train_per_class": 10, "query": QUERIES, "val": 20, "database": 100, "topk": TOPK}},
     "backbones": {"tt": {"model": "timm:test_efficientnet", "input_size": 32},
                   "ss": {"model": "timm:test_resnet", "input_size": 24}},
     "teachers": ["tt"],
@@ -30,22 +32,40 @@ CONFIG = {
     "bits": list(BITS),
     "kd": ["none", "kd", "brcd", "brcd_nomask"],
     "paradigms": ["sym", "asym"],
+    "lambda": {"default": [0.5, 2]},
 }
-#: mAP@K of seed 0; seed 1 adds SPREAD (so mean = base + spread / 2, std = spread / sqrt 2)
-BASE = {"teacher": 0.70, "none": 0.40, "kd": 0.50, "brcd": 0.60, "brcd_nomask": 0.55}
-SPREAD = {"brcd": 0.04}
+#: λ = 2 is selected everywhere; the other candidate (λ = 0.5) is worse by this much
+WORSE_LAMBDA = 0.05
+#: mAP@K = BASE + SPREAD * STEPS[seed]: 3 seeds give mean BASE + SPREAD, std SPREAD and a 95% t half-width
+#: of t(0.975, 2) * SPREAD / sqrt(3) = 2.484 * SPREAD
+BASE = {"teacher": 0.70, "none": 0.40, "kd": 0.50, "brcd": 0.60, "brcd_nomask": 0.60}
+SPREAD = {"brcd": 0.04, "brcd_nomask": 0.04}
+#: brcd_nomask has brcd's values in another seed order: paired differences -0.04, +0.04, 0 (tied with brcd)
+STEPS = {"brcd_nomask": (1, 0, 2)}
+#: the one run that hit its epoch cap while still improving
+UNCONVERGED_RUN = ("kd", 16, "sym", 1)
 
 
 def map_value(kd: str, bits: int, paradigm: str, seed: int) -> float:
     if (kd, bits, paradigm) == ("kd", 32, "asym"):  # kd wins this one column
         return 0.90 + 0.02 * seed
     value = BASE[kd] + (0.05 if bits == 32 else 0.0) + (0.01 if paradigm == "asym" else 0.0)
-    return value + SPREAD.get(kd, 0.02) * seed
+    return value + SPREAD.get(kd, 0.02) * STEPS.get(kd, (0, 1, 2))[seed]
+
+
+def per_query_ap(value: float, cell, paradigm: str) -> np.ndarray:
+    """AP@K per query whose mean is exactly ``value``: each method finds some queries easier than
+    others (a query effect shared by its seeds), so paired differences carry query-sampling noise."""
+    key = zlib.crc32(f"{cell.kd}/{cell.bits}/{paradigm}".encode())
+    noise = np.random.default_rng(key).normal(0.0, 0.02, QUERIES)
+    return value + noise - noise.mean()
 
 
 def metrics_record(cell, paradigm: str) -> dict:
     kd = cell.kd or "teacher"
     value = map_value(kd, cell.bits, paradigm, cell.seed)
+    if cell.variant == "lambda0.5":
+        value -= WORSE_LAMBDA
     metrics = {
         f"map@{TOPK}": value,
         f"map@{TOPK}_tie_aware": value - 0.01,
@@ -60,10 +80,42 @@ def metrics_record(cell, paradigm: str) -> dict:
     if cell.student is not None:
         metrics["isd"] = 0.5 - value / 2
         metrics[f"nra@{TOPK}"] = value / 2
-    return {**cell.parameters(), "student": cell.student, "kd": cell.kd, "paradigm": paradigm, "topk": TOPK,
+    training = {"epochs_run": 12, "epoch_cap": 12, "last_validation": 12, "best_epoch": 8, "val_map": value,
+                "stopped_early": False, "converged": (kd, cell.bits, paradigm, cell.seed) != UNCONVERGED_RUN}
+    lam = selection = None
+    if cell.student is not None:  # what `brcd evaluate --selection` records
+        lam = {"lambda0.5": 0.5, "lambda0": 0.0}.get(cell.variant, 2.0)
+        chosen = 0.0 if cell.kd == "none" else 2.0
+        selection = {"selected": chosen, "is_selected": lam == chosen}
+    return {**cell.parameters(), "student": cell.student, "kd": cell.kd, "variant": cell.variant,
+            "paradigm": paradigm, "topk": TOPK, "lambda": lam, "selection": selection,
             "tie_policy": "hamming distance ascending, ties by database order",
             "config_hash": f"h{cell.bits}{cell.seed}{cell.kd or 't'}", "metrics": metrics,
-            "counts": {"queries": 20, "database": 100}}
+            "counts": {"queries": QUERIES, "database": 100}, "training": training}
+
+
+def write_selection(root, method) -> None:
+    """λ = 2 chosen for every method and paradigm, as `brcd select` writes it."""
+    from brcd.tuning import lambda_grid, select_lambda, write_selection as write
+
+    grid = lambda_grid(CONFIG, method.kd)
+    scores = {lam: {p: 0.5 + 0.1 * lam for p in ("sym", "asym")} for lam in grid}
+    keys = {key: getattr(method, key) for key in ("dataset", "bits", "hash", "teacher", "student", "kd")}
+    path = root / method.selection_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path, keys, grid, 0, select_lambda(scores))
+
+
+def write_metrics(root, cell, paradigm: str, record: dict | None = None) -> None:
+    """A metrics file and its per-query file, as `brcd evaluate` writes them."""
+    from brcd.evaluate import per_query_path, write_per_query
+
+    record = record or metrics_record(cell, paradigm)
+    path = root / workflow.metrics_path(cell, paradigm)
+    write(path, record)
+    ap = per_query_ap(record["metrics"][f"map@{TOPK}"], cell, paradigm)
+    write_per_query(per_query_path(path), {"index": np.arange(QUERIES), f"ap@{TOPK}": ap,
+                                           f"ap@{TOPK}_tie_aware": ap, f"relevant@{TOPK}": np.ones(QUERIES)}, record)
 
 
 def encoder_record(backbone: str, latency: float, throughput: float) -> dict:
@@ -91,10 +143,12 @@ def make_results(root) -> str:
     config_path = root / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(CONFIG))
     for cell in workflow.teacher_cells(CONFIG):
-        write(root / workflow.metrics_path(cell, "teacher"), metrics_record(cell, "teacher"))
+        write_metrics(root, cell, "teacher")
     for cell in workflow.student_cells(CONFIG):
         for paradigm in CONFIG["paradigms"]:
-            write(root / workflow.metrics_path(cell, paradigm), metrics_record(cell, paradigm))
+            write_metrics(root, cell, paradigm)
+    for method in workflow.student_methods(CONFIG):
+        write_selection(root, method)
     write(root / "results/timing/encoder/synthetic/tt.json", encoder_record("tt", 40.0, 100.0))
     write(root / "results/timing/encoder/synthetic/ss.json", encoder_record("ss", 10.0, 500.0))
     for bits in BITS:
@@ -126,40 +180,73 @@ def table_after(text: str, heading: str) -> tuple[list[str], dict[str, list[str]
     return table[0], rows
 
 
-def test_main_table_mean_std_and_bold_best_student(report):
+def test_main_table_mean_ci_and_tied_with_best(report):
     header, rows = table_after(report[3], "### Main results: mAP@10")
     assert header == ["method", "16 bits sym", "16 bits asym", "32 bits sym", "32 bits asym"]
     assert list(rows) == ["teacher (`tt`)", "student, no KD (`ss`)", "`kd`", "`brcd`"]  # ablation not here
-    # teacher: its own paradigm, repeated under sym and asym, never bold
-    assert rows["teacher (`tt`)"] == ["0.710 ± 0.014", "0.710 ± 0.014", "0.760 ± 0.014", "0.760 ± 0.014"]
-    assert rows["student, no KD (`ss`)"] == ["0.410 ± 0.014", "0.420 ± 0.014", "0.460 ± 0.014", "0.470 ± 0.014"]
-    assert rows["`brcd`"] == ["**0.620 ± 0.028**", "**0.630 ± 0.028**", "**0.670 ± 0.028**", "0.680 ± 0.028"]
-    assert rows["`kd`"] == ["0.510 ± 0.014", "0.520 ± 0.014", "0.560 ± 0.014", "**0.910 ± 0.014**"]
+    # mean ± 95% t half-width over 3 seeds; the teacher: its own paradigm, repeated, never bold
+    assert rows["teacher (`tt`)"] == ["0.720 ± 0.050", "0.720 ± 0.050", "0.770 ± 0.050", "0.770 ± 0.050"]
+    assert rows["student, no KD (`ss`)"] == ["0.420 ± 0.050", "0.430 ± 0.050", "0.470 ± 0.050", "0.480 ± 0.050"]
+    assert rows["`brcd`"] == ["**0.640 ± 0.099**", "**0.650 ± 0.099**", "**0.690 ± 0.099**", "0.700 ± 0.099"]
+    # kd's seed 1 at 16 bits sym hit its epoch cap while improving: marked
+    assert rows["`kd`"] == ["0.520 ± 0.050†", "0.530 ± 0.050", "0.570 ± 0.050", "**0.920 ± 0.050**"]
+
+
+def test_delta_vs_no_kd_and_ablation_delta(report):
+    text = report[3]
+    _, delta = table_after(text, "### Δ mAP@10 vs the student without KD")
+    assert list(delta) == ["`kd`", "`brcd`"]
+    kd = delta["`kd`"][0]  # kd - none = 0.10 in every seed, plus query noise
+    assert kd.startswith("**+0.100** [+0.0") and kd.endswith("P=1.00")
+    _, ablation_delta = table_after(text, "Δ mAP@10 of each ablation vs full `brcd`")
+    nomask = ablation_delta["`brcd_nomask`"][0]  # paired differences -0.04, +0.04, 0: not significant
+    assert nomask.startswith("0.000 [-0.") and "**" not in nomask and 0.3 < float(nomask.split("P=")[1]) < 0.7
 
 
 def test_ablation_alignment_and_secondary_tables(report):
     text = report[3]
     _, ablation = table_after(text, "### Ablation: mAP@10")
     assert list(ablation) == ["`brcd`", "`brcd_nomask`"]
-    assert ablation["`brcd_nomask`"][0] == "0.560 ± 0.014"
-    assert ablation["`brcd`"][0] == "**0.620 ± 0.028**"
+    # same mean, paired differences -0.04, +0.04, 0: both in the tied-with-best group
+    assert ablation["`brcd_nomask`"][0] == "**0.640 ± 0.099**"
+    assert ablation["`brcd`"][0] == "**0.640 ± 0.099**"
 
     _, isd = table_after(text, "ISD (")
     assert list(isd) == ["student, no KD (`ss`)", "`kd`", "`brcd`", "`brcd_nomask`"]
-    assert isd["`brcd`"][0] == "**0.190 ± 0.014**"  # lower ISD is better: 0.5 - mAP / 2
-    assert isd["`kd`"][3] == "**0.045 ± 0.007**"
+    assert isd["`brcd`"][0] == "**0.180 ± 0.050**"  # lower ISD is better: 0.5 - mAP / 2
+    assert isd["`kd`"][0] == "0.240 ± 0.025†" and isd["`kd`"][3] == "**0.040 ± 0.025**"
     _, nra = table_after(text, "NRA@10 (")
-    assert nra["`brcd`"][0] == "**0.310 ± 0.014**"
+    assert nra["`brcd`"][0] == "**0.320 ± 0.050**"
 
     header, sym = table_after(text, "**sym**")
     assert header == ["method", "bits", "mAP@10", "mAP@10 tie-aware", "mAP@all", "mAP@all tie-aware", "P@1", "P@10"]
-    assert sym["`brcd`"] == ["16", "0.620", "0.610", "0.520", "0.510", "0.720", "0.670"]  # first row: 16 bits
+    assert sym["`brcd`"] == ["16", "0.640", "0.630", "0.540", "0.530", "0.740", "0.690"]  # first row: 16 bits
+
+
+def test_lambda_section(report):
+    text = report[3]
+    assert "Every distilled method tried λ ∈ {0.5, 2}" in text
+    header, chosen = table_after(text, "### λ chosen on validation")
+    assert list(chosen) == ["`kd`", "`brcd`", "`brcd_nomask`"] and set(chosen["`kd`"]) == {"2"}
+    _, spread = table_after(text, "Spread of test mAP@10")
+    assert spread["`brcd`"][0] == "0.050 (0.050)"  # the λ = 0.5 candidate is 0.05 worse, on test and validation
+
+
+def test_rank_section(report):
+    text = report[3]
+    _, ranks = table_after(text, "## Ranking across all columns")
+    # 16/32 bits sym and 16 bits asym: brcd and brcd_nomask tie for first; 32 asym: kd first
+    assert ranks["`none`"] == ["4.00"] and ranks["`brcd`"] == ranks["`brcd_nomask`"]
+    assert "critical difference CD = " in text
 
 
 def test_header_timing_and_hashes(report):
     text = report[3]
     assert "do not edit" in text and "`tiny`" in text
-    assert "**seeds**: 2 (0, 1)" in text
+    assert "**seeds**: 3 (0, 1, 2); seeds vary head initialisation" in text
+    assert "fixed across seeds: the data split (`split_seed`), the stored augmented views" in text
+    assert "mean ± half-width of the 95% Student-t interval over seeds" in text
+    assert "**1 of the 54 runs in the tables hit their epoch cap while their best validation was the last one**" in text
     assert "K = 10" in text and "hamming distance ascending, ties by database order" in text
     _, encoder = table_after(text, "### Encoder timing")
     assert encoder["`ss`"][-1] == "4.00× / 5.00×"
@@ -169,15 +256,16 @@ def test_header_timing_and_hashes(report):
     assert header[2:] == ["16 bits: single query (ms)", "16 bits: batched (ms/query)",
                           "32 bits: single query (ms)", "32 bits: batched (ms/query)"]
     assert search["1,000"] == ["10", "0.250", "0.0125", "0.500", "0.0125"]
-    assert "`student/cibhash/tt/ss/brcd`" in text and "`h161brcd`" in text
+    assert "`student/cibhash/tt/ss/brcd/selected`" in text and "`student/cibhash/tt/ss/brcd/lambda0.5`" in text and "`h161brcd`" in text
     assert "<details>" in text
 
 
 def test_figures_are_linked_pngs(report):
     root, _, out, text = report
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert sorted(links) == ["tiny/latency_vs_map_synthetic.png", "tiny/map_vs_bits_synthetic.png",
-                             "tiny/pr_synthetic_16.png", "tiny/pr_synthetic_32.png"]
+    assert sorted(links) == ["tiny/lambda_synthetic_16.png", "tiny/lambda_synthetic_32.png",
+                             "tiny/latency_vs_map_synthetic.png", "tiny/map_vs_bits_synthetic.png",
+                             "tiny/pr_synthetic_16.png", "tiny/pr_synthetic_32.png", "tiny/ranks.png"]
     for link in links:
         data = (out.parent / link).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
@@ -189,6 +277,49 @@ def test_same_inputs_give_the_same_report(report, tmp_path):
     assert again.read_text() == text
     for figure in sorted((out.parent / "tiny").glob("*.png")):  # figures too, byte for byte
         assert (tmp_path / "tiny" / figure.name).read_bytes() == figure.read_bytes()
+
+
+def test_tidy_table_has_one_row_per_run(report):
+    import pandas as pd
+
+    root, _, out, _ = report
+    table = pd.read_parquet(out.with_suffix(".parquet"))
+    # teacher runs + student runs x paradigms: seed 0 tries both λ (none: only 0), seeds 1 and 2 the selected one
+    assert len(table) == 3 * 2 + (1 + 3 * 2 + 2 * 4) * 2 * 2
+    shown = table[table.in_tables]
+    assert len(shown) == 3 * 2 + 3 * 4 * 2 * 2
+    candidates = table[(table.kd == "kd") & (table.seed == 0) & (table.bits == 16) & (table.paradigm == "sym")]
+    assert sorted(candidates.variant) == ["lambda0.5", "lambda2"]
+    assert candidates.set_index("variant").is_selected.to_dict() == {"lambda0.5": False, "lambda2": True}
+    brcd = shown[(shown.kd == "brcd") & (shown.bits == 16) & (shown.paradigm == "sym")].sort_values("seed")
+    assert list(brcd.seed) == [0, 1, 2]
+    np.testing.assert_allclose(brcd.map_at_k, [0.60, 0.64, 0.68])
+    assert {"map_at_k_tie_aware", "map_all", "precision_at_1", "isd", "nra_at_k", "train_converged",
+            "train_best_epoch", "config_hash", "teacher", "student", "hash", "topk"} <= set(table.columns)
+    assert table.train_converged.sum() == len(table) - 1
+    assert table[table.paradigm == "teacher"].kd.isna().all()
+
+
+def test_one_seed_says_what_the_intervals_cover(tmp_path):
+    root = tmp_path
+    config = {**CONFIG, "seeds": [0]}
+    (root / "one.yaml").write_text(yaml.safe_dump(config))
+    make_results(root)
+    write_report(load_config(root / "one.yaml", check_registries=False), root / "one.md", root)
+    text = (root / "one.md").read_text()
+    assert "one seed: intervals and significance cover query sampling only" in text
+    _, rows = table_after(text, "### Main results: mAP@10")
+    assert rows["`brcd`"][0] == "**0.600**"  # one run: no interval over seeds
+
+
+def test_missing_per_query_file_is_named(tmp_path):
+    from brcd.evaluate import per_query_path
+
+    make_results(tmp_path)
+    missing = per_query_path(workflow.metrics_path(workflow.student_cells(CONFIG)[0], "sym"))
+    (tmp_path / missing).unlink()
+    with pytest.raises(DataError, match=re.escape(str(missing)) + r"  \(rule `evaluate`\)"):
+        load_results(load_config(tmp_path / "tiny.yaml", check_registries=False), tmp_path)
 
 
 def test_missing_metrics_file_names_file_and_rule(tmp_path, capsys):
@@ -226,12 +357,3 @@ def test_misplaced_metrics_or_timing_file_is_rejected(tmp_path):
     write(tmp_path / "results/timing/encoder/synthetic/ss.json", encoder_record("tt", 40.0, 100.0))  # a copy
     with pytest.raises(MetadataMismatchError, match=r"backbone = 'tt'.*time_encoder"):
         load_results(load_config(tmp_path / "tiny.yaml", check_registries=False), tmp_path)
-
-
-def test_summary_and_best():
-    assert Summary.of([0.5]).text() == "0.500"
-    assert Summary.of([0.1, 0.3]).std == pytest.approx(math.sqrt(0.02))
-    assert Summary.of([None]) is None
-    # equal displayed means are all best; lower-is-better picks the minimum
-    assert best_indices([Summary.of([0.5001]), Summary.of([0.4999]), None]) == {0, 1}
-    assert best_indices([Summary.of([0.2]), Summary.of([0.1])], higher_is_better=False) == {1}

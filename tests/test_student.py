@@ -8,16 +8,13 @@ import yaml
 
 from brcd.cells import Cell
 from brcd.checkpoint import load_checkpoint
-from brcd.cluster import build_clusters, cluster_settings, load_clusters, write_clusters
+from brcd.cluster import load_clusters, write_clusters
 from brcd.codes import read_codes
 from brcd.config import REPO_ROOT, validate_schema
-from brcd.data import create_dataset
-from brcd.data.splits import write_splits
+from tests.conftest import build_teacher_grid
 from brcd.distill.train_student import train_student
 from brcd.encode import encode_model
 from brcd.errors import ConfigError, DataError, MetadataMismatchError
-from brcd.features import build_bank
-from brcd.train import train_teacher
 
 TEACHER = Cell("synthetic", 16, "cibhash", "tteacher", 0)
 
@@ -29,24 +26,11 @@ def student(kd: str, seed: int = 0) -> Cell:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     """Split, both banks, a trained teacher, its codes and clusters of the tiny config."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("student")
     config = validate_schema(yaml.safe_load((REPO_ROOT / "config" / "test.yaml").read_text()))
     for role in ("teacher", "student"):
         config["train"][role].update(epochs=6, min_epochs=6, eval_every=3)
-    ds = create_dataset("synthetic", config["datasets"]["synthetic"])
-    write_splits(root / "split.parquet", ds, config["datasets"]["synthetic"], seed=0)
-    for alias in ("tteacher", "tstudent"):
-        build_bank(config, "synthetic", alias, str(root / "split.parquet"), root / alias)
-    train_teacher(config, TEACHER, str(root / "split.parquet"), str(root / "teacher.pt"), None, str(root / "tteacher"))
-    encode_model(config, TEACHER, str(root / "split.parquet"), str(root / "teacher.pt"),
-                 {"teacher": str(root / "teacher.parquet")}, bank=str(root / "tteacher"))
-    codes = read_codes(root / "teacher.parquet")
-    train = codes.select("train")
-    clusters = build_clusters(train.codes(), train.index, cluster_settings({"clusters": 3}), seed=0)
-    clusters.metadata.update({"dataset": "synthetic", "bits": 16, "teacher": TEACHER.model, "teacher_seed": 0,
-                              "teacher_config_hash": TEACHER.config_hash(config)})
-    write_clusters(root / "clusters.parquet", clusters)
+    build_teacher_grid(root, config)
     return config, root
 
 
@@ -63,7 +47,8 @@ def test_student_trains_and_keeps_two_heads(grid, tmp_path, kd):
     result = _train(config, root, student(kd), tmp_path / "model.pt")
     bundle = load_checkpoint(tmp_path / "model.pt")
     assert set(bundle["heads"]) == {"sym", "asym"}
-    assert bundle["metadata"]["model"] == f"student/cibhash/tteacher/tstudent/{kd}"
+    assert bundle["metadata"]["model"] == f"student/cibhash/tteacher/tstudent/{kd}/lambda1"  # default λ = 1
+    assert bundle["metadata"]["lambda"] == {"sym": 1.0, "asym": 1.0}
     assert {"hash_loss", "kd_loss"} <= set(result["history"][0])
     assert np.isfinite([row["loss"] for row in result["history"]]).all()
     outputs = {selection: str(tmp_path / f"{selection}.parquet") for selection in ("sym", "asym")}
@@ -72,6 +57,38 @@ def test_student_trains_and_keeps_two_heads(grid, tmp_path, kd):
     for selection in ("sym", "asym"):
         meta = read_codes(tmp_path / f"{selection}.parquet").metadata
         assert meta["selection"] == selection and meta["val_map"] == bundle["best"][selection]["map"]
+
+
+def test_codes_written_by_training_equal_brcd_encode(grid, tmp_path):
+    """train_student's in-process code files are byte-for-byte what `brcd encode` writes from
+    the saved checkpoint, and they carry how the head was trained."""
+    config, root = grid
+    cell = student("pkt")
+    written = {selection: str(tmp_path / f"train_{selection}.parquet") for selection in ("sym", "asym")}
+    result = _train(config, root, cell, tmp_path / "model.pt", codes=written)
+    encoded = {selection: str(tmp_path / f"encode_{selection}.parquet") for selection in ("sym", "asym")}
+    encode_model(config, cell, str(root / "split.parquet"), str(tmp_path / "model.pt"), encoded,
+                 bank=str(root / "tstudent"))
+    for selection in ("sym", "asym"):
+        a, b = read_codes(written[selection]), read_codes(encoded[selection])
+        np.testing.assert_array_equal(a.packed, b.packed)
+        assert a.metadata == b.metadata
+        training = a.metadata["training"]
+        run = result["runs"][1.0]["run"]
+        assert training["epoch_cap"] == 6 and training["epochs_run"] == run["epochs_run"]
+        assert training["best_epoch"] == result["best"][selection]["epoch"]
+        # 6 epochs, validation every 3, min_epochs 6: the run reaches its cap
+        assert not training["stopped_early"] and training["last_validation"] == 6
+        assert training["converged"] == (training["best_epoch"] < 6)
+
+
+def test_convergence_flag():
+    from brcd.train import converged
+
+    capped = {"epochs_run": 12, "epoch_cap": 12, "last_validation": 12, "stopped_early": False}
+    assert not converged(capped, best_epoch=12)  # cut off while still improving
+    assert converged(capped, best_epoch=8)  # peaked before the cap
+    assert converged({**capped, "epochs_run": 8, "stopped_early": True}, best_epoch=4)
 
 
 def test_cached_teacher_logits_equal_fresh_ones(grid):

@@ -16,7 +16,8 @@ from brcd.config import REPO_ROOT
 from brcd.data.splits import Splits
 
 TEST_CONFIG = REPO_ROOT / "config" / "test.yaml"
-STUDENT = "results/synthetic/16/student/cibhash/tteacher/tstudent/{kd}/seed0"
+#: the tiny grid has one seed and one λ (1): every student run is the candidate lambda1 (none: lambda0)
+STUDENT = "results/synthetic/16/student/cibhash/tteacher/tstudent/{kd}/lambda{lam}/seed0"
 TEACHER = "results/synthetic/16/teacher/cibhash/tteacher/seed0"
 
 
@@ -39,11 +40,30 @@ def planned_jobs(output: str) -> dict[str, int]:
 def test_dry_run_plans_jobs(tmp_path, config):
     out = snakemake(tmp_path, "-n", "--configfile", str(REPO_ROOT / "config" / config)).stdout
     jobs = planned_jobs(out)
-    for rule in ("split", "features", "train_teacher", "encode_teacher", "cluster", "train_student", "encode", "evaluate",
+    for rule in ("split", "features", "train_teacher", "encode_teacher", "cluster", "train_student", "select_lambda", "evaluate",
                  "time_encoder", "time_search", "report"):
         assert jobs.get(rule), (rule, jobs)
     if config == "demo.yaml":
-        assert jobs["train_student"] == 13 * 2 and jobs["evaluate"] == 2 * (1 + 13 * 2) and jobs["features"] == 2
+        # per bits: seed 0 tries 3 λ for each of 12 methods (none: λ 0 only), seeds 1 and 2 the selected λ
+        students = 2 * ((1 + 12 * 3) + 2 * 13)
+        assert jobs["train_student"] == students and jobs["features"] == 2 and jobs["select_lambda"] == 2 * 13
+        assert jobs["evaluate"] == 3 * 2 + students * 2
+
+
+def test_tuned_grid_trains_candidates_then_the_selected_lambda(tmp_path):
+    """Seed 0 trains every λ candidate; select_lambda chooses; seed 1 trains only `selected`."""
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config.update(seeds=[0, 1], **{"lambda": {"default": [0.5, 2]}})
+    path = tmp_path / "tuned.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = snakemake(tmp_path, "-n", "--configfile", str(path)).stdout
+    jobs = planned_jobs(out)
+    assert jobs["train_student"] == 3 + 2 and jobs["select_lambda"] == 2 and jobs["evaluate"] == 2 + 5 * 2, jobs
+    root = "results/synthetic/16/student/cibhash/tteacher/tstudent"
+    for run in ("brcd/lambda0.5/seed0", "brcd/lambda2/seed0", "none/lambda0/seed0", "brcd/selected/seed1",
+                "none/selected/seed1"):
+        assert f"{root}/{run}/model.pt" in out, run
+    assert f"{root}/brcd/lambda2/seed1" not in out and f"{root}/brcd/selection.json" in out
 
 
 def test_tiny_config_builds_split(tmp_path):
@@ -69,6 +89,10 @@ def _bad_config(tmp_path, mutate):
     (lambda c: c.update(bits=[16, 12]), r"key `bits.1`: 12 is not a multiple of 8"),
     (lambda c: c.update(hash=[]), r"hash.*should be non-empty"),
     (lambda c: c.update(hash=["spectral"]), r"unknown value 'spectral' in `hash`; allowed values: cibhash, greedyhash"),
+    # sizes: the split job's message (key, largest valid value), before any job instead of in one
+    (lambda c: c["datasets"]["synthetic"].update(query=500), r"`datasets.synthetic.query` asks for 500 .* at most 200"),
+    (lambda c: c["datasets"]["synthetic"].update(topk=1000), r"`datasets.synthetic.topk` asks for 1000 .* at most 300"),
+    (lambda c: c["datasets"]["synthetic"].update(num_clases=4), r"`datasets.synthetic` has unknown key `num_clases`"),
 ])
 def test_bad_config_fails_before_any_job(tmp_path, mutate, expected):
     result = snakemake(tmp_path, "-n", "--configfile", str(_bad_config(tmp_path, mutate)), check=False)
@@ -88,7 +112,7 @@ def tiny_run(tmp_path_factory):
 def test_tiny_grid_end_to_end(tiny_run):
     for kd in ("none", "brcd"):
         for paradigm in ("sym", "asym"):
-            metrics = json.loads((tiny_run / STUDENT.format(kd=kd) / "metrics" / f"{paradigm}.json").read_text())
+            metrics = json.loads((tiny_run / STUDENT.format(kd=kd, lam=0 if kd == "none" else 1) / "metrics" / f"{paradigm}.json").read_text())
             assert metrics["kd"] == kd and metrics["paradigm"] == paradigm and 0 <= metrics["metrics"]["map@50"] <= 1
     assert (tiny_run / TEACHER / "metrics" / "teacher.json").exists()
     assert (tiny_run / "results/timing/search/16.json").exists()
@@ -102,7 +126,7 @@ def test_tiny_grid_end_to_end(tiny_run):
 
 def test_brcd_aligns_the_student_better_than_no_kd(tiny_run):
     """BRCD lowers the teacher-student distance (ISD) in the asymmetric paradigm."""
-    isd = {kd: json.loads((tiny_run / STUDENT.format(kd=kd) / "metrics" / "asym.json").read_text())["metrics"]["isd"]
+    isd = {kd: json.loads((tiny_run / STUDENT.format(kd=kd, lam=0 if kd == "none" else 1) / "metrics" / "asym.json").read_text())["metrics"]["isd"]
            for kd in ("none", "brcd")}
     assert isd["brcd"] < isd["none"] - 0.05, isd
 
@@ -110,7 +134,7 @@ def test_brcd_aligns_the_student_better_than_no_kd(tiny_run):
 def test_removing_one_cell_reruns_only_that_cell(tiny_run):
     up_to_date = snakemake(tiny_run, "-n", "--configfile", str(TEST_CONFIG))
     assert "Nothing to be done" in up_to_date.stdout + up_to_date.stderr
-    cell = tiny_run / STUDENT.format(kd="brcd")
+    cell = tiny_run / STUDENT.format(kd="brcd", lam=1)
     backup = tiny_run / "backup"
     shutil.copytree(cell, backup)
     try:
@@ -118,11 +142,123 @@ def test_removing_one_cell_reruns_only_that_cell(tiny_run):
             path = cell / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         jobs = planned_jobs(snakemake(tiny_run, "-n", "--configfile", str(TEST_CONFIG)).stdout)
-        assert jobs == {"train_student": 1, "encode": 1, "evaluate": 2, "report": 1, "all": 1}, jobs
+        # the λ selection reads the candidate's model.pt, so it is redone too (one candidate: λ = 1)
+        assert jobs == {"train_student": 1, "select_lambda": 1, "evaluate": 2, "report": 1, "all": 1}, jobs
         # Naming one metrics file builds only what that cell needs.
-        target = str(Path(STUDENT.format(kd="brcd")) / "metrics" / "asym.json")
+        target = str(Path(STUDENT.format(kd="brcd", lam=1)) / "metrics" / "asym.json")
         jobs = planned_jobs(snakemake(tiny_run, "-n", target, "--configfile", str(TEST_CONFIG)).stdout)
-        assert jobs == {"train_student": 1, "encode": 1, "evaluate": 1}, jobs
+        assert jobs == {"train_student": 1, "evaluate": 1}, jobs
     finally:
         shutil.rmtree(cell)
         shutil.copytree(backup, cell)
+
+
+# ---------------------------------------------------------------- effective config, interpreter, advice
+
+CLUSTERS_FILE = "results/synthetic/16/clusters/cibhash/tteacher/seed0/clusters.parquet"
+#: the rules downstream of a student's settings (a student's λ selection included)
+STUDENT_AND_AFTER = {"train_student", "select_lambda", "evaluate", "report", "all"}
+
+
+def _config_with_student_lr(lr):
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config["train"]["student"]["lr"] = lr
+    return config
+
+
+def test_effective_config_is_named_by_its_content(tmp_path):
+    from brcd.config import validate_schema
+    from brcd.workflow import write_effective_config
+
+    config = validate_schema(yaml.safe_load(TEST_CONFIG.read_text()))
+    first = Path(write_effective_config(config, tmp_path))
+    written = first.stat().st_mtime_ns
+    second = Path(write_effective_config(validate_schema(_config_with_student_lr(0.1)), tmp_path))
+    assert first != second and first.name.startswith("test-") and second.name.startswith("test-")
+    assert yaml.safe_load(first.read_text())["train"]["student"]["lr"] == 0.003  # never rewritten in place
+    assert yaml.safe_load(second.read_text())["train"]["student"]["lr"] == 0.1
+    assert Path(write_effective_config(config, tmp_path)) == first and first.stat().st_mtime_ns == written
+    first.write_text("damaged")
+    write_effective_config(config, tmp_path)
+    assert yaml.safe_load(first.read_text()) == config
+
+
+def test_jobs_run_the_python_that_runs_snakemake(tmp_path):
+    import os
+
+    from brcd.errors import BrcdError
+    from brcd.workflow import BRCD_COMMAND, CONFIG_ENV, prepare_job_environment
+
+    assert BRCD_COMMAND == "python3 -m brcd"  # no interpreter path in any rule's parameters
+    env = {"PATH": "/usr/bin:/bin"}
+    prepare_job_environment("results/.config/test-0.yaml", env, sys.executable)
+    prepare_job_environment("results/.config/test-0.yaml", env, sys.executable)
+    assert env["PATH"] == os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+    assert env[CONFIG_ENV] == "results/.config/test-0.yaml"
+    with pytest.raises(BrcdError, match=r"has no python3; run Snakemake from this project's environment"):
+        prepare_job_environment("x.yaml", {}, str(tmp_path / "python"))
+
+
+def _moved_environment(tmp_path) -> Path:
+    """This virtualenv at another path (its pyvenv.cfg, the base interpreter, its packages):
+    what recreating .venv elsewhere, or a cluster node with another path, gives."""
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("the tests do not run in a virtualenv")
+    moved = tmp_path / "elsewhere" / "venv"
+    (moved / "bin").mkdir(parents=True)
+    shutil.copy(Path(sys.prefix) / "pyvenv.cfg", moved / "pyvenv.cfg")
+    for name in ("python3", "python"):
+        (moved / "bin" / name).symlink_to(Path(sys._base_executable))
+    (moved / "lib").symlink_to(Path(sys.prefix) / "lib")
+    return moved / "bin" / "python3"
+
+
+def test_moved_environment_reruns_nothing(tiny_run, tmp_path):
+    python = _moved_environment(tmp_path)
+    cmd = [str(python), "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--directory", str(tiny_run),
+           "--cores", "2", "-n", "--configfile", str(TEST_CONFIG)]
+    result = subprocess.run(cmd, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr, result.stdout
+
+
+def test_dry_run_of_an_edited_config_changes_nothing_a_run_reads(tiny_run, tmp_path):
+    """A dry run of an edited config cannot change the settings the jobs of a running
+    workflow read; its new effective-config name reruns only the jobs the edit affects
+    (and so does writing the config with its keys in another order: sorted here)."""
+    folder = tiny_run / "results" / ".config"
+    before = {path.name: path.read_text() for path in folder.iterdir()}
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(_config_with_student_lr(0.001), sort_keys=True))
+    jobs = planned_jobs(snakemake(tiny_run, "-n", "--configfile", str(edited)).stdout)
+    assert jobs["train_student"] >= 2 and set(jobs) <= STUDENT_AND_AFTER, jobs  # no split, bank, teacher, timing
+    assert {name: (folder / name).read_text() for name in before} == before
+    up_to_date = snakemake(tiny_run, "-n", "--configfile", str(TEST_CONFIG))
+    assert "Nothing to be done" in up_to_date.stdout + up_to_date.stderr
+
+
+def test_clusters_mismatch_names_a_command_that_rebuilds_them(tiny_run, monkeypatch, tmp_path):
+    import shlex
+
+    from brcd.cluster import load_clusters
+    from brcd.errors import BrcdError
+
+    monkeypatch.chdir(tiny_run)  # paths as the jobs see them
+    with pytest.raises(BrcdError) as error:
+        load_clusters(CLUSTERS_FILE, {"teacher": "teacher/cibhash/another"})
+    command = re.search(r"`(snakemake [^`]+)`", str(error.value))
+    assert command, str(error.value)
+    args = [{"N": "2", "CONFIG": str(TEST_CONFIG)}.get(arg, arg) for arg in shlex.split(command.group(1))[1:]]
+    assert args[-2:] == ["--forcerun", CLUSTERS_FILE]
+    jobs = planned_jobs(snakemake(tiny_run, "-n", *args).stdout)
+    assert jobs["cluster"] == 1 and jobs["train_student"] >= 1 and set(jobs) <= {"cluster"} | STUDENT_AND_AFTER, jobs
+    # what the message used to advise: deleting the file rebuilds nothing
+    backup = tmp_path / "clusters.parquet"
+    shutil.copy(tiny_run / CLUSTERS_FILE, backup)
+    try:
+        (tiny_run / CLUSTERS_FILE).unlink()
+        deleted = snakemake(tiny_run, "-n", "--configfile", str(TEST_CONFIG))
+        assert "Nothing to be done" in deleted.stdout + deleted.stderr
+        assert planned_jobs(snakemake(tiny_run, "-n", *args).stdout) == jobs
+    finally:
+        shutil.copy(backup, tiny_run / CLUSTERS_FILE)

@@ -22,7 +22,22 @@ from brcd.errors import ConfigError
 # Importing the modules registers the methods.
 from brcd.distill import none, kd, rkd, pkt, sp, crd, crcd, sskd, packd, brcd  # noqa: E402,F401
 
-__all__ = ["KD_LOSSES", "KDBatch", "DistillLoss", "create_distill_loss"]
+__all__ = ["KD_LOSSES", "KDBatch", "DistillLoss", "check_kd_settings", "create_distill_loss"]
+
+
+def check_kd_settings(config: Mapping[str, Any], source: str = "config") -> None:
+    """Config check: every `kd_settings` entry names a registered method, and every setting is one
+    that method declares (its class's ``defaults``); errors name the key and list the allowed ones."""
+    settings = config.get("kd_settings") or {}
+    merged = {**config.get("brcd", {}), **settings}
+    for name in settings:
+        if name not in KD_LOSSES:
+            raise ConfigError(f"{source}: `kd_settings.{name}`: no distillation method {name!r}; "
+                              f"allowed: {', '.join(KD_LOSSES.names())}")
+        try:
+            KD_LOSSES.get(name).resolve_options(name, merged)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: `kd_settings.{name}`: {exc}") from None
 
 
 def create_distill_loss(name: str, bits: int, num_train: int, settings: Mapping[str, Any] | None = None,

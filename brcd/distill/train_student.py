@@ -27,7 +27,7 @@ from brcd.distill import KD_LOSSES, KDBatch, create_distill_loss
 from brcd.features import NUM_ROTATIONS, create_source
 from brcd.errors import ConfigError
 from brcd.hashing import codes_from_logits, create_objective
-from brcd.train import TrainSettings, encode_features, fit, split_validator, two_views
+from brcd.train import TrainSettings, encode_features, fit, split_validator, two_views, write_history
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +97,52 @@ def load_cell_clusters(path: str, config: Mapping, cell: Cell, splits: Splits):
     return load_clusters(path, expected, train_indices=splits.indices["train"])
 
 
+def student_lambdas(config: Mapping, cell: Cell, selection_path: str | None) -> dict[str, float]:
+    """Head (paradigm) -> the λ it is trained with: a candidate cell's own λ for both heads, or the
+    λ selected per paradigm (``selection.json`` of rule ``select_lambda``) for a ``selected`` cell."""
+    from brcd.tuning import METHOD_KEYS, PARADIGM_HEADS, candidate_lambda, check_selection, read_selection, selected_lambdas
+
+    lam = candidate_lambda(cell.variant)
+    if lam is not None:
+        return {head: lam for head in PARADIGM_HEADS}
+    if selection_path is None:
+        raise ConfigError(f"{cell.model}: a `selected` run trains the λ chosen on validation; pass its "
+                          f"{cell.selection_path()} with --selection (rule `select_lambda` builds it)")
+    record = read_selection(selection_path, {key: getattr(cell, key) for key in METHOD_KEYS})
+    check_selection(record, config, cell.kd, selection_path)
+    return selected_lambdas(record)
+
+
+def kd_settings(config: Mapping) -> dict:
+    """What :func:`brcd.distill.create_distill_loss` reads: the `brcd` section (alpha, tau of the BRCD
+    variants) and the per-method `kd_settings`."""
+    return {**config.get("brcd", {}), **config.get("kd_settings", {})}
+
+
 def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoint: str, out: str,
                   log_path: str | None = None, student_bank: str | None = None, teacher_bank: str | None = None,
-                  clusters_path: str | None = None, device="cpu") -> dict:
+                  clusters_path: str | None = None, device="cpu", codes: Mapping[str, str] | None = None,
+                  selection_path: str | None = None) -> dict:
+    """Train, save ``model.pt``, and with ``codes`` (selected head -> path, e.g. ``{"sym": ...,
+    "asym": ...}``) also write the code files from the features already loaded: the same
+    files ``brcd encode`` writes, without a second process loading the bank again.
+
+    Each distinct λ of :func:`student_lambdas` is one training from the same seed (one when both
+    paradigms chose the same λ); the sym head comes from the sym λ's run, the asym head from the
+    asym λ's. Returns ``{"best", "history", "runs": {λ: fit result}}``.
+    """
+    from brcd.encode import check_selections, write_code_files
     from brcd.runtime import seed_everything
 
+    if codes:
+        check_selections(cell, codes)
+
     settings = TrainSettings.from_config(config, "student")
-    brcd_settings = dict(config.get("brcd", {}))
+    loss_settings = kd_settings(config)
     # Settings errors surface before any file or backbone is loaded.
     kd_class = KD_LOSSES.get(cell.kd)
-    kd_class.resolve_options(cell.kd, brcd_settings)
+    kd_class.resolve_options(cell.kd, loss_settings)
+    lambdas = student_lambdas(config, cell, selection_path)
     if kd_class.needs_clusters and clusters_path is None:
         raise ConfigError(f"{cell.kd!r} needs the teacher's clusters: run the `cluster` rule "
                           "(`brcd cluster`) and pass its clusters.parquet with --clusters")
@@ -117,44 +153,54 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
     s_source = create_source(config, cell.dataset, cell.student, splits, device, student_bank)
     t_source = create_source(config, cell.dataset, cell.teacher, splits, device, teacher_bank)
 
-    seed_everything(cell.seed)
-    spec = head_spec(backbone_options(config, cell.student), cell.bits, s_source.feature_dim)
-    head = build_head(spec).to(device)
-    objective = create_objective(cell.hash, cell.bits).to(device)
-    kd_loss = create_distill_loss(cell.kd, cell.bits, num_train, brcd_settings, clusters).to(device)
-    lam = float(brcd_settings.get("lambda", 1.0))
-
     topk = dataset_options(config, cell.dataset)["topk"]
     teacher_database = encode_features(teacher_head, t_source.clean(splits.indices["database"]))
     validator = split_validator(s_source, splits, topk, {"sym": None, "asym": teacher_database})
-    teacher = TeacherLogits(teacher_head, t_source, num_train, rotations=kd_loss.needs_rotations)
+    teacher = TeacherLogits(teacher_head, t_source, num_train, rotations=kd_class.needs_rotations)
+    spec = head_spec(backbone_options(config, cell.student), cell.bits, s_source.feature_dim)
 
-    def step(pos, v1, v2):
-        s1, s2 = two_views(head, s_source, pos, v1, v2)
-        t1, t2 = teacher.views(pos, v1), teacher.views(pos, v2)
-        batch = KDBatch(
-            index=torch.as_tensor(pos, dtype=torch.long, device=s1.device),
-            s_logits=(s1, s2), s_codes=(objective.codes(s1), objective.codes(s2)),
-            t_logits=(t1, t2), t_codes=(codes_from_logits(t1).float(), codes_from_logits(t2).float()),
-        )
-        if kd_loss.needs_rotations:
-            batch.s_rot_logits = head(s_source.rotations(pos).flatten(0, 1)).view(len(pos), NUM_ROTATIONS, -1)
-            batch.t_rot_logits = teacher.rotations(pos)
-        hash_terms, kd_terms = objective(s1, s2), kd_loss(batch)
-        return {
-            "loss": hash_terms["loss"] + lam * kd_terms["loss"],
-            **{f"hash_{k}": v for k, v in hash_terms.items()},
-            **{f"kd_{k}": v for k, v in kd_terms.items()},
-        }
+    def train_one(lam: float) -> dict:
+        seed_everything(cell.seed)  # every λ starts from the same initialisation and draws
+        head = build_head(spec).to(device)
+        objective = create_objective(cell.hash, cell.bits).to(device)
+        kd_loss = create_distill_loss(cell.kd, cell.bits, num_train, loss_settings, clusters).to(device)
 
-    result = fit({"head": head, "objective": objective, "kd": kd_loss}, step, num_train, s_source.num_views,
-                 settings, cell.seed, validator, head, log_path, desc=cell.model)
-    best = result["best"]
-    metadata = {**cell.metadata(config), "split": splits.fingerprint, "lambda": lam}
+        def step(pos, v1, v2):
+            s1, s2 = two_views(head, s_source, pos, v1, v2)
+            t1, t2 = teacher.views(pos, v1), teacher.views(pos, v2)
+            batch = KDBatch(
+                index=torch.as_tensor(pos, dtype=torch.long, device=s1.device),
+                s_logits=(s1, s2), s_codes=(objective.codes(s1), objective.codes(s2)),
+                t_logits=(t1, t2), t_codes=(codes_from_logits(t1).float(), codes_from_logits(t2).float()),
+            )
+            if kd_loss.needs_rotations:
+                batch.s_rot_logits = head(s_source.rotations(pos).flatten(0, 1)).view(len(pos), NUM_ROTATIONS, -1)
+                batch.t_rot_logits = teacher.rotations(pos)
+            hash_terms, kd_terms = objective(s1, s2), kd_loss(batch)
+            return {
+                "loss": hash_terms["loss"] + lam * kd_terms["loss"],
+                **{f"hash_{k}": v for k, v in hash_terms.items()},
+                **{f"kd_{k}": v for k, v in kd_terms.items()},
+            }
+
+        return fit({"head": head, "objective": objective, "kd": kd_loss}, step, num_train, s_source.num_views,
+                   settings, cell.seed, validator, head, None, desc=f"{cell.model} λ={lam:g}")
+
+    runs = {lam: train_one(lam) for lam in dict.fromkeys(lambdas.values())}
+    best = {name: runs[lam]["best"][name] for name, lam in lambdas.items()}
+    history = [{"lambda": lam, **row} for lam, result in runs.items() for row in result["history"]]
+    if log_path is not None:
+        write_history(log_path, history)
+    metadata = {**cell.metadata(config), "split": splits.fingerprint, "lambda": dict(lambdas),
+                "runs": {name: runs[lam]["run"] for name, lam in lambdas.items()}}
     save_checkpoint(out, spec, {name: b["state"] for name, b in best.items()}, best, metadata)
-    log.info("%s: best val mAP@K sym %.4f (epoch %d), asym %.4f (epoch %d) -> %s", cell.model,
-             best["sym"]["map"], best["sym"]["epoch"], best["asym"]["map"], best["asym"]["epoch"], out)
-    return result
+    log.info("%s: best val mAP@K sym %.4f (λ %g, epoch %d), asym %.4f (λ %g, epoch %d) -> %s", cell.model,
+             best["sym"]["map"], lambdas["sym"], best["sym"]["epoch"], best["asym"]["map"], lambdas["asym"],
+             best["asym"]["epoch"], out)
+    if codes:  # encode what was saved, exactly as `brcd encode` would read it back
+        write_code_files(load_checkpoint(out), s_source, splits, {**cell.metadata(config), "split": splits.fingerprint},
+                         codes, device)
+    return {"best": best, "history": history, "runs": runs}
 
 
 def configure_parser(parser) -> None:
@@ -170,6 +216,9 @@ def configure_parser(parser) -> None:
     parser.add_argument("--clusters", help="clusters.parquet of the teacher (BRCD variants)")
     parser.add_argument("--out", required=True, help="model.pt to write")
     parser.add_argument("--log", help="per-epoch log (TSV)")
+    parser.add_argument("--selection", help="selection.json of rule select_lambda (cells with --variant selected)")
+    parser.add_argument("--codes", help="also write codes.parquet (head selected for sym), as `brcd encode` does")
+    parser.add_argument("--codes-asym", help="also write codes_asym.parquet (head selected for asym)")
     add_runtime_arguments(parser)
 
 
@@ -178,5 +227,6 @@ def run(args) -> None:
     from brcd.runtime import load_stage
 
     config, device = load_stage(args)
+    codes = {name: path for name, path in (("sym", args.codes), ("asym", args.codes_asym)) if path}
     train_student(config, cell_from_args(args), args.split, args.teacher_checkpoint, args.out, args.log,
-                  args.student_bank, args.teacher_bank, args.clusters, device)
+                  args.student_bank, args.teacher_bank, args.clusters, device, codes, args.selection)

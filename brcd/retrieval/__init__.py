@@ -7,6 +7,7 @@ from brcd.retrieval.metrics import (
     pack_labels,
     pr_by_radius,
     retrieval_metrics,
+    retrieval_results,
     tie_aware_average_precision,
 )
 
@@ -20,6 +21,7 @@ __all__ = [
     "pack_labels",
     "pr_by_radius",
     "retrieval_metrics",
+    "retrieval_results",
     "search_threads",
     "tie_aware_average_precision",
     "topk",

@@ -51,6 +51,7 @@ from brcd.retrieval import kernels
 from brcd.retrieval.hamming import (
     CountingSearch,
     SearchDatabase,
+    as_packed,
     as_words,
     buckets,
     check_pair,
@@ -81,12 +82,40 @@ def pack_labels(labels, what: str = "labels") -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.shape[1] == 0:
         raise DataError(f"{what}: expected a multi-hot N x C label matrix, got shape {labels.shape}")
-    packed = np.packbits(labels != 0, axis=1, bitorder="little")
+    check_multi_hot(labels, what)
+    packed = np.packbits(labels if labels.dtype == np.bool_ else labels != 0, axis=1, bitorder="little")
     n_bytes = packed.shape[1]
     width = next((w for w in (1, 2, 4) if n_bytes <= w), -(-n_bytes // 8) * 8)
     out = np.zeros((len(packed), width), dtype=np.uint8)
     out[:, :n_bytes] = packed
     return out.view({1: np.uint8, 2: np.uint16, 4: np.uint32}.get(width, np.uint64))
+
+
+def check_multi_hot(labels: np.ndarray, what: str = "labels") -> None:
+    """Labels must be 0/1 multi-hot (bool, integer or float 0.0/1.0); anything else raises.
+
+    Relevance is "shares a label", so -1/+1 labels, label indices or scores
+    read as multi-hot would make nearly everything relevant. O(N x C), no copy
+    for bool and unsigned labels (one max), one boolean temporary for floats.
+    """
+    kind = labels.dtype.kind
+    if kind == "b" or labels.size == 0:
+        return
+    if kind == "u":
+        bad = labels.max() > 1
+    elif kind == "i":
+        bad = labels.min() < 0 or labels.max() > 1
+    elif kind == "f":
+        bad = bool(((labels != 0) & (labels != 1)).any())  # also catches NaN
+    else:
+        raise DataError(f"{what}: expected 0/1 multi-hot labels, got an array of dtype {labels.dtype}")
+    if bad:
+        found = np.unique(labels[(labels != 0) & (labels != 1)])[:5].tolist()
+        raise DataError(
+            f"{what} must be 0/1 multi-hot vectors, but contain other values ({found}); "
+            "-1/+1 labels or class indices would make nearly every item relevant. Convert them first, "
+            "e.g. (labels > 0).astype(np.uint8) for -1/+1 labels, or one-hot encode class indices"
+        )
 
 
 def _check_labels(query_labels, database_labels, n_query: int, n_database: int) -> tuple[np.ndarray, np.ndarray]:
@@ -197,13 +226,16 @@ def tie_aware_average_precision(counts: np.ndarray, relevant: np.ndarray, k: int
     """
     counts = np.asarray(counts, dtype=np.int64)
     relevant = np.asarray(relevant, dtype=np.int64)
+    _check_histograms(counts, relevant, k)
     n_query = len(counts)
     rows = np.arange(n_query)
     cum_n, cum_r = np.cumsum(counts, axis=1), np.cumsum(relevant, axis=1)
     before_n, before_r = cum_n - counts, cum_r - relevant
     total = int(cum_n[:, -1].max())
     if k > cum_n[:, -1].min():
-        raise ValueError(f"k = {k} exceeds the database size")
+        query = int(np.argmin(cum_n[:, -1]))
+        raise ValueError(f"k = {k} exceeds the database size (query {query}'s histogram counts "
+                         f"{int(cum_n[query, -1])} items)")
     harm = _harmonic(total)
     boundary = np.argmax(cum_n >= k, axis=1)
 
@@ -232,6 +264,29 @@ def tie_aware_average_precision(counts: np.ndarray, relevant: np.ndarray, k: int
         result[sel] = _boundary_expectation(full_sum[sel], n_b[sel], r_b[sel], c_b[sel], t[sel], h0_b[sel],
                                             h1_b[sel], low[sel], sizes[sel], log_fact)
     return result
+
+
+def _check_histograms(counts: np.ndarray, relevant: np.ndarray, k) -> None:
+    """Input checks of :func:`tie_aware_average_precision` (vectorised, O(Q x L))."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer (the number of ranked items to score); got {k!r}")
+    if counts.ndim != 2 or counts.shape != relevant.shape or counts.shape[0] == 0 or counts.shape[1] == 0:
+        raise ValueError(
+            f"counts and relevant must be non-empty Q x (L+1) histograms of the same shape; "
+            f"got {counts.shape} and {relevant.shape}"
+        )
+    problems = []
+    if (counts < 0).any():
+        problems.append("negative item counts")
+    if (relevant < 0).any():
+        problems.append("negative relevant counts")
+    over = relevant > counts
+    if over.any():
+        q, d = np.argwhere(over)[0]
+        problems.append(f"more relevant items than items at one distance (query {q}, distance {d}: "
+                        f"{relevant[q, d]} relevant of {counts[q, d]})")
+    if problems:
+        raise ValueError(f"inconsistent distance histograms: {'; '.join(problems)}")
 
 
 def _boundary_expectation(full_sum, n_b, r_b, c_b, t, h0_b, h1_b, low, sizes, log_fact) -> np.ndarray:
@@ -303,7 +358,12 @@ def pr_by_radius(counts: np.ndarray, relevant: np.ndarray) -> dict:
 
 
 def isd(teacher_codes, student_codes) -> float:
-    """Mean normalised Hamming distance between two encoders' codes of the same images."""
+    """Mean normalised Hamming distance between two encoders' codes of the same images.
+
+    Both must be packed codes: unpacked 0/1 bytes are rejected by
+    :func:`~brcd.retrieval.hamming.as_packed` (they would give an ISD 8x too small).
+    """
+    teacher_codes, student_codes = as_packed(teacher_codes, "teacher codes"), as_packed(student_codes, "student codes")
     teacher_codes, student_codes = check_pair(teacher_codes, student_codes)
     return float(paired_distances(teacher_codes, student_codes).mean() / code_bits(teacher_codes))
 
@@ -351,14 +411,27 @@ def retrieval_metrics(query, database, query_labels, database_labels, k: int,
     Keys: ``map@{k}``, ``map@{k}_tie_aware``, ``precision@k`` ({str(k'): value}),
     and with ``full``: ``map_all``, ``map_all_tie_aware``, ``pr_curve``.
     """
+    return retrieval_results(query, database, query_labels, database_labels, k, precision_at, full=full)[0]
+
+
+def retrieval_results(query, database, query_labels, database_labels, k: int,
+                      precision_at: Iterable[int] = DEFAULT_PRECISION_KS, *,
+                      full: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """:func:`retrieval_metrics` and the per-query values behind its top-K means.
+
+    The second item holds one value per query row: ``ap@{k}``, ``ap@{k}_tie_aware``
+    and ``relevant@{k}`` (relevant items among the first k). Two evaluations on
+    the same queries can be compared query by query with them (:mod:`brcd.stats`).
+    """
     query, database = search_pair(query, database)  # the database is prepared once for both passes
     k = check_topk(k, len(database), "--topk")
     q_masks, db_masks = _check_labels(query_labels, database_labels, len(query), len(database))
     cutoffs = precision_ks(precision_at, k, len(database))
     ap_k, hits, counts, relevant = topk_statistics(query, database, q_masks, db_masks, k, cutoffs)
+    ap_k_tie_aware = tie_aware_average_precision(counts, relevant, k)
     metrics = {
         f"map@{k}": float(ap_k.mean()),
-        f"map@{k}_tie_aware": float(tie_aware_average_precision(counts, relevant, k).mean()),
+        f"map@{k}_tie_aware": float(ap_k_tie_aware.mean()),
         "precision@k": {str(c): float(hits[:, i].mean() / c) for i, c in enumerate(cutoffs)},
     }
     if full:
@@ -366,4 +439,6 @@ def retrieval_metrics(query, database, query_labels, database_labels, k: int,
         metrics["map_all"] = float(ap_all.mean())
         metrics["map_all_tie_aware"] = float(tie_aware_average_precision(counts, relevant, len(database)).mean())
         metrics["pr_curve"] = pr_by_radius(counts, relevant)
-    return metrics
+    per_query = {f"ap@{k}": ap_k, f"ap@{k}_tie_aware": ap_k_tie_aware,
+                 f"relevant@{k}": hits[:, list(cutoffs).index(k)]}
+    return metrics, per_query

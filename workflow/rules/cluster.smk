@@ -16,8 +16,7 @@ rule cluster:
         "../../environment.yml"
     params:
         brcd=BRCD,
-        config=CONFIG_FILE,
         settings=lambda w: cluster_settings(config["brcd"]),
     shell:
-        "{params.brcd} cluster --config {params.config} --teacher-codes {input.codes} --split {input.split}"
+        "{params.brcd} cluster --config $BRCD_CONFIG --teacher-codes {input.codes} --split {input.split}"
         " --seed {wildcards.seed} --out {output} > {log} 2>&1"

@@ -1,18 +1,24 @@
 # Shared setup, loaded first: config validation, the effective config file
 # the CLI reads, path templates and input helpers (all from brcd).
-import sys
-
 from snakemake.utils import min_version, validate
 
 from brcd import cells
 from brcd.cluster import cluster_settings
 from brcd.config import check_config, validate_schema
+from dataclasses import replace
+
+from brcd.tuning import SELECTED, format_lambda, lambda_grid, tuning_seed, variant_of
 from brcd.workflow import (
+    BRCD_COMMAND,
     bank_path,
     metrics_targets,
     model_cell,
     needs_clusters,
     option,
+    per_query_targets,
+    selection_targets,
+    prepare_job_environment,
+    sort_config_keys,
     timing_targets,
     write_effective_config,
 )
@@ -24,13 +30,26 @@ min_version("9.0")
 validate_schema(config, "config")
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config, "config")
+# Rules' `settings` params hold config sections, compared by repr: with every
+# mapping sorted, reordering the keys of a config file reruns nothing.
+sort_config_keys(config)
 
 # All jobs hand the CLI this one file (the validated config with defaults,
-# including any `--config key=value` overrides); rewritten only when it changes.
+# including any `--config key=value` overrides), results/.config/{name}-{hash}.yaml:
+# named by its content, so it is never rewritten with other settings (a dry run
+# of an edited config cannot change what running jobs read). Jobs get its path in
+# $BRCD_CONFIG, not as a parameter of their rules, because the name changes with
+# every edit, and an edit must rerun only the jobs whose own `settings` or
+# `config_hash` parameters changed.
 CONFIG_FILE = write_effective_config(config)
 
-# The brcd CLI of the Python environment running Snakemake (no PATH assumptions).
-BRCD = f"{sys.executable} -m brcd"
+# Jobs run `python3 -m brcd` with the python3 first on their PATH, which is the
+# interpreter running Snakemake (its folder is put first on PATH here, so
+# .venv/bin/snakemake works without activating .venv), or under `--sdm conda` the
+# conda environment Snakemake activates inside the job. No interpreter path in
+# the jobs' parameters, so moving or recreating the environment reruns nothing.
+prepare_job_environment(CONFIG_FILE)
+BRCD = BRCD_COMMAND
 
 # Paths of cells and their files (SPEC §9) are defined once, in brcd.cells.
 
@@ -40,7 +59,19 @@ def teacher_cell(w):
 
 
 def student_cell(w):
-    return cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, int(w.seed), w.student, w.kd)
+    return cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, int(w.seed), w.student, w.kd, w.variant)
+
+
+def selection_input(cell):
+    """A `selected` run reads the λ chosen on the tuning seed's candidates; candidates need nothing."""
+    return [cell.selection_path()] if cell.variant == SELECTED else []
+
+
+def candidate_models(w):
+    """The tuning seed's model.pt of every λ candidate of one method, in grid order (rule select_lambda)."""
+    method = cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, tuning_seed(config), w.student, w.kd)
+    return [cells.STUDENT_MODEL.format(**replace(method, variant=variant_of(lam)).parameters())
+            for lam in lambda_grid(config, w.kd)]
 
 
 def cell_hash(wildcards):
@@ -58,6 +89,7 @@ def student_inputs(w):
     }
     if needs_clusters(w.kd):
         inputs["clusters"] = [cells.CLUSTERS.format(**w)]
+    inputs["selection"] = selection_input(student_cell(w))
     return inputs
 
 
@@ -70,4 +102,7 @@ def evaluate_inputs(w):
     if cell.role == "student":
         codes = cells.STUDENT_CODES_ASYM if w.paradigm == "asym" else cells.STUDENT_CODES
         inputs["student_codes"] = codes.format(**cell.parameters())
+        # a selected run's metrics file records the choice (λ and every candidate's validation score);
+        # candidates need no selection, so naming one builds only that cell
+        inputs["selection"] = selection_input(cell)
     return inputs

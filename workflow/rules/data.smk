@@ -12,8 +12,7 @@ rule split:
         "../../environment.yml"
     params:
         brcd=BRCD,
-        config=CONFIG_FILE,
         # the split's own settings: changing them rebuilds the split (and all that follows)
         settings=lambda w: {"dataset": config["datasets"][w.dataset], "split_seed": config["split_seed"]},
     shell:
-        "{params.brcd} split --config {params.config} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "{params.brcd} split --config $BRCD_CONFIG --dataset {wildcards.dataset} --out {output} > {log} 2>&1"

@@ -1,4 +1,7 @@
-# Stage 5b: student hashing heads distilled from a trained teacher.
+# Stage 5b: student hashing heads distilled from a trained teacher, and 5c: the
+# λ of each method chosen on validation (brcd/tuning.py). With the tuning seed
+# every λ candidate is its own cell (.../{kd}/lambda{λ}/seed{seed}); the other
+# seeds train only the selected λ (.../{kd}/selected/seed{seed}).
 
 
 rule train_student:
@@ -7,10 +10,14 @@ rule train_student:
     output:
         model=cells.STUDENT_MODEL,
         history=cells.STUDENT_HISTORY,
+        # both heads' codes (selected for sym and for asym), written by the same job from the features it
+        # already holds: a separate encode job would pay start-up and bank loading again (issue: demo budget)
+        sym=cells.STUDENT_CODES,
+        asym=cells.STUDENT_CODES_ASYM,
     log:
-        "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/seed{seed}.log",
+        "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/{variant}/seed{seed}.log",
     benchmark:
-        "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/seed{seed}.bench.tsv"
+        "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/{variant}/seed{seed}.bench.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -18,43 +25,40 @@ rule train_student:
         "../../environment.yml"
     params:
         brcd=BRCD,
-        config=CONFIG_FILE,
         banks=lambda w, input: " ".join(
             [option("--student-bank", input.student_bank), option("--teacher-bank", input.teacher_bank)]
         ),
         clusters=lambda w, input: option("--clusters", input.clusters),
+        selection=lambda w, input: option("--selection", input.selection),
         config_hash=lambda w: student_cell(w).config_hash(config),
     shell:
-        "{params.brcd} train-student --config {params.config} --dataset {wildcards.dataset} --bits {wildcards.bits}"
+        "{params.brcd} train-student --config $BRCD_CONFIG --dataset {wildcards.dataset} --bits {wildcards.bits}"
         " --hash {wildcards.hash} --teacher {wildcards.teacher} --student {wildcards.student}"
-        " --kd {wildcards.kd} --seed {wildcards.seed} --split {input.split}"
-        " --teacher-checkpoint {input.teacher} {params.banks} {params.clusters}"
-        " --out {output.model} --log {output.history} --threads {threads} > {log} 2>&1"
+        " --kd {wildcards.kd} --variant {wildcards.variant} --seed {wildcards.seed} --split {input.split}"
+        " --teacher-checkpoint {input.teacher} {params.banks} {params.clusters} {params.selection}"
+        " --out {output.model} --log {output.history} --codes {output.sym} --codes-asym {output.asym}"
+        " --threads {threads} > {log} 2>&1"
 
 
-# Both heads of a student (selected for sym and for asym) in one job.
-rule encode:
+rule select_lambda:
     input:
-        split=cells.SPLIT,
-        model=cells.STUDENT_MODEL,
-        bank=lambda w: bank_path(config, w.dataset, w.student),
+        candidate_models,
     output:
-        sym=cells.STUDENT_CODES,
-        asym=cells.STUDENT_CODES_ASYM,
+        cells.SELECTION,
     log:
-        "logs/encode/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/seed{seed}.log",
+        "logs/select_lambda/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}.log",
     benchmark:
-        "logs/encode/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/seed{seed}.bench.tsv"
+        "logs/select_lambda/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}.bench.tsv"
     threads: 1
     conda:
         "../../environment.yml"
     params:
         brcd=BRCD,
-        config=CONFIG_FILE,
-        bank=lambda w, input: option("--bank", input.bank),
-        model=lambda w: student_cell(w).model,
+        candidates=lambda w, input: " ".join(
+            f"{format_lambda(lam)}={path}" for lam, path in zip(lambda_grid(config, w.kd), input)
+        ),
+        tuning_seed=tuning_seed(config),
     shell:
-        "{params.brcd} encode --config {params.config} --dataset {wildcards.dataset} --bits {wildcards.bits}"
-        " --model {params.model} --seed {wildcards.seed} --split {input.split}"
-        " --checkpoint {input.model} {params.bank} --out {output.sym} --out-asym {output.asym}"
-        " --threads {threads} > {log} 2>&1"
+        "{params.brcd} select --config $BRCD_CONFIG --dataset {wildcards.dataset} --bits {wildcards.bits}"
+        " --hash {wildcards.hash} --teacher {wildcards.teacher} --student {wildcards.student} --kd {wildcards.kd}"
+        " --seed {params.tuning_seed} --candidates {params.candidates} --out {output} > {log} 2>&1"

@@ -5,7 +5,8 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        cells.METRICS,
+        metrics=cells.METRICS,
+        queries=cells.PER_QUERY,
     log:
         "logs/evaluate/{dataset}/{bits}/{model}/seed{seed}/{paradigm}.log",
     benchmark:
@@ -20,8 +21,9 @@ rule evaluate:
         topk=lambda w: config["datasets"][w.dataset]["topk"],
         cell=lambda w: " ".join(f"{k}={v}" for k, v in model_cell(w).parameters().items()),
         student=lambda w, input: option("--student-codes", input.get("student_codes", [])),
+        selection=lambda w, input: option("--selection", input.get("selection", [])),
         config_hash=cell_hash,
     shell:
-        "{params.brcd} evaluate --split {input.split} --teacher-codes {input.teacher_codes} {params.student}"
+        "{params.brcd} evaluate --split {input.split} --teacher-codes {input.teacher_codes} {params.student} {params.selection}"
         " --paradigm {wildcards.paradigm} --topk {params.topk} --cell {params.cell}"
-        " --config-hash {params.config_hash} --threads {threads} --out {output} > {log} 2>&1"
+        " --config-hash {params.config_hash} --threads {threads} --out {output.metrics} --out-queries {output.queries} > {log} 2>&1"

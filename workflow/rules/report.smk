@@ -1,5 +1,6 @@
-# Stage 8: the Markdown report of the grid (SPEC §7): tables from every
-# metrics file and timing file, figures beside it in reports/{name}/.
+# Stage 8: the Markdown report of the grid (SPEC §7): tables and statistics from
+# every metrics file, its per-query values and the timing files; figures beside
+# it in reports/{name}/ and the tidy results table in reports/{name}.parquet.
 import os
 
 REPORT_MD = cells.REPORT.format(name=config["name"])
@@ -9,9 +10,12 @@ REPORT_FIGURES = os.path.splitext(REPORT_MD)[0]
 rule report:
     input:
         metrics=metrics_targets(config),
+        queries=per_query_targets(config),
+        selections=selection_targets(config),
         timing=timing_targets(config),
     output:
         markdown=report(REPORT_MD, category="Report", labels={"report": config["name"]}),
+        table=cells.REPORT_TABLE.format(name=config["name"]),
         figures=report(
             directory(REPORT_FIGURES),
             patterns=["{figure}.png"],
@@ -27,6 +31,7 @@ rule report:
         "../../environment.yml"
     params:
         brcd=BRCD,
-        config=CONFIG_FILE,
+        # what the report shows besides its inputs: a changed description or grid redraws it
+        settings={key: config.get(key) for key in ("description", "seeds", "lambda", "kd_settings")},
     shell:
-        "{params.brcd} report --config {params.config} --out {output.markdown} > {log} 2>&1"
+        "{params.brcd} report --config $BRCD_CONFIG --out {output.markdown} > {log} 2>&1"

@@ -19,11 +19,10 @@ rule train_teacher:
         "../../environment.yml"
     params:
         brcd=BRCD,
-        config=CONFIG_FILE,
         bank=lambda w, input: option("--bank", input.bank),
         config_hash=lambda w: teacher_cell(w).config_hash(config),
     shell:
-        "{params.brcd} train-teacher --config {params.config} --dataset {wildcards.dataset} --bits {wildcards.bits}"
+        "{params.brcd} train-teacher --config $BRCD_CONFIG --dataset {wildcards.dataset} --bits {wildcards.bits}"
         " --hash {wildcards.hash} --teacher {wildcards.teacher} --seed {wildcards.seed}"
         " --split {input.split} {params.bank} --out {output.model} --log {output.history}"
         " --threads {threads} > {log} 2>&1"
@@ -45,10 +44,9 @@ rule encode_teacher:
         "../../environment.yml"
     params:
         brcd=BRCD,
-        config=CONFIG_FILE,
         bank=lambda w, input: option("--bank", input.bank),
         model=lambda w: teacher_cell(w).model,
     shell:
-        "{params.brcd} encode --config {params.config} --dataset {wildcards.dataset} --bits {wildcards.bits}"
+        "{params.brcd} encode --config $BRCD_CONFIG --dataset {wildcards.dataset} --bits {wildcards.bits}"
         " --model {params.model} --seed {wildcards.seed} --split {input.split}"
         " --checkpoint {input.model} {params.bank} --out {output} --threads {threads} > {log} 2>&1"

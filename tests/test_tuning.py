@@ -1,0 +1,171 @@
+"""λ per method chosen on validation (brcd.tuning): grids, the selection, no query leak, config errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from brcd.cells import Cell
+from brcd.cli import main
+from brcd.config import REPO_ROOT, load_config, validate_schema
+from brcd.data.splits import Splits
+from brcd.distill.train_student import train_student
+from brcd.errors import ConfigError
+from brcd.tuning import candidate_lambda, format_lambda, lambda_grid, select_lambda, variant_of, variants
+from tests.conftest import build_teacher_grid, rewrite_split_labels
+
+TEACHER = Cell("synthetic", 16, "cibhash", "tteacher", 0)
+GRID = [0.5, 2.0]
+
+
+def test_lambda_grids():
+    assert lambda_grid({"lambda": 1.0}, "rkd") == [1.0]
+    assert lambda_grid({"lambda": [0.3, 1, 3]}, "crd") == [0.3, 1.0, 3.0]
+    per_method = {"lambda": {"default": [0.3, 1, 3], "brcd": [1, 2]}}
+    assert lambda_grid(per_method, "brcd") == [1.0, 2.0] and lambda_grid(per_method, "kd") == [0.3, 1.0, 3.0]
+    assert lambda_grid(per_method, "none") == [0.0]  # no L_kd to weight
+    assert lambda_grid({}, "kd") == [1.0]
+    assert [format_lambda(x) for x in (0.3, 1.0, 10.0, 1e-5)] == ["0.3", "1", "10", "1e-05"]
+    assert candidate_lambda(variant_of(0.3)) == 0.3 and candidate_lambda("selected") is None
+    config = {"seeds": [4, 5], "lambda": [0.5, 2]}
+    assert variants(config, "kd", 4) == ["lambda0.5", "lambda2"] and variants(config, "kd", 5) == ["selected"]
+
+
+def test_selection_picks_the_best_validation_per_paradigm_first_on_ties():
+    scores = {0.3: {"sym": 0.50, "asym": 0.70}, 1.0: {"sym": 0.60, "asym": 0.70}, 3.0: {"sym": 0.55, "asym": 0.60}}
+    chosen = select_lambda(scores)
+    assert chosen["sym"]["lambda"] == 1.0 and chosen["asym"]["lambda"] == 0.3  # tie 0.3/1 -> first of the grid
+    assert chosen["sym"]["candidates"] == {"0.3": 0.50, "1": 0.60, "3": 0.55}
+
+
+def _config_with(tmp_path, **changes):
+    config = yaml.safe_load((REPO_ROOT / "config" / "test.yaml").read_text())
+    config.update(changes)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({"kd_settings": {"crd": {"negativs": 4096}}}, r"kd_settings.crd.*unknown setting.*'negativs'.*allowed: .*negatives"),
+    ({"kd_settings": {"crdd": {}}}, r"kd_settings.crdd.*no distillation method 'crdd'; allowed: brcd"),
+    ({"lambda": {"default": [1], "rkdd": [1]}}, r"`lambda` names 'rkdd'.*allowed keys: default, none, brcd"),
+    ({"lambda": {"default": 1, "none": 1}}, r"lambda.none.*no L_kd"),
+    ({"lambda": {"brcdd": [1]}}, r"`lambda` gives no `default` and no entry for brcd"),
+    ({"lambda": [0.1234567, 1]}, r"λ 0.1234567 needs more than 6 significant digits"),
+    ({"lambda": [1, 1.0]}, r"key `lambda`"),
+    ({"lambda": -1}, r"key `lambda`"),
+    ({"brcd": {"clusters": 4, "lambda": 1.0}}, r"`brcd.lambda` moved to the top-level `lambda`"),
+])
+def test_check_config_names_bad_tuning_settings(tmp_path, capsys, changes, expected):
+    path = _config_with(tmp_path, **changes)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(path)
+    assert main(["check-config", str(path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_kd_settings_reach_the_loss(tmp_path):
+    from brcd.distill import create_distill_loss
+    from brcd.distill.train_student import kd_settings
+
+    config = load_config(_config_with(tmp_path, kd_settings={"crd": {"negatives": 7}}))
+    loss = create_distill_loss("crd", 16, 100, kd_settings(config))
+    assert loss.options["negatives"] == 7
+
+
+# --------------------------------------------------------------------------- selection sees no query labels
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tuning")
+    config = validate_schema(yaml.safe_load((REPO_ROOT / "config" / "test.yaml").read_text()))
+    config["lambda"] = GRID
+    for role in ("teacher", "student"):
+        config["train"][role].update(epochs=4, min_epochs=4, eval_every=2)
+    build_teacher_grid(root, config)
+    config_path = root / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    return config, config_path, root
+
+
+def relabel(source, target, split: str, labels_of) -> None:
+    """A copy of a split file whose ``split`` rows get other labels (membership unchanged)."""
+    def change(index, splits, labels):
+        labels = labels.copy()
+        rows = np.flatnonzero(splits == split)
+        labels[rows] = labels_of(labels[rows])
+        return labels
+
+    rewrite_split_labels(source, target, change)
+
+
+def select_with(config, config_path, root, split_path, out_dir) -> dict:
+    """Train every λ candidate of `pkt` on ``split_path`` and run `brcd select` on them."""
+    out_dir.mkdir()
+    candidates = []
+    for lam in GRID:
+        cell = Cell("synthetic", 16, "cibhash", "tteacher", 0, "tstudent", "pkt", variant_of(lam))
+        model = out_dir / f"{format_lambda(lam)}.pt"
+        train_student(config, cell, str(split_path), str(root / "teacher.pt"), str(model),
+                      student_bank=str(root / "tstudent"), teacher_bank=str(root / "tteacher"))
+        candidates.append(f"{format_lambda(lam)}={model}")
+    out = out_dir / "selection.json"
+    argv = ["select", "--config", str(config_path), "--dataset", "synthetic", "--bits", "16", "--hash", "cibhash",
+            "--teacher", "tteacher", "--student", "tstudent", "--kd", "pkt", "--seed", "0",
+            "--candidates", *candidates, "--out", str(out)]
+    assert main(argv) == 0
+    return json.loads(out.read_text())
+
+
+def test_shuffled_query_labels_leave_the_selection_unchanged(grid, tmp_path):
+    config, config_path, root = grid
+    original = select_with(config, config_path, root, root / "split.parquet", tmp_path / "original")
+    shuffled_split = tmp_path / "shuffled_queries.parquet"
+    relabel(root / "split.parquet", shuffled_split, "query", lambda labels: np.random.default_rng(1).permutation(labels))
+    assert Splits(shuffled_split).fingerprint == Splits(root / "split.parquet").fingerprint
+    assert not np.array_equal(Splits(shuffled_split).labels(Splits(shuffled_split).indices["query"]),
+                              Splits(root / "split.parquet").labels(Splits(root / "split.parquet").indices["query"]))
+    shuffled = select_with(config, config_path, root, shuffled_split, tmp_path / "shuffled")
+    assert shuffled == original  # same λ, same validation score of every candidate
+    assert set(original["paradigms"]) == {"sym", "asym"} and original["grid"] == GRID
+    # the control: the scores that drive the selection do react to validation labels
+    val_split = tmp_path / "shuffled_val.parquet"
+    relabel(root / "split.parquet", val_split, "val", lambda labels: np.roll(labels, 1, axis=1))
+    changed = select_with(config, config_path, root, val_split, tmp_path / "val")
+    assert changed["paradigms"]["sym"]["candidates"] != original["paradigms"]["sym"]["candidates"]
+
+
+def test_selected_run_trains_each_chosen_lambda(grid, tmp_path):
+    """A `selected` run takes sym's head from the sym λ's training and asym's from the asym λ's,
+    and equals the candidate of that λ trained alone (same seed, same draws)."""
+    from brcd.checkpoint import load_checkpoint
+    from brcd.tuning import write_selection
+
+    config, _, root = grid
+    split = str(root / "split.parquet")
+    keys = {"dataset": "synthetic", "bits": 16, "hash": "cibhash", "teacher": "tteacher", "student": "tstudent",
+            "kd": "pkt"}
+    chosen = select_lambda({0.5: {"sym": 0.9, "asym": 0.1}, 2.0: {"sym": 0.1, "asym": 0.9}})
+    write_selection(tmp_path / "selection.json", keys, GRID, 0, chosen)
+    kwargs = dict(student_bank=str(root / "tstudent"), teacher_bank=str(root / "tteacher"))
+    selected = Cell("synthetic", 16, "cibhash", "tteacher", 0, "tstudent", "pkt", "selected")
+    result = train_student(config, selected, split, str(root / "teacher.pt"), str(tmp_path / "sel.pt"),
+                           selection_path=str(tmp_path / "selection.json"), **kwargs)
+    assert sorted(result["runs"]) == GRID
+    bundle = load_checkpoint(tmp_path / "sel.pt")
+    assert bundle["metadata"]["lambda"] == {"sym": 0.5, "asym": 2.0}
+    alone = Cell("synthetic", 16, "cibhash", "tteacher", 0, "tstudent", "pkt", variant_of(2.0))
+    train_student(config, alone, split, str(root / "teacher.pt"), str(tmp_path / "alone.pt"), **kwargs)
+    for name, tensor in load_checkpoint(tmp_path / "alone.pt")["heads"]["asym"].items():
+        assert torch.equal(bundle["heads"]["asym"][name], tensor)
+    with pytest.raises(ConfigError, match="pass its .*selection.json with --selection"):
+        train_student(config, selected, split, str(root / "teacher.pt"), str(tmp_path / "x.pt"), **kwargs)
+    stale = {**config, "lambda": [1.0, 4.0]}
+    with pytest.raises(ConfigError, match=r"chose among λ \[0.5, 2.0\] with seed 0, but the config's grid"):
+        train_student(stale, selected, split, str(root / "teacher.pt"), str(tmp_path / "x.pt"),
+                      selection_path=str(tmp_path / "selection.json"), **kwargs)
