@@ -987,8 +987,8 @@ def dataset_section(results: GridResults, dataset: str, figures_dir: Path, figur
                   f"NRA@{k} (overlap of the teacher's and the student's top-{k} database neighbours; "
                   "higher = closer):", "",
                   metric_table(results, dataset, pairing, methods, "nra@K"), "",
-                  "Bold: the best per column and every method not significantly worse (paired bootstrap over "
-                  "seeds; no bold with one seed).", ""]
+                  "Bold: the best per column and every method not significantly worse (paired 95% Student-t "
+                  "interval over seeds: these metrics have no per-query values; no bold with one seed).", ""]
         lines += [f"### Tie-aware mAP and precision@k{suffix}", "",
                   "Means over seeds. Tie-aware values average over all orderings of items at equal Hamming "
                   "distance; the conventional ones break ties by database order.", ""]

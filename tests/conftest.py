@@ -13,6 +13,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def job_stats(output: str) -> dict[str, int]:
+    """The 'Job stats' table Snakemake prints before running (or in a dry run): rule -> count."""
+    import re
+
+    table = output.split("Job stats:")[1].split("\n\n")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write an unsigned-byte idx file (gzipped when the name ends in .gz)."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)

@@ -27,6 +27,8 @@ from typing import Callable
 
 import pytest
 
+from tests.conftest import job_stats
+
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 MAKEFILE = REPO / "Makefile"
@@ -52,9 +54,6 @@ class Expect:
     before: Callable[[Path], None] = lambda workdir: None
 
 
-def _job_stats(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[1].split("\n\n")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
 def _grid_built(workdir: Path, output: str) -> None:
@@ -63,7 +62,7 @@ def _grid_built(workdir: Path, output: str) -> None:
 
 
 def _plans_paper_grid(workdir: Path, output: str) -> None:
-    jobs = _job_stats(output)
+    jobs = job_stats(output)
     assert jobs["train_student"] > 100 and jobs["split"] == 3, jobs
     assert not (workdir / "results/cifar10").exists()  # a dry run builds nothing
 
@@ -74,7 +73,7 @@ def _remove_cell_metrics(workdir: Path) -> None:
 
 def _rebuilt_only_that_cell(workdir: Path, output: str) -> None:
     assert (workdir / TEST_CELL).is_file()
-    assert _job_stats(output) == {"evaluate": 1}, output
+    assert job_stats(output) == {"evaluate": 1}, output
 
 
 def _html_report(workdir: Path, output: str) -> None:

@@ -39,6 +39,7 @@ import pytest
 import yaml
 
 from brcd.config import REPO_ROOT
+from tests.conftest import job_stats
 
 PROFILE = REPO_ROOT / "workflow" / "profiles" / "slurm"
 CLUSTER_UP = REPO_ROOT / "workflow" / "slurm" / "cluster-up.sh"
@@ -68,10 +69,6 @@ def run(cmd: list[str], check: bool = True, timeout: float = 120) -> subprocess.
     return result
 
 
-def job_stats(output: str) -> dict[str, int]:
-    """The 'Job stats' table Snakemake prints before running: rule -> count."""
-    table = output.split("Job stats:")[1].split("\n\n")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
 def planned_resources(output: str) -> list[tuple[str, dict[str, str]]]:

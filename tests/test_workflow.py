@@ -14,6 +14,7 @@ import yaml
 
 from brcd.config import REPO_ROOT
 from brcd.data.splits import Splits
+from tests.conftest import job_stats
 
 TEST_CONFIG = REPO_ROOT / "config" / "test.yaml"
 #: the tiny grid has one seed and one λ (1): every student run is the candidate lambda1 (none: lambda0)
@@ -30,16 +31,12 @@ def snakemake(workdir, *args, check=True):
     return result
 
 
-def planned_jobs(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run: rule -> count."""
-    table = output.split("Job stats:")[1].split("\n\n")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
 @pytest.mark.parametrize("config", ["demo.yaml", "test.yaml"])
 def test_dry_run_plans_jobs(tmp_path, config):
     out = snakemake(tmp_path, "-n", "--configfile", str(REPO_ROOT / "config" / config)).stdout
-    jobs = planned_jobs(out)
+    jobs = job_stats(out)
     for rule in ("split", "features", "train_teacher", "encode_teacher", "cluster", "train_student", "select_lambda", "evaluate",
                  "time_encoder", "time_search", "report"):
         assert jobs.get(rule), (rule, jobs)
@@ -57,7 +54,7 @@ def test_tuned_grid_trains_candidates_then_the_selected_lambda(tmp_path):
     path = tmp_path / "tuned.yaml"
     path.write_text(yaml.safe_dump(config))
     out = snakemake(tmp_path, "-n", "--configfile", str(path)).stdout
-    jobs = planned_jobs(out)
+    jobs = job_stats(out)
     assert jobs["train_student"] == 3 + 2 and jobs["select_lambda"] == 2 and jobs["evaluate"] == 2 + 5 * 2, jobs
     root = "results/synthetic/16/student/cibhash/tteacher/tstudent"
     for run in ("brcd/lambda0.5/seed0", "brcd/lambda2/seed0", "none/lambda0/seed0", "brcd/selected/seed1",
@@ -141,12 +138,12 @@ def test_removing_one_cell_reruns_only_that_cell(tiny_run):
         for name in ("model.pt", "codes.parquet", "codes_asym.parquet", "metrics"):
             path = cell / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-        jobs = planned_jobs(snakemake(tiny_run, "-n", "--configfile", str(TEST_CONFIG)).stdout)
+        jobs = job_stats(snakemake(tiny_run, "-n", "--configfile", str(TEST_CONFIG)).stdout)
         # the λ selection reads the candidate's model.pt, so it is redone too (one candidate: λ = 1)
         assert jobs == {"train_student": 1, "select_lambda": 1, "evaluate": 2, "report": 1, "all": 1}, jobs
         # Naming one metrics file builds only what that cell needs.
         target = str(Path(STUDENT.format(kd="brcd", lam=1)) / "metrics" / "asym.json")
-        jobs = planned_jobs(snakemake(tiny_run, "-n", target, "--configfile", str(TEST_CONFIG)).stdout)
+        jobs = job_stats(snakemake(tiny_run, "-n", target, "--configfile", str(TEST_CONFIG)).stdout)
         assert jobs == {"train_student": 1, "evaluate": 1}, jobs
     finally:
         shutil.rmtree(cell)
@@ -230,7 +227,7 @@ def test_dry_run_of_an_edited_config_changes_nothing_a_run_reads(tiny_run, tmp_p
     before = {path.name: path.read_text() for path in folder.iterdir()}
     edited = tmp_path / "edited.yaml"
     edited.write_text(yaml.safe_dump(_config_with_student_lr(0.001), sort_keys=True))
-    jobs = planned_jobs(snakemake(tiny_run, "-n", "--configfile", str(edited)).stdout)
+    jobs = job_stats(snakemake(tiny_run, "-n", "--configfile", str(edited)).stdout)
     assert jobs["train_student"] >= 2 and set(jobs) <= STUDENT_AND_AFTER, jobs  # no split, bank, teacher, timing
     assert {name: (folder / name).read_text() for name in before} == before
     up_to_date = snakemake(tiny_run, "-n", "--configfile", str(TEST_CONFIG))
@@ -250,7 +247,7 @@ def test_clusters_mismatch_names_a_command_that_rebuilds_them(tiny_run, monkeypa
     assert command, str(error.value)
     args = [{"N": "2", "CONFIG": str(TEST_CONFIG)}.get(arg, arg) for arg in shlex.split(command.group(1))[1:]]
     assert args[-2:] == ["--forcerun", CLUSTERS_FILE]
-    jobs = planned_jobs(snakemake(tiny_run, "-n", *args).stdout)
+    jobs = job_stats(snakemake(tiny_run, "-n", *args).stdout)
     assert jobs["cluster"] == 1 and jobs["train_student"] >= 1 and set(jobs) <= {"cluster"} | STUDENT_AND_AFTER, jobs
     # what the message used to advise: deleting the file rebuilds nothing
     backup = tmp_path / "clusters.parquet"
@@ -259,6 +256,6 @@ def test_clusters_mismatch_names_a_command_that_rebuilds_them(tiny_run, monkeypa
         (tiny_run / CLUSTERS_FILE).unlink()
         deleted = snakemake(tiny_run, "-n", "--configfile", str(TEST_CONFIG))
         assert "Nothing to be done" in deleted.stdout + deleted.stderr
-        assert planned_jobs(snakemake(tiny_run, "-n", *args).stdout) == jobs
+        assert job_stats(snakemake(tiny_run, "-n", *args).stdout) == jobs
     finally:
         shutil.copy(backup, tiny_run / CLUSTERS_FILE)
