@@ -5,6 +5,9 @@ training image are the *same augmented pixels* for teacher and student (same
 (aug_seed, image, view) in the feature bank or online); the teacher's codes of
 a view come from the teacher's trained head on the teacher backbone's features
 of that view. The student's own objective is the cell's hashing objective.
+λ comes from the cell's variant: ``lambda{λ}`` trains that candidate, and
+``selected`` the λ chosen on validation per paradigm (:mod:`brcd.tuning`,
+``selection.json``).
 
 Model selection runs on the validation split only and is tracked separately
 for the two paradigms (two best heads in ``model.pt``, like the reference
