@@ -138,16 +138,14 @@ def parse_cell(items: list[str], paradigm: Paradigm, paradigm_name: str) -> dict
     return {key: cell.get(key) for key in CELL_KEYS}
 
 
-def _model_name(cell: Mapping, role: str) -> str:
-    if role == "teacher":
-        return f"teacher/{cell['hash']}/{cell['teacher']}"
-    return f"student/{cell['hash']}/{cell['teacher']}/{cell['student']}/{cell['kd']}/{cell['variant']}"
-
-
 def expected_metadata(cell: Mapping, role: str) -> dict:
-    """What the metadata of the ``role`` code file of ``cell`` must say."""
-    keys = ("dataset", "bits", "hash", "teacher", "seed") + (("student", "kd", "variant") if role == "student" else ())
-    return {**{key: cell[key] for key in keys}, "model": _model_name(cell, role)}
+    """What the metadata of the ``role`` code file of ``cell`` must say (model name as in brcd.cells)."""
+    from brcd.cells import Cell
+
+    model = Cell(**{key: cell.get(key) for key in CELL_KEYS})
+    if role == "teacher":
+        model = model.teacher_cell()
+    return {**model.parameters(), "model": model.model}
 
 
 # --------------------------------------------------------------------------- inputs
@@ -305,29 +303,28 @@ def evaluate_cell_per_query(split_path, teacher_codes, paradigm_name: str, topk:
         "split": str(split_path),
         "search_threads": search_threads(),
         "training": metadata[cell_role].get("training"),
+        "lambda": metadata.get("student", {}).get("lambda"),  # the λ the evaluated student head was trained with
     }
     log.info("%s: mAP@%d %.4f (tie-aware %.4f), mAP(all) %.4f in %.1f s", paradigm_name, topk, metrics[f"map@{topk}"],
              metrics[f"map@{topk}_tie_aware"], metrics["map_all"], time.perf_counter() - started)
     return result, {"index": query.query_index, **per_query}
 
 
-def lambda_record(result: Mapping, selection_path: str | None) -> dict:
-    """The λ of an evaluated student head and, with its method's selection.json, how λ was chosen."""
-    from brcd.io import read_parquet_metadata
+def selection_record(result: Mapping, selection_path: str | None) -> dict | None:
+    """With a student's selection.json: how the λ of its method was chosen, and whether the
+    evaluated head's λ (``result["lambda"]``) is the one selected for this paradigm."""
     from brcd.tuning import METHOD_KEYS, format_lambda, read_selection
 
-    if result["student"] is None:
-        return {"lambda": None, "selection": None}
-    lam = read_parquet_metadata(result["codes"]["student"]).get("lambda")
-    if selection_path is None:
-        return {"lambda": lam, "selection": None}
+    if result["student"] is None or selection_path is None:
+        return None
+    lam = result["lambda"]
     record = read_selection(selection_path, {key: result[key] for key in METHOD_KEYS})
     entry = record["paradigms"][result["paradigm"]]
-    return {"lambda": lam, "selection": {
+    return {
         "tuning_seed": record["tuning_seed"], "grid": record["grid"], "selected": entry["lambda"],
         "criterion": entry["criterion"], "candidates": entry["candidates"],
         "is_selected": lam is not None and format_lambda(lam) == format_lambda(entry["lambda"]),
-    }}
+    }
 
 
 def per_query_path(metrics_path: str | Path) -> Path:
@@ -392,7 +389,7 @@ def run(args) -> None:
                                                 precision_at=args.precision_at)
     queries = Path(args.out_queries) if args.out_queries else per_query_path(args.out)
     result["per_query"] = str(queries)
-    result.update(lambda_record(result, args.selection))
+    result["selection"] = selection_record(result, args.selection)
     write_per_query(queries, per_query, result)
     write_json(Path(args.out), result)
     log.info("-> %s, %s", args.out, queries)

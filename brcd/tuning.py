@@ -239,12 +239,12 @@ def run(args) -> None:
                           f"({tuning_seed(config)})")
     checkpoints = parse_candidates(args.candidates)
     grid = lambda_grid(config, args.kd)
-    if sorted(map(format_lambda, checkpoints)) != sorted(map(format_lambda, grid)):
+    by_text = {format_lambda(lam): path for lam, path in checkpoints.items()}
+    if sorted(by_text) != sorted(map(format_lambda, grid)):
         raise ConfigError(f"--candidates gives λ {sorted(checkpoints)} but the config's grid for {args.kd!r} is "
                           f"{grid}; pass one model.pt per λ of `lambda`")
     keys = {key: getattr(args, key) for key in METHOD_KEYS}
-    ordered = {lam: checkpoints[next(c for c in checkpoints if format_lambda(c) == format_lambda(lam))]
-               for lam in grid}
+    ordered = {lam: by_text[format_lambda(lam)] for lam in grid}
     scores = candidate_scores(ordered, {**keys, "seed": int(args.seed)})
     selection = select_lambda(scores)
     write_selection(args.out, keys, grid, args.seed, selection)
