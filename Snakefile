@@ -22,8 +22,6 @@ wildcard_constraints:
     kd="[^/]+",
     variant=r"lambda[0-9.e+-]+|selected",
     backbone="[^/]+",
-    paradigm="sym|asym|teacher",
-    model=r"teacher/[^/]+/[^/]+|student/[^/]+/[^/]+/[^/]+/[^/]+/(lambda[0-9.e+-]+|selected)",
 
 
 include: "workflow/rules/data.smk"

@@ -36,6 +36,22 @@ PER_QUERY = "results/{dataset}/{bits}/{model}/seed{seed}/metrics/{paradigm}.quer
 TIMING_ENCODER = "results/timing/encoder/{dataset}/{backbone}.json"
 TIMING_SEARCH = "results/timing/search/{bits}.json"
 REPORT = "reports/{name}.md"
+#: Snakemake's benchmark file of each rule's jobs (wall time, memory, CPU time of the job): the
+#: report's time-per-stage table reads those of the grid's jobs (brcd.workflow.benchmark_files)
+BENCHMARKS = {
+    "split": "logs/split/{dataset}.bench.tsv",
+    "features": "logs/features/{dataset}/{backbone}.bench.tsv",
+    "train_teacher": "logs/train_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv",
+    "encode_teacher": "logs/encode_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv",
+    "evaluate_teacher": "logs/evaluate_teacher/{dataset}/{bits}/{model}/seed{seed}.bench.tsv",
+    "cluster": "logs/cluster/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv",
+    "train_candidates": "logs/train_candidates/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/seed{seed}.bench.tsv",
+    "select_lambda": "logs/select_lambda/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}.bench.tsv",
+    "train_student": "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/{variant}/seed{seed}.bench.tsv",
+    "evaluate": "logs/evaluate/{dataset}/{bits}/{model}/seed{seed}.bench.tsv",
+    "time_encoder": "logs/time_encoder/{dataset}/{backbone}.bench.tsv",
+    "time_search": "logs/time_search/{bits}.bench.tsv",
+}
 #: a student cell's variant when none is named: λ = 1 (brcd.tuning.DEFAULT_LAMBDA)
 DEFAULT_VARIANT = "lambda1"
 #: the tidy results table the report is rendered from (brcd.report.table_path_for)
@@ -143,7 +159,7 @@ def cell_from_args(args) -> Cell:
                 getattr(args, "student", None), getattr(args, "kd", None), getattr(args, "variant", None))
 
 
-def add_cell_arguments(parser, student: bool = False) -> None:
+def add_cell_arguments(parser, student: bool = False, several_variants: bool = False) -> None:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--bits", type=int, required=True)
     parser.add_argument("--hash", default="cibhash", help="hashing objective (config `hash`)")
@@ -152,6 +168,7 @@ def add_cell_arguments(parser, student: bool = False) -> None:
     if student:
         parser.add_argument("--student", required=True, help="student backbone alias")
         parser.add_argument("--kd", required=True, help="distillation method (config `kd`)")
-        parser.add_argument("--variant", default=DEFAULT_VARIANT,
+        several = {"nargs": "+", "default": [DEFAULT_VARIANT]} if several_variants else {"default": DEFAULT_VARIANT}
+        parser.add_argument("--variant", **several,
                             help="lambda<λ> (train with that λ) or selected (the λ of --selection); "
-                                 f"default {DEFAULT_VARIANT}")
+                                 f"default {DEFAULT_VARIANT}" + ("; several: one run each" if several_variants else ""))

@@ -1,4 +1,4 @@
-"""``brcd evaluate``: retrieval metrics of one cell in one search paradigm.
+"""``brcd evaluate``: retrieval metrics of one cell in one or more search paradigms.
 
 Paradigms (:data:`PARADIGMS`, SPEC §1) say which code file supplies each side
 of the search:
@@ -14,6 +14,13 @@ teacher   teacher          teacher
 Query codes are the ``query`` rows of their file, database codes the
 ``database`` rows, both in ascending dataset index ("database order" of the
 tie policy); labels come from the split file.
+
+One call may evaluate several paradigms of a student cell (``--paradigm sym
+asym``, with one ``--student-codes`` and one ``--out`` per paradigm, in the
+same order; rule ``evaluate`` does this with the grid's ``paradigms``): the
+split and each code file are read once, and every paradigm gets the same two
+files, byte for byte, as a call of its own would write. A teacher cell has the
+one paradigm ``teacher`` (rule ``evaluate_teacher``).
 
 Output JSON (``metrics/{paradigm}.json``), the contract with the report
 generator; ``K`` below is the value of ``topk``::
@@ -70,7 +77,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -192,11 +199,13 @@ def load_split_codes(path, splits) -> SplitCodes:
     return SplitCodes(q_packed, db_packed, q_index, db_index, codes.metadata)
 
 
-def check_inputs(cell: Mapping, paradigm: Paradigm, paths: Mapping[str, str], config_hash: str | None) -> dict:
-    """Check code file metadata against each other and the cell; return metadata by role."""
+def check_inputs(cell: Mapping, paradigm: Paradigm, paths: Mapping[str, str], config_hash: str | None,
+                 read_metadata=None) -> dict:
+    """Check code file metadata against each other and the cell; return metadata by role.
+    ``read_metadata(path)``: how a file's metadata is read (default: from the file)."""
     from brcd.io import check_metadata, read_parquet_metadata
 
-    metadata = {role: read_parquet_metadata(path) for role, path in paths.items()}
+    metadata = {role: (read_metadata or read_parquet_metadata)(path) for role, path in paths.items()}
     if "student" in metadata:
         t, s = metadata["teacher"], metadata["student"]
         for key in ("dataset", "bits"):
@@ -250,31 +259,89 @@ def evaluate_cell_per_query(split_path, teacher_codes, paradigm_name: str, topk:
                             student_codes=None, config_hash: str | None = None,
                             precision_at=DEFAULT_PRECISION_AT) -> tuple[dict, dict]:
     """:func:`evaluate_cell` and its per-query table: ``{"index": query dataset indices, "ap@K": ..., ...}``."""
-    from brcd.data.splits import Splits
-    from brcd.retrieval import TIE_POLICY, isd, nra_at_k, retrieval_results, search_threads
+    return evaluate_paradigms(split_path, teacher_codes, [paradigm_name], topk, cell, [student_codes], config_hash,
+                              precision_at)[0]
 
-    started = time.perf_counter()
-    paradigm = PARADIGMS.get(paradigm_name)
+
+def paradigms_of(names: Sequence[str]) -> list[Paradigm]:
+    """The paradigms one call evaluates: each named once, all of a teacher cell or all of a student cell."""
+    names = list(names)
+    if not names:
+        raise ConfigError("--paradigm: name at least one paradigm")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"--paradigm names {', '.join(repeated)} more than once; name each paradigm once")
+    paradigms = [PARADIGMS.get(name) for name in names]
+    if len({paradigm.needs_student for paradigm in paradigms}) > 1:
+        raise ConfigError(
+            f"--paradigm {' '.join(names)}: paradigm teacher evaluates a teacher cell, sym and asym a student "
+            "cell; evaluate them in separate calls"
+        )
+    return paradigms
+
+
+def evaluate_paradigms(split_path, teacher_codes, paradigm_names: Sequence[str], topk: int, cell: Mapping,
+                       student_codes: Sequence | None = None, config_hash: str | None = None,
+                       precision_at=DEFAULT_PRECISION_AT) -> list[tuple[dict, dict]]:
+    """:func:`evaluate_cell_per_query` of one cell in each of ``paradigm_names``, in order, reading the
+    split and every code file once. ``student_codes``: one path (or None) per paradigm, in the same order.
+    All inputs are checked before any search, so a bad one fails the call before any work."""
+    from brcd.data.splits import Splits
+    from brcd.io import read_parquet_metadata
+
+    names = list(paradigm_names)
+    paradigms = paradigms_of(names)
+    students = [None] * len(names) if student_codes is None else list(student_codes)
+    if len(students) != len(names):
+        raise ConfigError(
+            f"--student-codes: {len(students)} files for {len(names)} paradigms ({' '.join(names)}); "
+            "give one per --paradigm, in the same order"
+        )
     if topk < 1:
         raise ConfigError(f"--topk must be a positive integer; got {topk}")
-    paths = {"teacher": str(teacher_codes)}
-    if paradigm.needs_student:
-        if student_codes is None:
-            raise ConfigError(f"paradigm {paradigm_name!r} needs --student-codes")
-        paths["student"] = str(student_codes)
-    elif student_codes is not None:
-        log.warning("paradigm %s reads teacher codes only; ignoring --student-codes %s", paradigm_name, student_codes)
-    metadata = check_inputs(cell, paradigm, paths, config_hash)
+
+    all_paths = []
+    for name, paradigm, student in zip(names, paradigms, students):
+        paths = {"teacher": str(teacher_codes)}
+        if paradigm.needs_student:
+            if student is None:
+                raise ConfigError(f"paradigm {name!r} needs --student-codes")
+            paths["student"] = str(student)
+        elif student is not None:
+            log.warning("paradigm %s reads teacher codes only; ignoring --student-codes %s", name, student)
+        all_paths.append(paths)
+    metadata_of: dict[str, dict] = {}
+
+    def read_metadata(path: str) -> dict:
+        if path not in metadata_of:
+            metadata_of[path] = read_parquet_metadata(path)
+        return metadata_of[path]
+
+    all_metadata = [check_inputs(cell, paradigm, paths, config_hash, read_metadata)
+                    for paradigm, paths in zip(paradigms, all_paths)]
     splits = Splits(split_path)
-    check_split(splits, cell, metadata, paths)
+    for metadata, paths in zip(all_metadata, all_paths):
+        check_split(splits, cell, metadata, paths)
     n_database = len(splits.indices["database"])
     if topk > n_database:
         raise ConfigError(
             f"--topk {topk} is larger than the database of {split_path} ({n_database} images); "
             f"lower `datasets.{cell['dataset']}.topk` to at most {n_database}"
         )
+    files = dict.fromkeys(path for paths in all_paths for path in paths.values())  # each once (the teacher's)
+    codes_of = {path: load_split_codes(path, splits) for path in files}
+    return [_evaluate_paradigm(name, paradigm, paths, metadata, {role: codes_of[path] for role, path in paths.items()},
+                               splits, split_path, topk, cell, precision_at)
+            for name, paradigm, paths, metadata in zip(names, paradigms, all_paths, all_metadata)]
 
-    codes = {role: load_split_codes(path, splits) for role, path in paths.items()}
+
+def _evaluate_paradigm(paradigm_name: str, paradigm: Paradigm, paths: Mapping[str, str], metadata: Mapping[str, dict],
+                       codes: Mapping[str, SplitCodes], splits, split_path, topk: int, cell: Mapping,
+                       precision_at) -> tuple[dict, dict]:
+    """One paradigm of :func:`evaluate_paradigms`, its inputs checked and read."""
+    from brcd.retrieval import TIE_POLICY, isd, nra_at_k, retrieval_results, search_threads
+
+    started = time.perf_counter()
     query, database = codes[paradigm.query], codes[paradigm.database]
     query_labels = splits.labels(query.query_index)
     database_labels = splits.labels(database.database_index)
@@ -349,8 +416,11 @@ def read_per_query(path, expected: Mapping) -> dict[str, np.ndarray]:
     from brcd.io import check_metadata, read_parquet
 
     table, metadata = read_parquet(path)
+    from brcd.workflow import evaluate_rule
+
     check_metadata(metadata, expected, f"per-query file {path}",
-                   "It belongs to another cell or config; delete it and rebuild it with snakemake (rule `evaluate`).")
+                   "It belongs to another cell or config; delete it and rebuild it with snakemake "
+                   f"(rule `{evaluate_rule(expected.get('paradigm'))}`).")
     return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
@@ -360,8 +430,12 @@ def read_per_query(path, expected: Mapping) -> dict[str, np.ndarray]:
 def configure_parser(parser) -> None:
     parser.add_argument("--split", required=True, help="results/{dataset}/split.parquet")
     parser.add_argument("--teacher-codes", required=True, help="the teacher's codes.parquet")
-    parser.add_argument("--student-codes", help="the student's codes.parquet (paradigms sym, asym)")
-    parser.add_argument("--paradigm", required=True, help=f"one of: {', '.join(PARADIGMS.names())}")
+    parser.add_argument("--student-codes", nargs="+", metavar="PATH",
+                        help="the student's codes (paradigms sym, asym), one per --paradigm in the same order: "
+                             "codes.parquet for sym, codes_asym.parquet for asym")
+    parser.add_argument("--paradigm", nargs="+", required=True, metavar="PARADIGM",
+                        help=f"one or more of: {', '.join(PARADIGMS.names())} (teacher alone, or sym and/or asym "
+                             "of one student cell: the split and each code file are read once)")
     parser.add_argument("--topk", required=True, type=positive_int, help="K of mAP@K and NRA@K")
     parser.add_argument("--cell", nargs="+", required=True, metavar="KEY=VALUE",
                         help="the cell: dataset= bits= hash= teacher= seed= (and student= kd= variant= for student cells)")
@@ -371,25 +445,39 @@ def configure_parser(parser) -> None:
                         metavar="K", help="cut-offs of precision@k (K is always added)")
     parser.add_argument("--threads", type=positive_int,
                         help="search threads (default: OMP_NUM_THREADS or all cores; Snakemake: the job's threads)")
-    parser.add_argument("--out", required=True, help="metrics/{paradigm}.json")
-    parser.add_argument("--out-queries", help="per-query values (default: metrics/{paradigm}.queries.parquet "
-                        "beside --out)")
+    parser.add_argument("--out", nargs="+", required=True, metavar="PATH",
+                        help="metrics/{paradigm}.json, one per --paradigm in the same order")
+    parser.add_argument("--out-queries", nargs="+", metavar="PATH",
+                        help="per-query values, one per --paradigm in the same order "
+                             "(default: metrics/{paradigm}.queries.parquet beside each --out)")
+
+
+def _one_per_paradigm(flag: str, values, paradigms: list[str]) -> None:
+    if values is not None and len(values) != len(paradigms):
+        raise ConfigError(
+            f"{flag}: {len(values)} given for {len(paradigms)} paradigm{'s' if len(paradigms) > 1 else ''} "
+            f"({' '.join(paradigms)}); give one per --paradigm, in the same order"
+        )
 
 
 def run(args) -> None:
     from brcd.io import write_json
     from brcd.retrieval.hamming import set_search_threads
 
+    paradigms = paradigms_of(args.paradigm)
+    for flag, values in (("--out", args.out), ("--out-queries", args.out_queries),
+                         ("--student-codes", args.student_codes)):
+        _one_per_paradigm(flag, values, args.paradigm)
     if args.threads:
         set_search_threads(args.threads)
-    paradigm = PARADIGMS.get(args.paradigm)
-    cell = parse_cell(args.cell, paradigm, args.paradigm)
-    result, per_query = evaluate_cell_per_query(args.split, args.teacher_codes, args.paradigm, args.topk, cell,
-                                                student_codes=args.student_codes, config_hash=args.config_hash,
-                                                precision_at=args.precision_at)
-    queries = Path(args.out_queries) if args.out_queries else per_query_path(args.out)
-    result["per_query"] = str(queries)
-    result["selection"] = selection_record(result, args.selection)
-    write_per_query(queries, per_query, result)
-    write_json(Path(args.out), result)
-    log.info("-> %s, %s", args.out, queries)
+    cell = parse_cell(args.cell, paradigms[0], args.paradigm[0])  # all paradigms are of one role (paradigms_of)
+    evaluated = evaluate_paradigms(args.split, args.teacher_codes, args.paradigm, args.topk, cell,
+                                   student_codes=args.student_codes, config_hash=args.config_hash,
+                                   precision_at=args.precision_at)
+    for index, (out, (result, per_query)) in enumerate(zip(args.out, evaluated)):
+        queries = Path(args.out_queries[index]) if args.out_queries else per_query_path(out)
+        result["per_query"] = str(queries)
+        result["selection"] = selection_record(result, args.selection)
+        write_per_query(queries, per_query, result)
+        write_json(Path(out), result)
+        log.info("-> %s, %s", out, queries)

@@ -210,7 +210,7 @@ def producing_rule(path: str | os.PathLike) -> str | None:
     if name == "model.pt":
         return "train_student" if "student" in parts else "train_teacher" if "teacher" in parts else None
     if name.endswith(".queries.parquet") or (len(parts) > 1 and parts[-2] == "metrics"):
-        return "evaluate"
+        return "evaluate_teacher" if name.startswith("teacher.") else "evaluate"  # brcd.workflow.evaluate_rule
     if len(parts) > 1 and parts[-2] == "features":
         return "features"
     return None

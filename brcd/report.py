@@ -51,6 +51,7 @@ from brcd.cells import TIMING_ENCODER, TIMING_SEARCH, Cell
 from brcd.evaluate import per_query_path
 from brcd.errors import DataError, MetadataMismatchError
 from brcd.tuning import METHOD_KEYS, NO_KD
+from brcd.workflow import evaluate_rule
 
 if TYPE_CHECKING:
     import numpy as np
@@ -124,6 +125,8 @@ class GridResults:
     search: dict[int, dict]  # bits -> search timing JSON
     per_query: dict[tuple[Cell, str], "np.ndarray"] = field(default_factory=dict)  # (cell, paradigm) -> AP@K per query
     selections: dict[tuple, dict] = field(default_factory=dict)  # method_key(cell) -> its selection.json
+    # rule -> (expected jobs, benchmark rows of the jobs that have one): Snakemake's benchmark files
+    benchmarks: dict[str, tuple[int, list["BenchmarkRow"]]] = field(default_factory=dict)
 
     # ---- grid axes
 
@@ -223,7 +226,7 @@ def metric_value(record: Mapping, key: str) -> float | None:
         if not isinstance(value, Mapping) or part not in value:
             raise DataError(
                 f"metrics file {record['_source']} has no metric {name!r}; it was written by another version of "
-                "`brcd evaluate`: delete it and rebuild it with snakemake (rule `evaluate`)"
+                f"`brcd evaluate`: delete it and rebuild it with snakemake (rule `{evaluate_rule(record['paradigm'])}`)"
             )
         value = value[part]
     return None if value is None else float(value)
@@ -280,8 +283,8 @@ def load_results(config: Mapping, results_dir: str | os.PathLike = ".", config_p
     selection_paths = {method_key(method): method.selection_path() for method in workflow.student_methods(config)}
 
     query_paths = {key: per_query_path(path) for key, path in metric_paths.items()}
-    missing = [(path, "evaluate") for path in metric_paths.values()]
-    missing += [(str(path), "evaluate") for path in query_paths.values()]
+    missing = [(path, evaluate_rule(paradigm)) for (_, paradigm), path in metric_paths.items()]
+    missing += [(str(path), evaluate_rule(paradigm)) for (_, paradigm), path in query_paths.items()]
     missing += [(path, "time_encoder") for path in encoder_paths.values()]
     missing += [(path, "time_search") for path in search_paths.values()]
     missing += [(path, "select_lambda") for path in selection_paths.values()]
@@ -293,18 +296,55 @@ def load_results(config: Mapping, results_dir: str | os.PathLike = ".", config_p
     for (cell, paradigm), path in metric_paths.items():
         expected = {"student": None, "kd": None, "variant": None, **cell.parameters(), "paradigm": paradigm,
                     "topk": int(config["datasets"][cell.dataset]["topk"])}
-        metrics[(cell, paradigm)] = _read_checked(root, path, expected, "evaluate")
+        metrics[(cell, paradigm)] = _read_checked(root, path, expected, evaluate_rule(paradigm))
         metrics[(cell, paradigm)]["_key"] = (cell, paradigm)
         if "metrics" not in metrics[(cell, paradigm)]:
             raise DataError(f"metrics file {root / path} has no `metrics` entry; "
-                            "delete it and rebuild it with snakemake (rule `evaluate`)")
+                            f"delete it and rebuild it with snakemake (rule `{evaluate_rule(paradigm)}`)")
     per_query = {key: _read_queries(root / query_paths[key], metrics[key]) for key in metric_paths}
     _check_same_queries(per_query, root, query_paths)
     encoder = {key: _read_checked(root, path, {"dataset": key[0], "backbone": key[1]}, "time_encoder")
                for key, path in encoder_paths.items()}
     search = {bits: _read_checked(root, path, {"bits": bits}, "time_search") for bits, path in search_paths.items()}
     selections = {key: _read_selection(root / path, key, config) for key, path in selection_paths.items()}
-    return GridResults(config, metrics, encoder, search, {key: ap for key, (_, ap) in per_query.items()}, selections)
+    benchmarks = {rule: (len(paths), [row for row in (read_benchmark(root / path) for path in paths) if row])
+                  for rule, paths in workflow.benchmark_files(config).items()}
+    return GridResults(config, metrics, encoder, search, {key: ap for key, (_, ap) in per_query.items()}, selections,
+                       benchmarks)
+
+
+@dataclass(frozen=True)
+class BenchmarkRow:
+    """One job's Snakemake benchmark record: wall seconds, peak memory (MB), CPU seconds, and
+    when it ended (the file's modification time)."""
+
+    seconds: float
+    max_rss_mb: float | None
+    cpu_seconds: float | None
+    ended: float
+
+
+def read_benchmark(path: Path) -> BenchmarkRow | None:
+    """The last record of a Snakemake benchmark file (None when the job has none: not run by
+    Snakemake, or run before benchmarks were kept)."""
+    import csv
+
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    if not rows:
+        return None
+
+    def number(key: str) -> float | None:
+        try:
+            return float(rows[-1][key])
+        except (KeyError, TypeError, ValueError):  # "NA" where psutil could not measure
+            return None
+
+    seconds = number("s")
+    return None if seconds is None else BenchmarkRow(seconds, number("max_rss"), number("cpu_time"),
+                                                      path.stat().st_mtime)
 
 
 def method_key(cell: Cell) -> tuple:
@@ -338,7 +378,8 @@ def _check_same_queries(per_query: Mapping, root: Path, paths: Mapping) -> None:
         if not np.array_equal(seen[0], index):
             raise MetadataMismatchError(
                 f"{root / paths[(cell, paradigm)]} and {root / seen[1]} hold different queries of dataset "
-                f"{cell.dataset!r} (another split?); rebuild the stale one with snakemake (rule `evaluate`)"
+                f"{cell.dataset!r} (another split?); rebuild the stale one with snakemake "
+                f"(rule `{evaluate_rule(paradigm)}`)"
             )
 
 
@@ -448,6 +489,23 @@ def signed(value: float, digits: int = DIGITS) -> str:
     return f"{0.0:.{digits}f}" if rounded == 0 else f"{rounded:+.{digits}f}"
 
 
+def interval_digits(c, digits: int = DIGITS, most: int = 6) -> int:
+    """Decimals that show a significant interval's sign: more than ``digits`` when its bound
+    nearest 0 would round to 0 (a bold Δ with a bound printed as 0.000 reads as a contradiction)."""
+    if not c.significant:
+        return digits
+    nearest = c.low if c.low > 0 else -c.high
+    while digits < most and round(nearest, digits) == 0:
+        digits += 1
+    return digits
+
+
+def interval_text(c) -> str:
+    """``+0.012 [+0.004, +0.020]``: Δ and its 95% interval."""
+    digits = interval_digits(c)
+    return f"{signed(c.delta, digits)} [{signed(c.low, digits)}, {signed(c.high, digits)}]"
+
+
 def delta_table(results: GridResults, dataset: str, pairing: Pairing, methods: Sequence[Method],
                 reference: Method) -> str:
     """Δ mAP@K of each method against ``reference`` per column: paired bootstrap over seeds and
@@ -465,8 +523,9 @@ def delta_table(results: GridResults, dataset: str, pairing: Pairing, methods: S
                 cells.append(MISSING)
                 continue
             c = compare(a, b, seed=BOOTSTRAP_SEED)
-            delta = f"**{signed(c.delta)}**" if c.significant else signed(c.delta)
-            cells.append(f"{delta} [{signed(c.low)}, {signed(c.high)}] P={c.p_improvement:.2f}")
+            digits = interval_digits(c)
+            delta = f"**{signed(c.delta, digits)}**" if c.significant else signed(c.delta, digits)
+            cells.append(f"{delta} [{signed(c.low, digits)}, {signed(c.high, digits)}] P={c.p_improvement:.2f}")
         rows.append([method.label, *cells])
     return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
 
@@ -619,6 +678,54 @@ def search_table(results: GridResults) -> str:
                     format_number(entry["batch"]["per_query_ms_median"]) if entry else MISSING]
         rows.append(row)
     return markdown_table(headers, rows, numeric_from=0)
+
+
+def stage_time_table(results: GridResults) -> str:
+    """Per rule: jobs, total / mean / max wall seconds, CPU seconds and peak memory of its jobs."""
+    rows = []
+    for rule, (expected, bench) in results.benchmarks.items():
+        if not bench:
+            rows.append([f"`{rule}`", f"0 of {expected}", *([MISSING] * 5)])
+            continue
+        seconds = [b.seconds for b in bench]
+        cpu = [b.cpu_seconds for b in bench if b.cpu_seconds is not None]
+        rss = [b.max_rss_mb for b in bench if b.max_rss_mb is not None]
+        jobs = str(len(bench)) if len(bench) == expected else f"{len(bench)} of {expected}"
+        rows.append([f"`{rule}`", jobs, format_number(sum(seconds)), format_number(sum(seconds) / len(seconds)),
+                     format_number(max(seconds)), format_number(sum(cpu)) if cpu else MISSING,
+                     format_number(max(rss)) if rss else MISSING])
+    total = [b.seconds for _, bench in results.benchmarks.values() for b in bench]
+    rows.append(["all", str(len(total)), format_number(sum(total)), "", "", "", ""])
+    return markdown_table(["rule", "jobs", "total (s)", "mean (s)", "max (s)", "CPU (s)", "peak memory (MB)"], rows)
+
+
+def run_span(results: GridResults) -> float | None:
+    """Seconds from the first job's start to the last job's end among the benchmark files."""
+    bench = [b for _, rows in results.benchmarks.values() for b in rows]
+    if not bench:
+        return None
+    return max(b.ended for b in bench) - min(b.ended - b.seconds for b in bench)
+
+
+def format_duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def stage_time_section(results: GridResults) -> list[str]:
+    span = run_span(results)
+    if span is None:
+        return ["## Time per stage", "",
+                "No Snakemake benchmark files (`logs/**/*.bench.tsv`) for this grid's jobs: they are written "
+                "when `snakemake` runs the jobs.", ""]
+    return ["## Time per stage", "",
+            f"From Snakemake's benchmark files of this grid's jobs (`logs/{{rule}}/**/*.bench.tsv`): wall "
+            "seconds of each job (jobs run side by side, so totals add up to more than the run took), CPU "
+            f"seconds and peak memory. First job start to last job end (before the report): "
+            f"**{format_duration(span)}**; when the grid was built in several runs, that includes the time "
+            "between them.", "",
+            stage_time_table(results), ""]
 
 
 def config_hash_table(results: GridResults) -> str:
@@ -878,8 +985,17 @@ def header(results: GridResults) -> list[str]:
         f"**students**: {', '.join(config['students'])}; **bits**: {', '.join(map(str, config['bits']))}",
         f"- **paradigms**: {paradigms}; the teacher row is the teacher searching its own codes",
         f"- **distillation settings**: {kd_settings_note(config)}",
+        f"- **run time**: {run_time_note(results)}",
         "",
     ]
+
+
+def run_time_note(results: GridResults) -> str:
+    span = run_span(results)
+    if span is None:
+        return "not measured (no Snakemake benchmark files for this grid's jobs)"
+    return (f"{format_duration(span)} from the first job's start to the last job's end before this report "
+            "(Snakemake's benchmark files; per stage: section \"Time per stage\")")
 
 
 #: what the ``seeds`` axis varies (SPEC §2-§4: everything random in training), by mode
@@ -1051,6 +1167,112 @@ def write_figures(results: GridResults, dataset: str, pairing: Pairing, figures_
     return lines
 
 
+# --------------------------------------------------------------------------- generated findings
+
+#: what each BRCD ablation removes, as the findings name it
+ABLATION_COMPONENTS = {
+    "brcd_nomask": "the bit mask",
+    "brcd_nocluster": "the cluster terms",
+    "brcd_plain": "both the bit mask and the cluster terms",
+}
+
+
+def _method_list(items: Sequence[str]) -> str:
+    return ", ".join(items) if items else "none"
+
+
+@dataclass
+class ColumnFindings:
+    """What the paired intervals of one column support (texts name each method and its Δ)."""
+
+    better: list[str] = field(default_factory=list)  # kd methods significantly above no KD
+    worse: list[str] = field(default_factory=list)
+    level: list[str] = field(default_factory=list)  # interval of Δ vs no KD contains 0
+    tied: list[str] = field(default_factory=list)  # the best student and every one not significantly worse
+    best: tuple[str, float] | None = None
+    components: list[str] = field(default_factory=list)  # each BRCD ablation vs full brcd
+
+
+def column_findings(results: GridResults, dataset: str, pairing: Pairing, bits: int, paradigm: str) -> ColumnFindings:
+    """Read one column's findings off its paired intervals: which methods beat / lose to the
+    student without KD, which are tied with the best, and whether BRCD's components matter."""
+    from brcd.stats import compare
+
+    sample = lambda kd: results.samples(dataset, pairing, student_row(pairing, kd), bits, paradigm, "map@K")  # noqa: E731
+    found = ColumnFindings()
+    students = list(results.config["kd"])
+    if NO_KD in students:
+        reference = sample(NO_KD)
+        for kd in [kd for kd in students if kd != NO_KD]:
+            c = compare(sample(kd), reference, seed=BOOTSTRAP_SEED)
+            group = found.better if c.significant and c.delta > 0 else found.worse if c.significant else found.level
+            group.append(f"`{kd}` ({interval_text(c)})")
+    samples = {i: sample(kd) for i, kd in enumerate(students)}
+    tied = sorted(tied_with_best(samples))
+    if tied:
+        means = {i: float(samples[i].mean()) for i in tied}
+        best = max(tied, key=lambda i: (round(means[i], 12), -i))  # equal means: the first in config order
+        found.best, found.tied = (students[best], means[best]), [students[i] for i in tied]
+    if "brcd" in students:
+        for kd in [kd for kd in results.ablations() if kd in ABLATION_COMPONENTS]:
+            c = compare(sample(kd), sample("brcd"), seed=BOOTSTRAP_SEED)
+            verdict = ("significantly lower" if c.significant and c.delta < 0 else
+                       "significantly higher" if c.significant else "no significant change")
+            found.components.append(f"without {ABLATION_COMPONENTS[kd]} (`{kd}`): {interval_text(c)}, {verdict}")
+    return found
+
+
+def render_column_findings(found: ColumnFindings, has_baseline: bool) -> list[str]:
+    lines = []
+    if has_baseline:
+        lines += [f"  - better than the student without KD: {_method_list(found.better)}",
+                  f"  - worse than it: {_method_list(found.worse)}",
+                  f"  - not distinguishable from it: {_method_list(found.level)}"]
+    if found.best:
+        lines.append(f"  - tied with the best (`{found.best[0]}`, mAP {found.best[1]:.{DIGITS}f}): "
+                     + ", ".join(f"`{kd}`" for kd in found.tied))
+    if found.components:
+        lines.append("  - BRCD's components, Δ vs full `brcd`: " + "; ".join(found.components))
+    return lines
+
+
+def overall_findings(results: GridResults, by_column: Sequence[ColumnFindings]) -> list[str]:
+    """Per method, in how many columns it beats no KD and is tied with the best."""
+    n = len(by_column)
+    has_baseline = NO_KD in results.config["kd"]
+    lines = []
+    for kd in [kd for kd in results.config["kd"] if kd != NO_KD]:
+        beats = sum(any(text.startswith(f"`{kd}` ") for text in f.better) for f in by_column)
+        loses = sum(any(text.startswith(f"`{kd}` ") for text in f.worse) for f in by_column)
+        tied = sum(kd in f.tied for f in by_column)
+        vs_baseline = f"better than no KD in {beats} of {n} columns, worse in {loses}; " if has_baseline else ""
+        lines.append(f"  - `{kd}`: {vs_baseline}tied with the best in {tied} of {n}")
+    return lines
+
+
+def findings_section(results: GridResults) -> list[str]:
+    """Per column, what the statistics of this report support, generated (never typed): each
+    statement is a paired 95% interval of Δ mAP@K (the Δ tables below) that excludes 0 or not."""
+    if not any(kd != NO_KD for kd in results.config["kd"]):
+        return []
+    has_baseline = NO_KD in results.config["kd"]
+    columns_ = rank_columns(results)
+    by_column = [column_findings(results, *column) for column in columns_]
+    lines = ["## Findings", "",
+             "Generated from the paired 95% intervals of this report (Δ mAP@K, bootstrap over seeds and queries; "
+             "the Δ tables below), never typed: *better*/*worse* means the interval excludes 0, *not "
+             "distinguishable* that it does not. *Tied with the best*: the best student of the column (ablations "
+             "included) and every student not significantly worse than it, the rule of the bold in the tables. "
+             + ("With one seed the intervals cover query sampling only." if len(results.config["seeds"]) == 1
+                else f"{len(results.config['seeds'])} seeds."), "",
+             f"- **Over all {len(columns_)} columns**"]
+    lines += overall_findings(results, by_column)
+    for (dataset, pairing, bits, paradigm), found in zip(columns_, by_column):
+        lines.append(f"- **{dataset}, {pairing.label}, {column_header(bits, paradigm)}** (mAP@{results.topk(dataset)})")
+        lines += render_column_findings(found, has_baseline)
+    return lines + [""]
+
+
 def rank_columns(results: GridResults) -> list[tuple[str, Pairing, int, str]]:
     return [(d, pairing, b, p) for d in results.config["datasets"] for pairing in results.pairings()
             for b, p in columns(results)]
@@ -1172,7 +1394,7 @@ def build_report(results: GridResults, out: str | os.PathLike) -> str:
     figures_dir = figures_dir_for(out)
     figures_dir.mkdir(parents=True, exist_ok=True)
     link = figures_dir.name  # relative to the Markdown file
-    lines = header(results)
+    lines = header(results) + findings_section(results)
     for dataset in results.config["datasets"]:
         lines += dataset_section(results, dataset, figures_dir, link)
     lines += rank_section(results, figures_dir, link)
@@ -1180,6 +1402,7 @@ def build_report(results: GridResults, out: str | os.PathLike) -> str:
               "Exact Hamming top-K search on packed random codes: one query per call (median), and all queries "
               f"in one call (median time per query). Method: {search_method(results)}.", "",
               search_table(results), "",
+              *stage_time_section(results),
               "## Config hashes", "",
               "<details><summary>Config hash of every cell (the hash of every config value the cell's result "
               "depends on)</summary>", "",

@@ -129,6 +129,29 @@ def variants(config: Mapping, kd: str, seed: int) -> list[str]:
     return [SELECTED]
 
 
+def candidate_groups(config: Mapping) -> dict[str, tuple[list[float], list[str]]]:
+    """Snakemake rule name -> (λ grid, methods) of the rules that train λ candidates.
+
+    One job trains all candidates of one method and seed in one process (they share start-up
+    and the loading of banks, teacher and validation data), so a rule's outputs are one grid's
+    candidates: the methods on the ``default`` grid (or the one grid of a plain list) share
+    rule ``train_candidates``; a method with its own grid, and ``none`` (λ = 0), gets
+    ``train_candidates_<method>``.
+    """
+    spec = config.get("lambda", DEFAULT_LAMBDA)
+    own = {key for key in spec if key != "default"} if isinstance(spec, Mapping) else set()
+    groups: dict[str, tuple[list[float], list[str]]] = {}
+    for kd in config["kd"]:
+        name = f"train_candidates_{kd}" if kd in own or kd == NO_KD else "train_candidates"
+        groups.setdefault(name, (lambda_grid(config, kd), []))[1].append(kd)
+    return groups
+
+
+def candidate_paths(template: str, grid: Sequence[float]) -> list[str]:
+    """A student path template with its ``{variant}`` filled in for every λ of ``grid``."""
+    return [template.replace("{variant}", variant_of(lam)) for lam in grid]
+
+
 # --------------------------------------------------------------------------- selection
 
 

@@ -124,6 +124,12 @@ def metrics_path(cell: cells.Cell, paradigm: str) -> str:
     return cells.METRICS.format(**cell.parameters(), model=cell.model, paradigm=paradigm)
 
 
+def evaluate_rule(paradigm: str) -> str:
+    """The rule that writes a metrics file of ``paradigm`` (and its per-query file): ``evaluate_teacher`` for
+    a teacher cell, ``evaluate`` (one job per student cell, all its paradigms) for the others."""
+    return "evaluate_teacher" if paradigm == "teacher" else "evaluate"
+
+
 def metrics_targets(config: Mapping) -> list[str]:
     """Every metrics file of the grid: teacher rows plus each student cell × paradigm."""
     teacher = [metrics_path(c, "teacher") for c in teacher_cells(config)]
@@ -132,7 +138,7 @@ def metrics_targets(config: Mapping) -> list[str]:
 
 
 def per_query_targets(config: Mapping) -> list[str]:
-    """The per-query file beside every metrics file of the grid (rule ``evaluate`` writes both)."""
+    """The per-query file beside every metrics file of the grid (rule :func:`evaluate_rule` writes both)."""
     from brcd.evaluate import per_query_path
 
     return [str(per_query_path(path)) for path in metrics_targets(config)]
@@ -143,6 +149,37 @@ def timing_targets(config: Mapping) -> list[str]:
     encoders = [cells.TIMING_ENCODER.format(dataset=d, backbone=b) for d in config["datasets"] for b in backbones]
     search = [cells.TIMING_SEARCH.format(bits=b) for b in config["bits"]]
     return encoders + search
+
+
+def benchmark_files(config: Mapping) -> dict[str, list[str]]:
+    """Rule -> the Snakemake benchmark file of each of its jobs in the grid (``cells.BENCHMARKS``),
+    the jobs ``snakemake`` runs for the grid's report; the rule ``report`` itself is left out."""
+    from brcd.tuning import SELECTED, tuning_seed
+
+    def fill(rule: str, items) -> list[str]:
+        return list(dict.fromkeys(cells.BENCHMARKS[rule].format(**item) for item in items))
+
+    backbones = list(dict.fromkeys([*config["teachers"], *config["students"]]))
+    teachers = [{**c.parameters(), "model": c.model} for c in teacher_cells(config)]
+    students = [{**c.parameters(), "model": c.model} for c in student_cells(config)]
+    methods = [c.parameters() for c in student_methods(config)]
+    files = {
+        "split": fill("split", [{"dataset": d} for d in config["datasets"]]),
+        "features": fill("features", [{"dataset": d, "backbone": b} for d in config["datasets"] for b in backbones])
+        if config["mode"] == "bank" else [],
+        "train_teacher": fill("train_teacher", teachers),
+        "encode_teacher": fill("encode_teacher", teachers),
+        "evaluate_teacher": fill("evaluate_teacher", teachers),
+        "cluster": fill("cluster", teachers) if any(needs_clusters(kd) for kd in config["kd"]) else [],
+        "train_candidates": fill("train_candidates", [m for m in methods if int(m["seed"]) == tuning_seed(config)]),
+        "select_lambda": fill("select_lambda", methods),
+        "train_student": fill("train_student", [c for c in students if c["variant"] == SELECTED]),
+        "evaluate": fill("evaluate", students),
+        "time_encoder": fill("time_encoder", [{"dataset": d, "backbone": b} for d in config["datasets"]
+                                              for b in backbones]),
+        "time_search": fill("time_search", [{"bits": b} for b in config["bits"]]),
+    }
+    return {rule: paths for rule, paths in files.items() if paths}
 
 
 def bank_path(config: Mapping, dataset: str, backbone: str) -> list[str]:

@@ -265,6 +265,26 @@ def test_memory_losses_reject_positions_outside_the_training_split(cell):
         loss_fn(batch)
 
 
+@pytest.mark.parametrize("n_rows", [20, 2000])  # a product with the whole bank, or the rows copied out
+@pytest.mark.parametrize("views", [None, 2])
+def test_bank_similarities_are_the_dot_products_with_the_rows_read(n_rows, views):
+    from brcd.distill.base import bank_similarities
+
+    torch.manual_seed(8)
+    memory = torch.randn(n_rows, 6)
+    positions = torch.randint(0, n_rows, (3, 5))
+    sample = torch.randn(3, 6) if views is None else torch.randn(3, views, 6)
+    sample.requires_grad_(True)
+    rows = memory[positions].clone()
+    out = bank_similarities(memory, positions, sample)
+    assert torch.allclose(out, torch.einsum("b...d,bkd->b...k", sample.detach(), rows), atol=1e-6)
+    weights = torch.randn(out.shape)
+    memory.mul_(2.0)  # the loss updates its bank in place before the backward pass: the gradient keeps the rows read
+    (out * weights).sum().backward()
+    expected = torch.einsum("b...k,bkd->b...d", weights, rows)
+    assert torch.allclose(sample.grad, expected, atol=1e-5)
+
+
 def test_memory_banks_are_buffers_and_embeddings_parameters():
     loss_fn = create_distill_loss("crd", BITS, N, {})
     buffers = dict(loss_fn.named_buffers())
@@ -399,6 +419,43 @@ def test_crcd_equals_the_reference_relation_computation(monkeypatch, self_pairs)
     expected_t = reference_crcd_side(memory_s, v_t, positions, idx, 0.05, n_train, rows)
     assert out["student_nce"].item() == pytest.approx(expected_s, rel=1e-4)
     assert out["teacher_nce"].item() == pytest.approx(expected_t, rel=1e-4)
+
+
+@pytest.mark.parametrize("n_train", [12, 200])  # the bank as one table (12 <= B * J rows read) or the rows read
+def test_crcd_relation_cosines_are_exact_on_zero_and_short_relations(n_train):
+    """Against the reference's direct computation of the relation vectors, in float64: zero relations (the bank
+    row is the anchor's own row, or holds the same vector) have the direction of the all-ones vector exactly,
+    a close-by row (|w - A| ~ 1e-4) loses no precision, and the gradient is finite and as precise as float32."""
+    from brcd.distill.crcd import RELATION_OFFSET, relation_cosines
+
+    torch.manual_seed(7)
+    batch_size, count, dim = 6, 9, 16
+    memory = torch.nn.functional.normalize(torch.randn(n_train, dim), dim=1)
+    memory[n_train - 1] = memory[3]  # another position holding anchor 3's vector
+    memory[n_train - 2] = torch.nn.functional.normalize(memory[2] + 1e-4 * torch.randn(dim), dim=0)  # close by
+    anchors = torch.arange(batch_size)  # the batch's positions, all anchors
+    negatives = torch.randint(0, batch_size, (batch_size, count - 3))  # negatives that are anchors' rows
+    negatives[:, :2] = torch.tensor([n_train - 1, n_train - 2])
+    contrast = torch.cat([anchors[:, None], negatives, torch.randint(0, n_train, (batch_size, 2))], dim=1)
+    sample = torch.nn.functional.normalize(torch.randn(batch_size, dim), dim=1).requires_grad_(True)
+    out = relation_cosines(memory, contrast, sample, anchors)
+
+    m64, v64 = memory.double(), sample.detach().double().requires_grad_(True)
+    w_rel = m64[contrast][:, None] - m64[anchors][None, :, None] + RELATION_OFFSET  # (B, A, J, D)
+    v_rel = v64[:, None] - m64[anchors][None] + RELATION_OFFSET  # (B, A, D)
+    expected = torch.einsum("bajd,bad->baj", torch.nn.functional.normalize(w_rel, dim=-1),
+                            torch.nn.functional.normalize(v_rel, dim=-1))
+    zero = (memory[contrast][:, None] == memory[anchors][None, :, None]).all(-1)  # (B, A, J)
+    assert zero.sum() > batch_size * 3  # self pairs, negatives hitting anchors, the copied row
+    all_ones = v_rel.sum(-1) / (math.sqrt(dim) * v_rel.norm(dim=-1))  # cos(offset * ones, v_rel)
+    # exact up to the float32 rounding of the result
+    assert torch.allclose(out.double()[zero], all_ones[:, :, None].expand_as(zero)[zero].detach(), rtol=0, atol=1e-7)
+    assert (out.double() - expected).abs().max() < 2e-7
+    weights = torch.randn(out.shape)
+    (out * weights).sum().backward()
+    (expected * weights.double()).sum().backward()
+    assert torch.isfinite(sample.grad).all()
+    assert (sample.grad.double() - v64.grad).abs().max() < 1e-6 * v64.grad.abs().max()
 
 
 # ---------------------------------------------------------------- packd by hand

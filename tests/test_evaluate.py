@@ -174,6 +174,49 @@ def test_per_query_file_matches_the_metrics(files, tmp_path):
         read_per_query(queries, {**CELL, "kd": "rkd"})
 
 
+def test_one_call_evaluates_several_paradigms_as_separate_calls_would(files, tmp_path, capsys):
+    """`--paradigm sym asym` (rule evaluate): one process reads the split and each code file once and
+    writes, per paradigm, the bytes a call of its own writes; counts that do not match are refused."""
+    out = tmp_path / "metrics"
+    cell = ["--cell", *(f"{key}={value}" for key, value in CELL.items())]
+    common = ["evaluate", "--split", str(files["split"]), "--teacher-codes", str(files["teacher"]), "--topk", "10",
+              *cell, "--config-hash", "s-hash"]
+    students = {"sym": str(files["student_a"]), "asym": str(files["student_b"])}
+    names = [f"{p}{suffix}" for p in students for suffix in (".json", ".queries.parquet")]
+    for paradigm, codes in students.items():
+        argv = ["--paradigm", paradigm, "--student-codes", codes, "--out", str(out / f"{paradigm}.json")]
+        assert main([*common, *argv]) == 0
+    alone = {name: (out / name).read_bytes() for name in names}
+    for name in names:
+        (out / name).unlink()
+    assert main([*common, "--paradigm", "asym", "sym", "--student-codes", students["asym"], students["sym"],
+                 "--out", str(out / "asym.json"), str(out / "sym.json"),
+                 "--out-queries", str(out / "asym.queries.parquet"), str(out / "sym.queries.parquet")]) == 0
+    assert {name: (out / name).read_bytes() for name in names} == alone
+    assert json.loads((out / "asym.json").read_text())["codes"]["student"] == students["asym"]
+
+    two = ["--paradigm", "sym", "asym", "--student-codes", students["sym"], students["asym"]]
+    fresh = tmp_path / "refused"
+    for argv, message in [
+        ([*two, "--out", str(fresh / "sym.json")], "--out: 1 given for 2 paradigms (sym asym)"),
+        ([*two, "--out", str(fresh / "s.json"), str(fresh / "a.json"), "--out-queries", str(fresh / "s.parquet")],
+         "--out-queries: 1 given for 2 paradigms"),
+        (["--paradigm", "sym", "asym", "--student-codes", students["sym"], "--out", str(fresh / "s.json"),
+          str(fresh / "a.json")], "--student-codes: 1 given for 2 paradigms"),
+        (["--paradigm", "sym", "sym", "--student-codes", students["sym"], students["sym"], "--out",
+          str(fresh / "s.json"), str(fresh / "a.json")], "names sym more than once"),
+        (["--paradigm", "teacher", "sym", "--student-codes", students["sym"], students["sym"], "--out",
+          str(fresh / "s.json"), str(fresh / "a.json")], "evaluate them in separate calls"),
+    ]:
+        assert main([*common, *argv]) == 2
+        assert message in capsys.readouterr().err, argv
+    # a bad input of the second paradigm fails the call before the first paradigm's files are written
+    other = write_model_codes(tmp_path / "seed1.parquet", files["splits"], "student", *_student_a_codes(files), seed=1)
+    assert main([*common, "--paradigm", "sym", "asym", "--student-codes", students["sym"], str(other),
+                 "--out", str(fresh / "sym.json"), str(fresh / "asym.json")]) == 2
+    assert not fresh.exists()
+
+
 def test_selected_run_records_how_lambda_was_chosen(files, tmp_path):
     from brcd.tuning import select_lambda, write_selection
 

@@ -117,7 +117,7 @@ RUN_ELSEWHERE: dict[str, str] = {
     ".venv/bin/snakemake --workflow-profile my-slurm --configfile config/paper.yaml": "tests/test_slurm.py, runs fixture 'site'",
     ".venv/bin/snakemake results/fashion_mnist/64/teacher/cibhash/lite2/seed0/metrics/teacher.json --workflow-profile "
     "workflow/profiles/slurm --configfile config/demo.yaml --groups split=cell features=cell train_teacher=cell "
-    "encode_teacher=cell evaluate=cell": "tests/test_slurm.py, runs fixture 'cell'",
+    "encode_teacher=cell evaluate_teacher=cell": "tests/test_slurm.py, runs fixture 'cell'",
     "sudo workflow/slurm/cluster-up.sh --gpus 2": "tests/test_slurm.py::cluster",
     "sudo workflow/slurm/cluster-down.sh": "tests/test_slurm.py::cluster",
     ".venv/bin/snakemake --workflow-profile my-slurm --configfile config/paper.yaml --slurm-status-command squeue":

@@ -357,3 +357,61 @@ def test_misplaced_metrics_or_timing_file_is_rejected(tmp_path):
     write(tmp_path / "results/timing/encoder/synthetic/ss.json", encoder_record("tt", 40.0, 100.0))  # a copy
     with pytest.raises(MetadataMismatchError, match=r"backbone = 'tt'.*time_encoder"):
         load_results(load_config(tmp_path / "tiny.yaml", check_registries=False), tmp_path)
+
+
+def test_findings_are_generated_from_the_intervals(report):
+    """The findings section states, per column, what the paired intervals support (known truth
+    of the fixture: kd and brcd beat no KD by 0.10 and 0.22 on average; brcd_nomask is brcd's
+    values in another seed order, so removing the mask changes nothing significantly)."""
+    text = report[3]
+    findings = text[text.index("## Findings"):text.index("## synthetic")]
+    column = findings[findings.index("16 bits sym"):findings.index("16 bits asym")]
+    better = next(line for line in column.splitlines() if "better than the student without KD" in line)
+    assert "`kd` (+0.100 [" in better and "`brcd` (+0.220 [" in better and "`brcd_nomask`" in better
+    assert "worse than it: none" in column and "not distinguishable from it: none" in column
+    assert "tied with the best (`brcd`" in column and "`brcd_nomask`" in column.split("tied with the best")[1]
+    assert "without the bit mask (`brcd_nomask`): " in column and "no significant change" in column
+    kd_wins = findings[findings.index("32 bits asym"):]
+    assert "tied with the best (`kd`, mAP 0.920): `kd`" in kd_wins
+    overall = findings[findings.index("Over all 4 columns"):findings.index("synthetic, `tt`")]
+    assert "`kd`: better than no KD in 4 of 4 columns, worse in 0; tied with the best in 1 of 4" in overall
+    assert "`brcd`: better than no KD in 4 of 4 columns, worse in 0; tied with the best in 3 of 4" in overall
+
+
+def test_time_per_stage_from_benchmark_files(tmp_path):
+    """The time table sums Snakemake's benchmark files of the grid's jobs per rule and the span
+    runs from the first job's start (end − seconds) to the last job's end."""
+    import os
+
+    from brcd.report import load_results, stage_time_section
+
+    config_path = make_results(tmp_path)
+    files = workflow.benchmark_files(CONFIG)
+    assert len(files["train_candidates"]) == 2 * 4 and len(files["train_student"]) == 2 * 2 * 4  # bits x methods
+    assert len(files["evaluate"]) == len(workflow.student_cells(CONFIG)) and "features" in files
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    jobs = [("split", 0, 2.0, 1000.0), ("train_candidates", 0, 30.0, 1100.0), ("train_candidates", 1, 50.0, 1300.0)]
+    for rule, i, seconds, ended in jobs:
+        path = tmp_path / files[rule][i]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + f"{seconds}\t0:00:{int(seconds):02d}\t512.5\t1\t1\t1\t0\t0\t90\t{seconds / 2}\n")
+        os.utime(path, (ended, ended))
+    (tmp_path / files["train_student"][0]).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / files["train_student"][0]).write_text(header)  # a job killed before its record: ignored
+    text = "\n".join(stage_time_section(load_results(load_config(config_path, check_registries=False), tmp_path)))
+    assert "**5 min 02 s**" in text  # first start 998 s, last end 1300 s
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| `") or line.startswith("| all")}
+    assert rows["`train_candidates`"] == ["2 of 8", "80.00", "40.00", "50.00", "40.00", "512"]
+    assert rows["`split`"][0] == "1" and rows["`train_student`"][0] == "0 of 16"
+    assert rows["all"][:2] == ["3", "82.00"]
+
+
+def test_a_significant_interval_never_prints_a_zero_bound():
+    from brcd.report import interval_text
+    from brcd.stats import Comparison
+
+    close = Comparison(delta=0.0021, low=0.00004, high=0.0041, p_improvement=0.99, n_seeds=3, n_queries=10)
+    assert interval_text(close) == "+0.00210 [+0.00004, +0.00410]"
+    level = Comparison(delta=0.0021, low=-0.0004, high=0.0041, p_improvement=0.8, n_seeds=3, n_queries=10)
+    assert interval_text(level) == "+0.002 [0.000, +0.004]"  # not significant: 3 decimals, 0 is in it

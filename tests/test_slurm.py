@@ -12,7 +12,7 @@ Three runs go at once (about 1.5 min on 2 cores; installing and starting the
 cluster on a fresh machine adds about 20 s, taking it down 10 s):
 
 - the teacher cell of config/test.yaml (split, features, train_teacher,
-  encode_teacher, evaluate): a SUBSET of the test grid, named by its metrics
+  encode_teacher, evaluate_teacher): a SUBSET of the test grid, named by its metrics
   file, with the profile exactly as written and its five jobs GROUPED into one
   sbatch (the README's grouping command);
 - a site copy of the profile (README: account, partition choice, squeue status
@@ -47,9 +47,10 @@ CLUSTER_DOWN = REPO_ROOT / "workflow" / "slurm" / "cluster-down.sh"
 TEST_CONFIG = REPO_ROOT / "config" / "test.yaml"
 TEACHER = "results/synthetic/16/teacher/cibhash/tteacher/seed0"
 TEACHER_METRICS = f"{TEACHER}/metrics/teacher.json"
-TEACHER_CELL_JOBS = {"split": 1, "features": 1, "train_teacher": 1, "encode_teacher": 1, "evaluate": 1}
+TEACHER_CELL_JOBS = {"split": 1, "features": 1, "train_teacher": 1, "encode_teacher": 1, "evaluate_teacher": 1}
 # README "Running on a cluster", grouping: a cell's short jobs in one sbatch.
-GROUPS = ["--groups", "split=cell", "features=cell", "train_teacher=cell", "encode_teacher=cell", "evaluate=cell"]
+GROUPS = ["--groups", "split=cell", "features=cell", "train_teacher=cell", "encode_teacher=cell",
+          "evaluate_teacher=cell"]
 # Test-only settings: the first status check after 2 s (plugin default 40 s), Slurm logs kept.
 FAST_POLLING = ["--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2",
                 "--slurm-keep-successful-logs"]
@@ -96,7 +97,7 @@ def rule_names() -> set[str]:
     result = run([sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--list-rules",
                   "--configfile", str(TEST_CONFIG)])
     names = set(result.stdout.split())
-    assert {"split", "features", "train_teacher", "evaluate", "all"} <= names, result.stdout
+    assert {"split", "features", "train_teacher", "evaluate_teacher", "evaluate", "all"} <= names, result.stdout
     return names
 
 
@@ -150,7 +151,7 @@ def test_gpus_only_where_the_mode_needs_them(dry_runs):
     assert all(values == {0} for values in bank.values()), f"bank mode: GPU asked by {bank}"
     online = gpu_requests(dry_runs["online"])
     assert "features" not in online
-    for rule in ("train_teacher", "train_student", "encode_teacher", "time_encoder"):
+    for rule in ("train_teacher", "train_candidates", "train_candidates_none", "encode_teacher", "time_encoder"):
         assert online.pop(rule) == {1}, (rule, online)
     assert all(values == {0} for values in online.values()), f"online mode: GPU asked by {online}"
 

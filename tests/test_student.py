@@ -1,6 +1,8 @@
 """Student training: distillation wiring, the two selection heads, bad input."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -80,6 +82,39 @@ def test_codes_written_by_training_equal_brcd_encode(grid, tmp_path):
         # 6 epochs, validation every 3, min_epochs 6: the run reaches its cap
         assert not training["stopped_early"] and training["last_validation"] == 6
         assert training["converged"] == (training["best_epoch"] < 6)
+
+
+def test_candidates_in_one_process_write_what_they_write_alone(grid, tmp_path):
+    """`brcd train-student --variant lambda0.5 lambda2` (rules train_candidates*): one loading of
+    banks and teacher, and every file byte-for-byte that of the run trained alone."""
+    from brcd.cli import main
+
+    config, root = grid
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    variants = ["lambda0.5", "lambda2"]
+    files = {v: {kind: tmp_path / "together" / v / name for kind, name in
+                 (("out", "model.pt"), ("log", "history.tsv"), ("codes", "codes.parquet"),
+                  ("codes-asym", "codes_asym.parquet"))} for v in variants}
+    argv = ["train-student", "--config", str(config_path), "--dataset", "synthetic", "--bits", "16",
+            "--teacher", "tteacher", "--student", "tstudent", "--kd", "crd", "--seed", "0",
+            "--split", str(root / "split.parquet"), "--teacher-checkpoint", str(root / "teacher.pt"),
+            "--student-bank", str(root / "tstudent"), "--teacher-bank", str(root / "tteacher"),
+            "--variant", *variants]
+    for kind in ("out", "log", "codes", "codes-asym"):
+        argv += [f"--{kind}", *(str(files[v][kind]) for v in variants)]
+    assert main(argv) == 0
+    alone = tmp_path / "alone"
+    alone_codes = {"sym": str(alone / "codes.parquet"), "asym": str(alone / "codes_asym.parquet")}
+    _train(config, root, replace(student("crd"), variant="lambda2"), alone / "model.pt",
+           codes=alone_codes, clusters_path=None)
+    assert files["lambda2"]["out"].read_bytes() == (alone / "model.pt").read_bytes()
+    for kind, name in (("codes", "codes.parquet"), ("codes-asym", "codes_asym.parquet")):
+        assert files["lambda2"][kind].read_bytes() == (alone / name).read_bytes()
+    assert load_checkpoint(files["lambda0.5"]["out"])["metadata"]["lambda"] == {"sym": 0.5, "asym": 0.5}
+    # one output list per variant, or a clear error before anything is loaded
+    bad = argv[:argv.index("--out") + 2] + argv[argv.index("--log"):]
+    assert main(bad) == 2
 
 
 def test_convergence_flag():

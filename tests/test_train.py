@@ -227,3 +227,28 @@ def test_identical_checkpoints_are_byte_identical(tmp_path):
     x = torch.randn(4, 32)
     assert torch.equal(loaded(x), head.eval()(x))
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["again.pt", "model.pt"]  # no temp files left
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-4])
+def test_fused_adam_is_torch_fused_adam_bit_for_bit(weight_decay):
+    """brcd.train.FusedAdam (no torch._dynamo import) makes exactly torch.optim.Adam(fused=True)'s
+    updates, including parameters that get no gradient in a step."""
+    from brcd.train import FusedAdam
+
+    def trajectory(make_optimizer):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(12, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3))
+        unused = torch.nn.Parameter(torch.randn(4))
+        optimizer = make_optimizer([*model.parameters(), unused])
+        data = torch.randn(5, 16, 12, generator=torch.Generator().manual_seed(1))
+        for x in data:
+            optimizer.zero_grad(set_to_none=True)
+            model(x).square().mean().backward()
+            optimizer.step()
+        return [p.detach().clone() for p in [*model.parameters(), unused]]
+
+    ours = trajectory(lambda params: FusedAdam(params, lr=1e-2, weight_decay=weight_decay))
+    torch_adam = trajectory(lambda params: torch.optim.Adam(params, lr=1e-2, weight_decay=weight_decay, fused=True))
+    for a, b in zip(ours, torch_adam):
+        assert torch.equal(a, b)
+    assert not torch.equal(ours[0], trajectory(lambda params: FusedAdam(params, lr=2e-2))[0])  # it does optimise

@@ -33,18 +33,22 @@ def snakemake(workdir, *args, check=True):
 
 
 
-@pytest.mark.parametrize("config", ["demo.yaml", "test.yaml"])
+@pytest.mark.parametrize("config", ["demo.yaml", "study.yaml", "test.yaml"])
 def test_dry_run_plans_jobs(tmp_path, config):
     out = snakemake(tmp_path, "-n", "--configfile", str(REPO_ROOT / "config" / config)).stdout
     jobs = job_stats(out)
-    for rule in ("split", "features", "train_teacher", "encode_teacher", "cluster", "train_student", "select_lambda", "evaluate",
-                 "time_encoder", "time_search", "report"):
+    for rule in ("split", "features", "train_teacher", "encode_teacher", "cluster", "train_candidates",
+                 "train_candidates_none", "select_lambda", "evaluate_teacher", "evaluate", "time_encoder",
+                 "time_search", "report"):
         assert jobs.get(rule), (rule, jobs)
-    if config == "demo.yaml":
-        # per bits: seed 0 tries 3 λ for each of 12 methods (none: λ 0 only), seeds 1 and 2 the selected λ
+    if config in ("demo.yaml", "study.yaml"):  # the same axes; the study at the full protocol's sizes
+        # per bits: seed 0 tries 3 λ for each of 12 methods (none: λ 0 only), one job per method;
+        # seeds 1 and 2 train the selected λ
         students = 2 * ((1 + 12 * 3) + 2 * 13)
-        assert jobs["train_student"] == students and jobs["features"] == 2 and jobs["select_lambda"] == 2 * 13
-        assert jobs["evaluate"] == 3 * 2 + students * 2
+        assert jobs["train_candidates"] == 2 * 12 and jobs["train_candidates_none"] == 2
+        assert jobs["train_student"] == 2 * 2 * 13 and jobs["features"] == 2 and jobs["select_lambda"] == 2 * 13
+        # one evaluation job per model cell: a student's job covers both paradigms (sym, asym)
+        assert jobs["evaluate_teacher"] == 3 * 2 and jobs["evaluate"] == students
 
 
 def test_tuned_grid_trains_candidates_then_the_selected_lambda(tmp_path):
@@ -55,7 +59,8 @@ def test_tuned_grid_trains_candidates_then_the_selected_lambda(tmp_path):
     path.write_text(yaml.safe_dump(config))
     out = snakemake(tmp_path, "-n", "--configfile", str(path)).stdout
     jobs = job_stats(out)
-    assert jobs["train_student"] == 3 + 2 and jobs["select_lambda"] == 2 and jobs["evaluate"] == 2 + 5 * 2, jobs
+    assert jobs["train_candidates"] == 1 and jobs["train_candidates_none"] == 1 and jobs["train_student"] == 2, jobs
+    assert jobs["select_lambda"] == 2 and jobs["evaluate_teacher"] == 2 and jobs["evaluate"] == 5, jobs
     root = "results/synthetic/16/student/cibhash/tteacher/tstudent"
     for run in ("brcd/lambda0.5/seed0", "brcd/lambda2/seed0", "none/lambda0/seed0", "brcd/selected/seed1",
                 "none/selected/seed1"):
@@ -140,11 +145,11 @@ def test_removing_one_cell_reruns_only_that_cell(tiny_run):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         jobs = job_stats(snakemake(tiny_run, "-n", "--configfile", str(TEST_CONFIG)).stdout)
         # the λ selection reads the candidate's model.pt, so it is redone too (one candidate: λ = 1)
-        assert jobs == {"train_student": 1, "select_lambda": 1, "evaluate": 2, "report": 1, "all": 1}, jobs
-        # Naming one metrics file builds only what that cell needs.
+        assert jobs == {"train_candidates": 1, "select_lambda": 1, "evaluate": 1, "report": 1, "all": 1}, jobs
+        # Naming one metrics file builds only what that cell needs (one evaluation job: both paradigms).
         target = str(Path(STUDENT.format(kd="brcd", lam=1)) / "metrics" / "asym.json")
         jobs = job_stats(snakemake(tiny_run, "-n", target, "--configfile", str(TEST_CONFIG)).stdout)
-        assert jobs == {"train_student": 1, "evaluate": 1}, jobs
+        assert jobs == {"train_candidates": 1, "evaluate": 1}, jobs
     finally:
         shutil.rmtree(cell)
         shutil.copytree(backup, cell)
@@ -154,7 +159,10 @@ def test_removing_one_cell_reruns_only_that_cell(tiny_run):
 
 CLUSTERS_FILE = "results/synthetic/16/clusters/cibhash/tteacher/seed0/clusters.parquet"
 #: the rules downstream of a student's settings (a student's λ selection included)
-STUDENT_AND_AFTER = {"train_student", "select_lambda", "evaluate", "report", "all"}
+STUDENT_AND_AFTER = {"train_candidates", "train_candidates_none", "train_student", "select_lambda", "evaluate", "report",
+                     "all"}
+#: the rules that train students: λ candidates (one job per method and seed) and selected runs
+TRAINING = ("train_candidates", "train_candidates_none", "train_student")
 
 
 def _config_with_student_lr(lr):
@@ -228,7 +236,7 @@ def test_dry_run_of_an_edited_config_changes_nothing_a_run_reads(tiny_run, tmp_p
     edited = tmp_path / "edited.yaml"
     edited.write_text(yaml.safe_dump(_config_with_student_lr(0.001), sort_keys=True))
     jobs = job_stats(snakemake(tiny_run, "-n", "--configfile", str(edited)).stdout)
-    assert jobs["train_student"] >= 2 and set(jobs) <= STUDENT_AND_AFTER, jobs  # no split, bank, teacher, timing
+    assert sum(jobs.get(rule, 0) for rule in TRAINING) >= 2 and set(jobs) <= STUDENT_AND_AFTER, jobs  # no split, bank, teacher, timing
     assert {name: (folder / name).read_text() for name in before} == before
     up_to_date = snakemake(tiny_run, "-n", "--configfile", str(TEST_CONFIG))
     assert "Nothing to be done" in up_to_date.stdout + up_to_date.stderr
@@ -248,7 +256,7 @@ def test_clusters_mismatch_names_a_command_that_rebuilds_them(tiny_run, monkeypa
     args = [{"N": "2", "CONFIG": str(TEST_CONFIG)}.get(arg, arg) for arg in shlex.split(command.group(1))[1:]]
     assert args[-2:] == ["--forcerun", CLUSTERS_FILE]
     jobs = job_stats(snakemake(tiny_run, "-n", *args).stdout)
-    assert jobs["cluster"] == 1 and jobs["train_student"] >= 1 and set(jobs) <= {"cluster"} | STUDENT_AND_AFTER, jobs
+    assert jobs["cluster"] == 1 and jobs["train_candidates"] >= 1 and set(jobs) <= {"cluster"} | STUDENT_AND_AFTER, jobs
     # what the message used to advise: deleting the file rebuilds nothing
     backup = tmp_path / "clusters.parquet"
     shutil.copy(tiny_run / CLUSTERS_FILE, backup)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from brcd.distill.base import (KD_LOSSES, DistillLoss, KDBatch, MemoryBank, check_positions, l2_normalize,
-                               nce_loss, normalised_exp, sample_negatives, view_features)
+from brcd.distill.base import (KD_LOSSES, DistillLoss, KDBatch, MemoryBank, bank_similarities, check_positions,
+                               l2_normalize, nce_loss, normalised_exp, sample_negatives, view_features)
 
 
 class ContrastiveMemoryLoss(DistillLoss):
@@ -58,8 +58,8 @@ class CRD(ContrastiveMemoryLoss):
         v_s, v_t, contrast = self.embed(batch)
         t = float(self.options["nce_t"])
         # student anchor vs the teacher's bank (positive first), and vice versa
-        sim_s = torch.einsum("bkd,bd->bk", self.memory_t(contrast), v_s)
-        sim_t = torch.einsum("bkd,bd->bk", self.memory_s(contrast), v_t)
+        sim_s = bank_similarities(self.memory_t.memory, contrast, v_s)
+        sim_t = bank_similarities(self.memory_s.memory, contrast, v_t)
         loss_s = nce_loss(normalised_exp(sim_s, t, self.z_s, self.num_train), self.num_train)
         loss_t = nce_loss(normalised_exp(sim_t, t, self.z_t, self.num_train), self.num_train)
         self.update_memory(batch.index.long(), v_s, v_t)

@@ -56,8 +56,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from brcd.distill.base import (VIEWS, KD_LOSSES, DistillLoss, KDBatch, MemoryBank, check_positions, is_int,
-                               l2_normalize, require, sample_negatives, view_features)
+from brcd.distill.base import (VIEWS, KD_LOSSES, DistillLoss, KDBatch, MemoryBank, bank_similarities,
+                               check_positions, is_int, l2_normalize, require, sample_negatives, view_features)
 
 TEACHER_EMBEDS = ("auto", "linear", "identity")
 
@@ -182,8 +182,9 @@ class PACKD(DistillLoss):
                              float(self.options["sinkhorn_tol"]))
         temperature = float(self.options["temperature"])
         positive = (plan * similarity).sum(dim=(1, 2)) / temperature  # (B,)
-        bank = self.memory_t(self.contrast_positions(positions))  # (B, K', D)
-        negative = torch.einsum("bvd,bkd->bvk", e_s, bank).flatten(1) / temperature  # (B, n K')
+        # every view against the bank at the contrast positions: (B, n, K') -> (B, n K')
+        contrast = self.contrast_positions(positions)
+        negative = bank_similarities(self.memory_t.memory, contrast, e_s).flatten(1) / temperature
         logits = torch.cat([positive.unsqueeze(1), negative], dim=1)
         loss = (torch.logsumexp(logits, dim=1) - positive).mean()
         return {"loss": loss, "positives": valid.sum(1).float().mean().detach()}

@@ -17,7 +17,8 @@ code): ``sym`` — student validation codes against student database codes;
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from dataclasses import dataclass, replace
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -122,51 +123,85 @@ def kd_settings(config: Mapping) -> dict:
     return {**config.get("brcd", {}), **config.get("kd_settings", {})}
 
 
-def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoint: str, out: str,
-                  log_path: str | None = None, student_bank: str | None = None, teacher_bank: str | None = None,
-                  clusters_path: str | None = None, device="cpu", codes: Mapping[str, str] | None = None,
-                  selection_path: str | None = None) -> dict:
-    """Train, save ``model.pt``, and with ``codes`` (selected head -> path, e.g. ``{"sym": ...,
-    "asym": ...}``) also write the code files from the features already loaded: the same
-    files ``brcd encode`` writes, without a second process loading the bank again.
+@dataclass
+class StudentInputs:
+    """What every λ run of one method and seed reads: loaded once, shared by the runs of a
+    ``train-student`` call (the λ candidates of one method share a process, issue: demo budget)."""
 
-    Each distinct λ of :func:`student_lambdas` is one training from the same seed (one when both
-    paradigms chose the same λ); the sym head comes from the sym λ's run, the asym head from the
-    asym λ's. Returns ``{"best", "history", "runs": {λ: fit result}}``.
-    """
-    from brcd.encode import check_selections, write_code_files
-    from brcd.runtime import seed_everything
+    splits: Splits
+    teacher_head: torch.nn.Module
+    clusters: object
+    student_source: object
+    validator: object
+    teacher: TeacherLogits
+    spec: dict
 
-    if codes:
-        check_selections(cell, codes)
+    @property
+    def num_train(self) -> int:
+        return len(self.splits.indices["train"])
 
-    settings = TrainSettings.from_config(config, "student")
-    loss_settings = kd_settings(config)
-    # Settings errors surface before any file or backbone is loaded.
+
+def check_student_settings(config: Mapping, cell: Cell, selection_path: str | None,
+                           clusters_path: str | None) -> dict[str, float]:
+    """Settings errors of one run, raised before any file or backbone is loaded; its λ per head."""
     kd_class = KD_LOSSES.get(cell.kd)
-    kd_class.resolve_options(cell.kd, loss_settings)
+    kd_class.resolve_options(cell.kd, kd_settings(config))
     lambdas = student_lambdas(config, cell, selection_path)
     if kd_class.needs_clusters and clusters_path is None:
         raise ConfigError(f"{cell.kd!r} needs the teacher's clusters: run the `cluster` rule "
                           "(`brcd cluster`) and pass its clusters.parquet with --clusters")
+    return lambdas
+
+
+def load_student_inputs(config: Mapping, cell: Cell, split_path: str, teacher_checkpoint: str,
+                        student_bank: str | None, teacher_bank: str | None, clusters_path: str | None,
+                        device) -> StudentInputs:
+    kd_class = KD_LOSSES.get(cell.kd)
     splits = Splits(split_path)
     num_train = len(splits.indices["train"])
     teacher_head = load_teacher(config, cell, teacher_checkpoint, splits, device)
     clusters = load_cell_clusters(clusters_path, config, cell, splits) if kd_class.needs_clusters else None
     s_source = create_source(config, cell.dataset, cell.student, splits, device, student_bank)
     t_source = create_source(config, cell.dataset, cell.teacher, splits, device, teacher_bank)
-
     topk = dataset_options(config, cell.dataset)["topk"]
     teacher_database = encode_features(teacher_head, t_source.clean(splits.indices["database"]))
     validator = split_validator(s_source, splits, topk, {"sym": None, "asym": teacher_database})
     teacher = TeacherLogits(teacher_head, t_source, num_train, rotations=kd_class.needs_rotations)
     spec = head_spec(backbone_options(config, cell.student), cell.bits, s_source.feature_dim)
+    return StudentInputs(splits, teacher_head, clusters, s_source, validator, teacher, spec)
+
+
+def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoint: str, out: str,
+                  log_path: str | None = None, student_bank: str | None = None, teacher_bank: str | None = None,
+                  clusters_path: str | None = None, device="cpu", codes: Mapping[str, str] | None = None,
+                  selection_path: str | None = None, inputs: StudentInputs | None = None) -> dict:
+    """Train, save ``model.pt``, and with ``codes`` (selected head -> path, e.g. ``{"sym": ...,
+    "asym": ...}``) also write the code files from the features already loaded: the same
+    files ``brcd encode`` writes, without a second process loading the bank again.
+
+    Each distinct λ of :func:`student_lambdas` is one training from the same seed (one when both
+    paradigms chose the same λ); the sym head comes from the sym λ's run, the asym head from the
+    asym λ's. ``inputs`` (:func:`load_student_inputs`) lets several runs of one method and seed
+    share one loading. Returns ``{"best", "history", "runs": {λ: fit result}}``.
+    """
+    from brcd.encode import check_selections, write_code_files
+    from brcd.runtime import seed_everything
+
+    if codes:
+        check_selections(cell, codes)
+    settings = TrainSettings.from_config(config, "student")
+    loss_settings = kd_settings(config)
+    lambdas = check_student_settings(config, cell, selection_path, clusters_path)
+    if inputs is None:
+        inputs = load_student_inputs(config, cell, split_path, teacher_checkpoint, student_bank, teacher_bank,
+                                     clusters_path, device)
+    splits, s_source, teacher, num_train = inputs.splits, inputs.student_source, inputs.teacher, inputs.num_train
 
     def train_one(lam: float) -> dict:
         seed_everything(cell.seed)  # every λ starts from the same initialisation and draws
-        head = build_head(spec).to(device)
+        head = build_head(inputs.spec).to(device)
         objective = create_objective(cell.hash, cell.bits).to(device)
-        kd_loss = create_distill_loss(cell.kd, cell.bits, num_train, loss_settings, clusters).to(device)
+        kd_loss = create_distill_loss(cell.kd, cell.bits, num_train, loss_settings, inputs.clusters).to(device)
 
         def step(pos, v1, v2):
             s1, s2 = two_views(head, s_source, pos, v1, v2)
@@ -187,7 +222,7 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
             }
 
         return fit({"head": head, "objective": objective, "kd": kd_loss}, step, num_train, s_source.num_views,
-                   settings, cell.seed, validator, head, None, desc=f"{cell.model} λ={lam:g}")
+                   settings, cell.seed, inputs.validator, head, None, desc=f"{cell.model} λ={lam:g}")
 
     runs = {lam: train_one(lam) for lam in dict.fromkeys(lambdas.values())}
     best = {name: runs[lam]["best"][name] for name, lam in lambdas.items()}
@@ -196,7 +231,7 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
         write_history(log_path, history)
     metadata = {**cell.metadata(config), "split": splits.fingerprint, "lambda": dict(lambdas),
                 "runs": {name: runs[lam]["run"] for name, lam in lambdas.items()}}
-    save_checkpoint(out, spec, {name: b["state"] for name, b in best.items()}, best, metadata)
+    save_checkpoint(out, inputs.spec, {name: b["state"] for name, b in best.items()}, best, metadata)
     log.info("%s: best val mAP@K sym %.4f (λ %g, epoch %d), asym %.4f (λ %g, epoch %d) -> %s", cell.model,
              best["sym"]["map"], lambdas["sym"], best["sym"]["epoch"], best["asym"]["map"], lambdas["asym"],
              best["asym"]["epoch"], out)
@@ -206,30 +241,78 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
     return {"best": best, "history": history, "runs": runs}
 
 
+@dataclass(frozen=True)
+class StudentOutputs:
+    """The files of one run: model.pt, and optionally its history and code files."""
+
+    model: str
+    history: str | None = None
+    codes: Mapping[str, str] | None = None
+
+
+def train_students(config: Mapping, runs: Sequence[tuple[Cell, StudentOutputs]], split_path: str,
+                   teacher_checkpoint: str, student_bank: str | None = None, teacher_bank: str | None = None,
+                   clusters_path: str | None = None, device="cpu", selection_path: str | None = None) -> list[dict]:
+    """Several runs of one method and seed (e.g. its λ candidates) in one process: banks, teacher,
+    clusters and validation data are loaded once. Each run's files are exactly those of
+    :func:`train_student` alone (same seed, same draws). All settings are checked first."""
+    cells = [cell for cell, _ in runs]
+    shared = {replace(cell, variant=None) for cell in cells}
+    if len(shared) != 1:
+        raise ConfigError("one train-student call trains runs of one method and seed (they differ only in "
+                          f"--variant); got {', '.join(sorted({c.model + f' seed {c.seed}' for c in cells}))}")
+    for cell, _ in runs:
+        check_student_settings(config, cell, selection_path, clusters_path)
+    inputs = load_student_inputs(config, cells[0], split_path, teacher_checkpoint, student_bank, teacher_bank,
+                                 clusters_path, device)
+    return [train_student(config, cell, split_path, teacher_checkpoint, outputs.model, outputs.history,
+                          clusters_path=clusters_path, device=device, codes=outputs.codes,
+                          selection_path=selection_path, inputs=inputs)
+            for cell, outputs in runs]
+
+
 def configure_parser(parser) -> None:
     from brcd.cells import add_cell_arguments
     from brcd.runtime import add_runtime_arguments
 
     parser.add_argument("--config", required=True, help="grid config YAML")
-    add_cell_arguments(parser, student=True)
+    add_cell_arguments(parser, student=True, several_variants=True)
     parser.add_argument("--split", required=True)
     parser.add_argument("--teacher-checkpoint", required=True, help="the trained teacher's model.pt")
     parser.add_argument("--student-bank", help="feature bank of the student backbone (mode: bank)")
     parser.add_argument("--teacher-bank", help="feature bank of the teacher backbone (mode: bank)")
     parser.add_argument("--clusters", help="clusters.parquet of the teacher (BRCD variants)")
-    parser.add_argument("--out", required=True, help="model.pt to write")
-    parser.add_argument("--log", help="per-epoch log (TSV)")
     parser.add_argument("--selection", help="selection.json of rule select_lambda (cells with --variant selected)")
-    parser.add_argument("--codes", help="also write codes.parquet (head selected for sym), as `brcd encode` does")
-    parser.add_argument("--codes-asym", help="also write codes_asym.parquet (head selected for asym)")
+    # one file per --variant, in the same order: the λ candidates of a method share one process
+    parser.add_argument("--out", required=True, nargs="+", help="model.pt to write")
+    parser.add_argument("--log", nargs="+", help="per-epoch log (TSV)")
+    parser.add_argument("--codes", nargs="+",
+                        help="also write codes.parquet (head selected for sym), as `brcd encode` does")
+    parser.add_argument("--codes-asym", nargs="+", help="also write codes_asym.parquet (head selected for asym)")
     add_runtime_arguments(parser)
 
 
+def outputs_per_variant(args) -> list[StudentOutputs]:
+    """--out, --log, --codes and --codes-asym, one entry per --variant (in its order)."""
+    variants = len(args.variant)
+    for flag in ("out", "log", "codes", "codes_asym"):
+        paths = getattr(args, flag)
+        if paths is not None and len(paths) != variants:
+            raise ConfigError(f"--{flag.replace('_', '-')} gives {len(paths)} path(s) for {variants} --variant "
+                              "value(s); give one per variant, in the same order")
+    column = lambda flag: getattr(args, flag) or [None] * variants  # noqa: E731
+    return [StudentOutputs(out, history, {name: path for name, path in (("sym", sym), ("asym", asym)) if path})
+            for out, history, sym, asym in zip(args.out, column("log"), column("codes"), column("codes_asym"))]
+
+
 def run(args) -> None:
+    from argparse import Namespace
+
     from brcd.cells import cell_from_args
     from brcd.runtime import load_stage
 
+    outputs = outputs_per_variant(args)
     config, device = load_stage(args)
-    codes = {name: path for name, path in (("sym", args.codes), ("asym", args.codes_asym)) if path}
-    train_student(config, cell_from_args(args), args.split, args.teacher_checkpoint, args.out, args.log,
-                  args.student_bank, args.teacher_bank, args.clusters, device, codes, args.selection)
+    cells = [cell_from_args(Namespace(**{**vars(args), "variant": variant})) for variant in args.variant]
+    train_students(config, list(zip(cells, outputs)), args.split, args.teacher_checkpoint, args.student_bank,
+                   args.teacher_bank, args.clusters, device, args.selection)

@@ -10,7 +10,7 @@ rule cluster:
     log:
         "logs/cluster/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.log",
     benchmark:
-        "logs/cluster/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv"
+        cells.BENCHMARKS["cluster"]
     threads: 1
     conda:
         "../../environment.yml"

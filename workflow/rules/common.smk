@@ -7,7 +7,7 @@ from brcd.cluster import cluster_settings
 from brcd.config import check_config, validate_schema
 from dataclasses import replace
 
-from brcd.tuning import SELECTED, format_lambda, lambda_grid, tuning_seed, variant_of
+from brcd.tuning import SELECTED, candidate_groups, candidate_paths, format_lambda, lambda_grid, tuning_seed, variant_of
 from brcd.workflow import (
     BRCD_COMMAND,
     bank_path,
@@ -79,7 +79,8 @@ def cell_hash(wildcards):
     return model_cell(wildcards).config_hash(config)
 
 
-def student_inputs(w):
+def candidate_inputs(w):
+    """What a student run of one method and seed reads, whatever its λ (rules train_candidates*)."""
     inputs = {
         "split": cells.SPLIT.format(dataset=w.dataset),
         "teacher": cells.TEACHER_MODEL.format(**w),
@@ -89,8 +90,18 @@ def student_inputs(w):
     }
     if needs_clusters(w.kd):
         inputs["clusters"] = [cells.CLUSTERS.format(**w)]
-    inputs["selection"] = selection_input(student_cell(w))
     return inputs
+
+
+def student_inputs(w):
+    """A `selected` run also reads the λ chosen on the tuning seed (rule train_student)."""
+    return {**candidate_inputs(w), "selection": selection_input(student_cell(w))}
+
+
+def candidate_hashes(w, grid):
+    """Config hashes of the candidates one train_candidates job writes: an edit reruns the job."""
+    method = cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, int(w.seed), w.student, w.kd)
+    return [replace(method, variant=variant_of(lam)).config_hash(config) for lam in grid]
 
 
 def evaluate_inputs(w):
@@ -100,8 +111,11 @@ def evaluate_inputs(w):
         "teacher_codes": cells.TEACHER_CODES.format(**cell.teacher_cell().parameters()),
     }
     if cell.role == "student":
-        codes = cells.STUDENT_CODES_ASYM if w.paradigm == "asym" else cells.STUDENT_CODES
-        inputs["student_codes"] = codes.format(**cell.parameters())
+        # rule evaluate: the code file of each paradigm of the grid (its head), in config order
+        inputs["student_codes"] = [
+            (cells.STUDENT_CODES_ASYM if paradigm == "asym" else cells.STUDENT_CODES).format(**cell.parameters())
+            for paradigm in config["paradigms"]
+        ]
         # a selected run's metrics file records the choice (λ and every candidate's validation score);
         # candidates need no selection, so naming one builds only that cell
         inputs["selection"] = selection_input(cell)

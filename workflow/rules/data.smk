@@ -7,7 +7,7 @@ rule split:
     log:
         "logs/split/{dataset}.log",
     benchmark:
-        "logs/split/{dataset}.bench.tsv"
+        cells.BENCHMARKS["split"]
     conda:
         "../../environment.yml"
     params:

@@ -2,8 +2,54 @@
 # λ of each method chosen on validation (brcd/tuning.py). With the tuning seed
 # every λ candidate is its own cell (.../{kd}/lambda{λ}/seed{seed}); the other
 # seeds train only the selected λ (.../{kd}/selected/seed{seed}).
+#
+# The λ candidates of one method and seed are trained by one job (rules
+# train_candidates*, one per λ grid: brcd.tuning.candidate_groups): they share
+# one process start-up and one loading of the banks, the teacher and the
+# validation data, and each writes exactly the files it would write alone.
+# Naming one candidate's file builds its whole grid.
+
+for _rule_name, (_grid, _methods) in candidate_groups(config).items():
+
+    rule:
+        name:
+            _rule_name
+        input:
+            unpack(candidate_inputs),
+        output:
+            model=candidate_paths(cells.STUDENT_MODEL, _grid),
+            history=candidate_paths(cells.STUDENT_HISTORY, _grid),
+            sym=candidate_paths(cells.STUDENT_CODES, _grid),
+            asym=candidate_paths(cells.STUDENT_CODES_ASYM, _grid),
+        wildcard_constraints:
+            kd="|".join(_methods),
+        log:
+            "logs/train_candidates/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/seed{seed}.log",
+        benchmark:
+            cells.BENCHMARKS["train_candidates"]
+        threads: 1
+        resources:
+            mem_mb=4000,
+        conda:
+            "../../environment.yml"
+        params:
+            brcd=BRCD,
+            variants=" ".join(variant_of(lam) for lam in _grid),
+            banks=lambda w, input: " ".join(
+                [option("--student-bank", input.student_bank), option("--teacher-bank", input.teacher_bank)]
+            ),
+            clusters=lambda w, input: option("--clusters", input.clusters),
+            config_hash=lambda w, grid=_grid: candidate_hashes(w, grid),
+        shell:
+            "{params.brcd} train-student --config $BRCD_CONFIG --dataset {wildcards.dataset} --bits {wildcards.bits}"
+            " --hash {wildcards.hash} --teacher {wildcards.teacher} --student {wildcards.student}"
+            " --kd {wildcards.kd} --variant {params.variants} --seed {wildcards.seed} --split {input.split}"
+            " --teacher-checkpoint {input.teacher} {params.banks} {params.clusters}"
+            " --out {output.model} --log {output.history} --codes {output.sym} --codes-asym {output.asym}"
+            " --threads {threads} > {log} 2>&1"
 
 
+# The other seeds' runs of the selected λ (candidates: rules train_candidates* above).
 rule train_student:
     input:
         unpack(student_inputs),
@@ -14,10 +60,12 @@ rule train_student:
         # already holds: a separate encode job would pay start-up and bank loading again (issue: demo budget)
         sym=cells.STUDENT_CODES,
         asym=cells.STUDENT_CODES_ASYM,
+    wildcard_constraints:
+        variant=SELECTED,
     log:
         "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/{variant}/seed{seed}.log",
     benchmark:
-        "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/{variant}/seed{seed}.bench.tsv"
+        cells.BENCHMARKS["train_student"]
     threads: 1
     resources:
         mem_mb=4000,
@@ -48,7 +96,7 @@ rule select_lambda:
     log:
         "logs/select_lambda/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}.log",
     benchmark:
-        "logs/select_lambda/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}.bench.tsv"
+        cells.BENCHMARKS["select_lambda"]
     threads: 1
     conda:
         "../../environment.yml"

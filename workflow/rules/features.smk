@@ -9,7 +9,7 @@ rule features:
     log:
         "logs/features/{dataset}/{backbone}.log",
     benchmark:
-        "logs/features/{dataset}/{backbone}.bench.tsv"
+        cells.BENCHMARKS["features"]
     # A fixed count, not workflow.cores (which fails at parse time when no --cores is
     # given, as on Slurm): locally Snakemake caps it at --cores; the slurm profile sets its own.
     threads: 8

@@ -10,7 +10,7 @@ rule time_encoder:
     log:
         "logs/time_encoder/{dataset}/{backbone}.log",
     benchmark:
-        "logs/time_encoder/{dataset}/{backbone}.bench.tsv"
+        cells.BENCHMARKS["time_encoder"]
     # "Every core": Snakemake caps threads at --cores, so locally this job holds all
     # of them and runs alone (workflow.cores would fail at parse time without --cores,
     # as on Slurm, where the profile sets 8 threads and an exclusive node instead).
@@ -33,7 +33,7 @@ rule time_search:
     log:
         "logs/time_search/{bits}.log",
     benchmark:
-        "logs/time_search/{bits}.bench.tsv"
+        cells.BENCHMARKS["time_search"]
     # "Every core": Snakemake caps threads at --cores, so locally this job holds all
     # of them and runs alone (workflow.cores would fail at parse time without --cores,
     # as on Slurm, where the profile sets 8 threads and an exclusive node instead).

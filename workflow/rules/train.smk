@@ -11,7 +11,7 @@ rule train_teacher:
     log:
         "logs/train_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.log",
     benchmark:
-        "logs/train_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv"
+        cells.BENCHMARKS["train_teacher"]
     threads: 1
     resources:
         mem_mb=4000,
@@ -38,7 +38,7 @@ rule encode_teacher:
     log:
         "logs/encode_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.log",
     benchmark:
-        "logs/encode_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv"
+        cells.BENCHMARKS["encode_teacher"]
     threads: 1
     conda:
         "../../environment.yml"
