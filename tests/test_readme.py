@@ -40,6 +40,7 @@ TEST_CELL = "results/synthetic/16/student/cibhash/tteacher/tstudent/brcd/lambda1
 #: README text -> what runs here instead (the demo grid takes minutes; the tiny grid has the same rules).
 SUBSTITUTIONS = {
     "config/demo.yaml": "config/test.yaml",
+    "config/study.yaml": "config/test.yaml",
     DEMO_CELL: TEST_CELL,
     "reports/demo.parquet": "reports/test.parquet",
 }
@@ -62,8 +63,16 @@ def _grid_built(workdir: Path, output: str) -> None:
 
 
 def _plans_paper_grid(workdir: Path, output: str) -> None:
+    from brcd.config import load_config
+    from brcd.workflow import benchmark_files
+
     jobs = job_stats(output)
     assert jobs["train_student"] > 100 and jobs["split"] == 3, jobs
+    # the job list the report's time table and benchmarks/paper_gpu_hours.py enumerate is Snakemake's plan
+    planned = {rule: len(paths) for rule, paths in benchmark_files(load_config(REPO / "config/paper.yaml",
+                                                                                check_registries=False)).items()}
+    candidates = sum(count for rule, count in jobs.items() if rule.startswith("train_candidates"))
+    assert planned == {**{r: c for r, c in jobs.items() if r in planned}, "train_candidates": candidates}, (planned, jobs)
     assert not (workdir / "results/cifar10").exists()  # a dry run builds nothing
 
 
@@ -84,6 +93,10 @@ def _printed_config(workdir: Path, output: str) -> None:
     assert "name: test" in output and "split_seed: 0" in output
 
 
+def _printed_projection(workdir: Path, output: str) -> None:
+    assert "GPU-hours in all" in output and "vitb16" in output and "train_candidates" in output, output
+
+
 def _printed_table(workdir: Path, output: str) -> None:
     assert "mean" in output and "brcd" in output
 
@@ -96,6 +109,8 @@ RUN_HERE: dict[str, Expect] = {
         Expect(_rebuilt_only_that_cell, before=_remove_cell_metrics),
     ".venv/bin/snakemake --cores 2 --configfile config/demo.yaml --report report.html": Expect(_html_report),
     ".venv/bin/brcd check-config config/demo.yaml": Expect(_printed_config),
+    ".venv/bin/snakemake --cores 2 --configfile config/study.yaml": Expect(_grid_built),
+    ".venv/bin/python benchmarks/paper_gpu_hours.py --measured config/study.yaml": Expect(_printed_projection),
     ".venv/bin/python -c \"import pandas as pd; t = pd.read_parquet('reports/demo.parquet'); t = t[t.in_tables]; "
     "print(t.groupby(['bits', 'paradigm', 'kd']).map_at_k.agg(['mean', 'std', 'count']))\"": Expect(_printed_table),
 }
