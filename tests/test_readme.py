@@ -263,7 +263,7 @@ def tiny_grid(tmp_path_factory):
     """A working directory laid out like the repository (results go here, not into the
     checkout), with the tiny grid built by the `make demo` recipe on config/test.yaml."""
     workdir = tmp_path_factory.mktemp("readme")
-    for name in ("Snakefile", "workflow", "config"):
+    for name in ("Snakefile", "workflow", "config", "benchmarks"):
         (workdir / name).symlink_to(REPO / name)
     (workdir / ".venv").symlink_to(Path(sys.prefix))  # the environment running these tests
     for line in makefile_recipe(VIA_MAKEFILE["make demo"]):
