@@ -106,12 +106,8 @@ class Pricer:
         self.tflops, self.decode = tflops, decode
 
     def views(self, count: float, gflops: float) -> float:
-        """Seconds for ``count`` augmented views through backbones of ``gflops`` in all."""
+        """Seconds for ``count`` views (augmented, or clean: they decode alike) through backbones of ``gflops`` in all."""
         return count * max(1.0 / self.decode, gflops / (self.tflops * 1e3))
-
-    def clean(self, count: float, gflops: float) -> float:
-        """Clean images (resized, not augmented) decode like views."""
-        return self.views(count, gflops)
 
 
 def measured_means(config: Mapping, root: Path) -> dict[str, float]:
@@ -149,13 +145,13 @@ def project(paper: Mapping, measured: Mapping, root: Path, pricer: Pricer, flops
 
     for cell in workflow.teacher_cells(paper):
         s, f = sizes[cell.dataset], flops[cell.teacher]
-        add("train_teacher", pricer.views(teacher_epochs * s.train * 2, f) + pricer.clean(s.val + s.database, f))
-        add("encode_teacher", pricer.clean(s.clean, f))
+        add("train_teacher", pricer.views(teacher_epochs * s.train * 2, f) + pricer.views(s.val + s.database, f))
+        add("encode_teacher", pricer.views(s.clean, f))
     for cell in workflow.student_methods(paper):
         s, ft, fs = sizes[cell.dataset], flops[cell.teacher], flops[cell.student]
         views = student_epochs * s.train * 2 * (1 + (ROTATIONS / 2 if cell.kd == "sskd" else 0))
         per_run = pricer.views(views, ft + fs)
-        shared = pricer.clean(s.val + s.database, fs) + pricer.clean(s.database, ft)
+        shared = pricer.views(s.val + s.database, fs) + pricer.views(s.database, ft)
         if cell.seed == int(paper["seeds"][0]):
             add("train_candidates", len(lambda_grid(paper, cell.kd)) * per_run + shared)
         else:  # a selected run: one λ (two when sym and asym chose different ones: not counted)
