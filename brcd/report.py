@@ -978,6 +978,7 @@ def header(results: GridResults) -> list[str]:
         f"- **mode**: {mode}",
         f"- **seeds**: {len(seeds)} ({', '.join(map(str, seeds))}); {seed_note(config)}",
         f"- **uncertainty**: {uncertainty_note(config)}",
+        f"- **schedule**: {schedule_note(config)}",
         f"- **convergence**: {convergence_note(results)}",
         f"- **tie policy**: {'; '.join(policies)} (tie-aware mAP: expectation over orderings of tied items)",
         f"- **datasets**: {'; '.join(datasets)}",
@@ -1044,6 +1045,20 @@ def uncertainty_note(config: Mapping) -> str:
     return ("**one seed: intervals and significance cover query sampling only**, not training randomness "
             "(seeds, teacher); tables show the single run's value; bold marks the best student and every "
             "student not significantly worse than it on a bootstrap over queries")
+
+
+def schedule_note(config: Mapping) -> str:
+    """Each role's training schedule and early-stopping rule, from the settings the runs used."""
+    from brcd.train import TrainSettings
+
+    def rule(role: str) -> str:
+        t = TrainSettings.from_config(config, role)
+        gain = f"an improvement of more than {t.min_delta:g} mAP" if t.min_delta else "an improvement"
+        return (f"{role}s: Adam lr {t.lr:g}, batch {t.batch_size}, validation every {t.eval_every} epochs, "
+                f"stop after {t.patience} validations without {gain} (not before epoch {t.min_epochs}), "
+                f"cap {t.epochs} epochs")
+
+    return "; ".join(rule(role) for role in ("teacher", "student"))
 
 
 def convergence_note(results: GridResults) -> str:

@@ -5,7 +5,7 @@ backbones are frozen and reached through a :class:`~brcd.features.FeatureSource`
 (feature bank or online). Every ``eval_every`` epochs the head encodes the
 clean validation images and the database, and validation mAP@K decides the
 best checkpoint; training stops early after ``patience`` validations without
-improvement (never before ``min_epochs``). Several selection criteria can be
+an improvement of more than ``min_delta`` (never before ``min_epochs``). Several selection criteria can be
 tracked at once — a student keeps one best head for the symmetric and one for
 the asymmetric paradigm, like the reference code, but always selects on the
 validation split, never on the queries.
@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 #: Reference values (SPEC §2) scaled to CPU-sized runs; override per config under `train`.
 DEFAULTS = {
     "teacher": {"lr": 5e-4, "epochs": 100, "min_epochs": 20, "batch_size": 64, "eval_every": 5, "patience": 4,
-                "weight_decay": 0.0},
+                "weight_decay": 0.0, "min_delta": 0.0},
     "student": {"lr": 1e-3, "epochs": 100, "min_epochs": 20, "batch_size": 64, "eval_every": 5, "patience": 4,
-                "weight_decay": 0.0},
+                "weight_decay": 0.0, "min_delta": 0.0},
 }
 
 
@@ -49,6 +49,10 @@ class TrainSettings:
     eval_every: int
     patience: int
     weight_decay: float
+    #: a validation counts as an improvement for early stopping only when it beats the best so far by
+    #: more than this (the best checkpoint still follows every gain): runs creeping up by noise-sized
+    #: steps stop instead of running into the cap
+    min_delta: float = 0.0
 
     @classmethod
     def from_config(cls, config: Mapping, role: str) -> "TrainSettings":
@@ -202,9 +206,10 @@ def fit(
             improved = False
             for name, score in validator(head).items():
                 row[f"val_map_{name}"] = score
-                if score > best.get(name, {"map": -1.0})["map"]:
+                previous = best.get(name, {"map": -1.0})["map"]
+                if score > previous:
                     best[name] = {"epoch": epoch, "map": score, "state": copy.deepcopy(head.state_dict())}
-                    improved = True
+                improved |= score > previous + settings.min_delta
             stale = 0 if improved else stale + 1
         history.append(row)
         bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k in ("loss",) or k.startswith("val_map")})

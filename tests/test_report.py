@@ -415,3 +415,13 @@ def test_a_significant_interval_never_prints_a_zero_bound():
     assert interval_text(close) == "+0.00210 [+0.00004, +0.00410]"
     level = Comparison(delta=0.0021, low=-0.0004, high=0.0041, p_improvement=0.8, n_seeds=3, n_queries=10)
     assert interval_text(level) == "+0.002 [0.000, +0.004]"  # not significant: 3 decimals, 0 is in it
+
+
+def test_schedule_note_states_each_roles_stopping_rule():
+    from brcd.report import schedule_note
+
+    study = schedule_note(load_config("config/study.yaml"))
+    assert ("students: Adam lr 0.001, batch 64, validation every 4 epochs, stop after 2 validations without "
+            "an improvement of more than 0.001 mAP (not before epoch 8), cap 160 epochs") in study
+    assert "teachers: Adam lr 0.0005" in study and "teachers: Adam lr 0.0005, batch 64, validation every 5 epochs, " \
+        "stop after 2 validations without an improvement (not" in study

@@ -252,3 +252,22 @@ def test_fused_adam_is_torch_fused_adam_bit_for_bit(weight_decay):
     for a, b in zip(ours, torch_adam):
         assert torch.equal(a, b)
     assert not torch.equal(ours[0], trajectory(lambda params: FusedAdam(params, lr=2e-2))[0])  # it does optimise
+
+
+@pytest.mark.parametrize("min_delta, stops_at", [(0.0, 12), (0.005, 6)])
+def test_min_delta_stops_runs_that_creep_up(min_delta, stops_at):
+    """Validation mAP that rises by 0.002 per validation: with min_delta 0 every validation is an
+    improvement and the run reaches its cap; with min_delta 0.005 none after the first is, so it
+    stops after `patience` of them (past min_epochs). The best checkpoint follows every gain."""
+    head = torch.nn.Linear(4, 8)
+    scores = iter(0.5 + 0.002 * i for i in range(100))
+
+    def step(pos, v1, v2):
+        return {"loss": head(torch.randn(len(pos), 4)).square().mean()}
+
+    settings = TrainSettings(lr=1e-3, epochs=12, min_epochs=4, batch_size=4, eval_every=2, patience=2,
+                             weight_decay=0, min_delta=min_delta)
+    result = fit({"head": head}, step, 8, 2, settings, 0, lambda h: {"sym": next(scores)}, head)
+    assert result["run"]["epochs_run"] == stops_at
+    assert result["run"]["stopped_early"] == (stops_at < 12)
+    assert result["best"]["sym"]["epoch"] == stops_at  # still the last, highest validation
