@@ -41,4 +41,4 @@ lint: setup
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 
 clean-results:
-	rm -rf results reports/demo.md reports/demo reports/demo.parquet
+	rm -rf results reports/demo.md reports/demo reports/demo.parquet reports/demo.findings.parquet

@@ -56,6 +56,8 @@ BENCHMARKS = {
 DEFAULT_VARIANT = "lambda1"
 #: the tidy results table the report is rendered from (brcd.report.table_path_for)
 REPORT_TABLE = "reports/{name}.parquet"
+#: the report's findings, one row per statement (brcd.conclusions; brcd.report.findings_path_for)
+REPORT_FINDINGS = "reports/{name}.findings.parquet"
 
 
 @dataclass(frozen=True)

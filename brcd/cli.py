@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "time-search": ("brcd.timing", "per-query latency of the exact Hamming search -> results/timing/search/{bits}.json"),
     "time-encoder": ("brcd.timing", "encoder latency and throughput, image to packed code -> results/timing/encoder/{dataset}/{backbone}.json"),
     "report": ("brcd.report", "Markdown report (tables + figures) of a grid's metrics and timing files -> reports/{name}.md"),
+    "compare-conclusions": ("brcd.conclusions", "whether two runs of one grid (two machines, two library versions) reach the same conclusions, from their reports' findings tables"),
 }
 
 log = logging.getLogger("brcd")

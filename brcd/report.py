@@ -5,9 +5,10 @@ Reads the metrics file of every cell of the config's grid
 (``metrics/{paradigm}.queries.parquet``) and the timing files
 (:func:`brcd.workflow.timing_targets`), and writes ``reports/{name}.md`` with
 its figures as PNG files in ``reports/{name}/`` (linked by relative paths)
-and the tidy table it is rendered from, ``reports/{name}.parquet`` (one row
+the tidy table it is rendered from, ``reports/{name}.parquet`` (one row
 per cell × paradigm × seed: every parameter, metric, training record and
-config hash).
+config hash), and its findings as data, ``reports/{name}.findings.parquet``
+(one row per statement: :mod:`brcd.conclusions`).
 
 Statistics come from :mod:`brcd.stats`. Per dataset and (hash, teacher,
 student) pairing:
@@ -56,6 +57,7 @@ from brcd.workflow import evaluate_rule
 if TYPE_CHECKING:
     import numpy as np
 
+    from brcd.conclusions import Statement
     from brcd.stats import Summary
 
 log = logging.getLogger(__name__)
@@ -400,19 +402,29 @@ def summarize(values: Iterable[float | None]) -> "Summary | None":
     return over_seeds(present) if present else None
 
 
-def tied_with_best(samples: Mapping[int, "np.ndarray | None"], higher_is_better: bool = True) -> set[int]:
-    """Rows of one column that are the best or not significantly worse than it (paired
-    bootstrap of :func:`brcd.stats.tied_with_best`). Empty when it cannot be tested: a
-    missing value, or one seed of a metric without per-query values."""
-    from brcd.stats import tied_with_best as group
+def compared_to_best(samples: Mapping, higher_is_better: bool = True) -> "tuple[object, dict] | None":
+    """(best row, {other row: paired Comparison against the best}) of one column
+    (:func:`brcd.stats.compare_to_best`; with ``higher_is_better`` False on negated values).
+    None when it cannot be tested: a missing value, or one seed of a metric without
+    per-query values."""
+    from brcd.stats import compare_to_best
 
     if not samples or any(a is None for a in samples.values()):
-        return set()
+        return None
     if all(a.shape == (1, 1) for a in samples.values()):
-        return set()  # one number per row: nothing to test
+        return None  # one number per row: nothing to test
     sign = 1.0 if higher_is_better else -1.0
-    _, tied = group({row: sign * a for row, a in samples.items()}, seed=BOOTSTRAP_SEED)
-    return set(tied)
+    return compare_to_best({row: sign * a for row, a in samples.items()}, seed=BOOTSTRAP_SEED)
+
+
+def tied_with_best(samples: Mapping[int, "np.ndarray | None"], higher_is_better: bool = True) -> set[int]:
+    """Rows of one column that are the best or not significantly worse than it (the rule of
+    :func:`brcd.stats.tied_with_best`: the interval against the best reaches 0)."""
+    compared = compared_to_best(samples, higher_is_better)
+    if compared is None:
+        return set()
+    best, comparisons = compared
+    return {best} | {row for row, c in comparisons.items() if c.high >= 0}
 
 
 def format_number(value: float | None) -> str:
@@ -1196,95 +1208,115 @@ def _method_list(items: Sequence[str]) -> str:
     return ", ".join(items) if items else "none"
 
 
-@dataclass
-class ColumnFindings:
-    """What the paired intervals of one column support (texts name each method and its Δ)."""
-
-    better: list[str] = field(default_factory=list)  # kd methods significantly above no KD
-    worse: list[str] = field(default_factory=list)
-    level: list[str] = field(default_factory=list)  # interval of Δ vs no KD contains 0
-    tied: list[str] = field(default_factory=list)  # the best student and every one not significantly worse
-    best: tuple[str, float] | None = None
-    components: list[str] = field(default_factory=list)  # each BRCD ablation vs full brcd
-
-
-def column_findings(results: GridResults, dataset: str, pairing: Pairing, bits: int, paradigm: str) -> ColumnFindings:
-    """Read one column's findings off its paired intervals: which methods beat / lose to the
-    student without KD, which are tied with the best, and whether BRCD's components matter."""
+def column_statements(results: GridResults, dataset: str, pairing: Pairing, bits: int,
+                      paradigm: str) -> list["Statement"]:
+    """Everything one column's paired intervals support, as :class:`brcd.conclusions.Statement`
+    rows: each KD method against the student without KD, every student against the column's
+    best (the bold of the tables), and each BRCD ablation against full ``brcd``."""
+    from brcd.conclusions import VS_BEST, VS_BRCD, VS_NO_KD, Statement
     from brcd.stats import compare
 
-    sample = lambda kd: results.samples(dataset, pairing, student_row(pairing, kd), bits, paradigm, "map@K")  # noqa: E731
-    found = ColumnFindings()
+    column = {"dataset": dataset, "hash": pairing.hash, "teacher": pairing.teacher, "student": pairing.student,
+              "bits": bits, "paradigm": paradigm}
     students = list(results.config["kd"])
+    samples = {kd: results.samples(dataset, pairing, student_row(pairing, kd), bits, paradigm, "map@K")
+               for kd in students}
+    mean = lambda kd: float(samples[kd].mean()) if samples[kd] is not None else math.nan  # noqa: E731
+    found = []
     if NO_KD in students:
-        reference = sample(NO_KD)
         for kd in [kd for kd in students if kd != NO_KD]:
-            c = compare(sample(kd), reference, seed=BOOTSTRAP_SEED)
-            group = found.better if c.significant and c.delta > 0 else found.worse if c.significant else found.level
-            group.append(f"`{kd}` ({interval_text(c)})")
-    samples = {i: sample(kd) for i, kd in enumerate(students)}
-    tied = sorted(tied_with_best(samples))
-    if tied:
-        means = {i: float(samples[i].mean()) for i in tied}
-        best = max(tied, key=lambda i: (round(means[i], 12), -i))  # equal means: the first in config order
-        found.best, found.tied = (students[best], means[best]), [students[i] for i in tied]
+            c = compare(samples[kd], samples[NO_KD], seed=BOOTSTRAP_SEED)
+            found.append(Statement.compared(column, VS_NO_KD, kd, NO_KD, mean(kd), c))
+    compared = compared_to_best(samples)
+    if compared is not None:
+        best, comparisons = compared
+        found.append(Statement.best(column, best, mean(best)))
+        found += [Statement.compared(column, VS_BEST, kd, best, mean(kd), c) for kd, c in comparisons.items()]
     if "brcd" in students:
         for kd in [kd for kd in results.ablations() if kd in ABLATION_COMPONENTS]:
-            c = compare(sample(kd), sample("brcd"), seed=BOOTSTRAP_SEED)
-            verdict = ("significantly lower" if c.significant and c.delta < 0 else
-                       "significantly higher" if c.significant else "no significant change")
-            found.components.append(f"without {ABLATION_COMPONENTS[kd]} (`{kd}`): {interval_text(c)}, {verdict}")
+            c = compare(samples[kd], samples["brcd"], seed=BOOTSTRAP_SEED)
+            found.append(Statement.compared(column, VS_BRCD, kd, "brcd", mean(kd), c))
     return found
 
 
-def render_column_findings(found: ColumnFindings, has_baseline: bool) -> list[str]:
+COMPONENT_VERDICTS = {"better": "significantly higher", "worse": "significantly lower",
+                      "level": "no significant change"}
+
+
+def render_column_findings(statements: Sequence["Statement"], methods: Sequence[str], has_baseline: bool) -> list[str]:
+    """The findings of one column; ``methods``: the config's order of the students."""
+    from brcd.conclusions import VS_BEST, VS_BRCD, VS_NO_KD
+
+    def of(kind: str, verdicts: Iterable[str]) -> list["Statement"]:
+        return [s for s in statements if s.kind == kind and s.verdict in verdicts]
+
+    def listed(kind: str, verdict: str) -> str:
+        return _method_list([f"`{s.method}` ({interval_text(s)})" for s in of(kind, {verdict})])
+
     lines = []
     if has_baseline:
-        lines += [f"  - better than the student without KD: {_method_list(found.better)}",
-                  f"  - worse than it: {_method_list(found.worse)}",
-                  f"  - not distinguishable from it: {_method_list(found.level)}"]
-    if found.best:
-        lines.append(f"  - tied with the best (`{found.best[0]}`, mAP {found.best[1]:.{DIGITS}f}): "
-                     + ", ".join(f"`{kd}`" for kd in found.tied))
-    if found.components:
-        lines.append("  - BRCD's components, Δ vs full `brcd`: " + "; ".join(found.components))
+        lines += [f"  - better than the student without KD: {listed(VS_NO_KD, 'better')}",
+                  f"  - worse than it: {listed(VS_NO_KD, 'worse')}",
+                  f"  - not distinguishable from it: {listed(VS_NO_KD, 'level')}"]
+    best = of(VS_BEST, {"best"})
+    if best:
+        tied = sorted(of(VS_BEST, {"best", "tied"}), key=lambda s: list(methods).index(s.method))
+        lines.append(f"  - tied with the best (`{best[0].method}`, mAP {best[0].mean:.{DIGITS}f}): "
+                     + ", ".join(f"`{s.method}`" for s in tied))
+    components = [f"without {ABLATION_COMPONENTS[s.method]} (`{s.method}`): {interval_text(s)}, "
+                  f"{COMPONENT_VERDICTS[s.verdict]}" for s in of(VS_BRCD, COMPONENT_VERDICTS)]
+    if components:
+        lines.append("  - BRCD's components, Δ vs full `brcd`: " + "; ".join(components))
     return lines
 
 
-def overall_findings(results: GridResults, by_column: Sequence[ColumnFindings]) -> list[str]:
+def overall_findings(results: GridResults, by_column: Sequence[Sequence["Statement"]]) -> list[str]:
     """Per method, in how many columns it beats no KD and is tied with the best."""
+    from brcd.conclusions import VS_BEST, VS_NO_KD
+
     n = len(by_column)
     has_baseline = NO_KD in results.config["kd"]
+
+    def count(kd: str, kind: str, verdicts: set[str]) -> int:
+        return sum(any(s.kind == kind and s.method == kd and s.verdict in verdicts for s in column)
+                   for column in by_column)
+
     lines = []
     for kd in [kd for kd in results.config["kd"] if kd != NO_KD]:
-        beats = sum(any(text.startswith(f"`{kd}` ") for text in f.better) for f in by_column)
-        loses = sum(any(text.startswith(f"`{kd}` ") for text in f.worse) for f in by_column)
-        tied = sum(kd in f.tied for f in by_column)
-        vs_baseline = f"better than no KD in {beats} of {n} columns, worse in {loses}; " if has_baseline else ""
-        lines.append(f"  - `{kd}`: {vs_baseline}tied with the best in {tied} of {n}")
+        vs_baseline = (f"better than no KD in {count(kd, VS_NO_KD, {'better'})} of {n} columns, worse in "
+                       f"{count(kd, VS_NO_KD, {'worse'})}; " if has_baseline else "")
+        lines.append(f"  - `{kd}`: {vs_baseline}tied with the best in {count(kd, VS_BEST, {'best', 'tied'})} of {n}")
     return lines
 
 
-def findings_section(results: GridResults) -> list[str]:
+def findings_statements(results: GridResults) -> list[list["Statement"]]:
+    """:func:`column_statements` of every column, in the order of :func:`rank_columns`."""
+    return [column_statements(results, *column) for column in rank_columns(results)]
+
+
+def findings_section(results: GridResults, by_column: Sequence[Sequence["Statement"]]) -> list[str]:
     """Per column, what the statistics of this report support, generated (never typed): each
-    statement is a paired 95% interval of Δ mAP@K (the Δ tables below) that excludes 0 or not."""
+    statement is a paired 95% interval of Δ mAP@K (the Δ tables below) that excludes 0 or not.
+    ``by_column``: :func:`findings_statements`."""
     if not any(kd != NO_KD for kd in results.config["kd"]):
         return []
-    has_baseline = NO_KD in results.config["kd"]
+    methods = list(results.config["kd"])
+    has_baseline = NO_KD in methods
     columns_ = rank_columns(results)
-    by_column = [column_findings(results, *column) for column in columns_]
     lines = ["## Findings", "",
              "Generated from the paired 95% intervals of this report (Δ mAP@K, bootstrap over seeds and queries; "
              "the Δ tables below), never typed: *better*/*worse* means the interval excludes 0, *not "
              "distinguishable* that it does not. *Tied with the best*: the best student of the column (ablations "
              "included) and every student not significantly worse than it, the rule of the bold in the tables. "
              + ("With one seed the intervals cover query sampling only." if len(results.config["seeds"]) == 1
-                else f"{len(results.config['seeds'])} seeds."), "",
+                else f"{len(results.config['seeds'])} seeds.")
+             + " The same statements, one row each, are in the findings table beside this report "
+             "(`brcd compare-conclusions` compares two runs' tables).", "",
              f"- **Over all {len(columns_)} columns**"]
     lines += overall_findings(results, by_column)
     for (dataset, pairing, bits, paradigm), found in zip(columns_, by_column):
         lines.append(f"- **{dataset}, {pairing.label}, {column_header(bits, paradigm)}** (mAP@{results.topk(dataset)})")
-        lines += render_column_findings(found, has_baseline)
+        lines += render_column_findings(found, methods, has_baseline)
     return lines + [""]
 
 
@@ -1399,17 +1431,26 @@ def write_tidy_table(results: GridResults, path: Path) -> None:
     write_parquet(path, table, {"name": results.config["name"], "config": dict(results.config)})
 
 
+def findings_path_for(out: str | os.PathLike) -> Path:
+    """``reports/{name}.md`` -> ``reports/{name}.findings.parquet`` (cells.REPORT_FINDINGS)."""
+    return Path(out).with_suffix(".findings.parquet")
+
+
 def figures_dir_for(out: str | os.PathLike) -> Path:
     """``reports/{name}.md`` -> ``reports/{name}/``."""
     return Path(out).with_suffix("")
 
 
-def build_report(results: GridResults, out: str | os.PathLike) -> str:
-    """Write the figures beside ``out`` and return the Markdown text."""
+def build_report(results: GridResults, out: str | os.PathLike,
+                 statements: Sequence[Sequence["Statement"]] | None = None) -> str:
+    """Write the figures beside ``out`` and return the Markdown text (``statements``: the
+    findings, :func:`findings_statements`, computed here when not given)."""
+    if statements is None:
+        statements = findings_statements(results)
     figures_dir = figures_dir_for(out)
     figures_dir.mkdir(parents=True, exist_ok=True)
     link = figures_dir.name  # relative to the Markdown file
-    lines = header(results) + findings_section(results)
+    lines = header(results) + findings_section(results, statements)
     for dataset in results.config["datasets"]:
         lines += dataset_section(results, dataset, figures_dir, link)
     lines += rank_section(results, figures_dir, link)
@@ -1429,9 +1470,13 @@ def write_report(config: Mapping, out: str | os.PathLike, results_dir: str | os.
                  config_path: str | None = None) -> Path:
     from brcd.io import atomic_path
 
+    from brcd.conclusions import write_statements
+
     results = load_results(config, results_dir, config_path)
-    text = build_report(results, out)
+    statements = findings_statements(results)
+    text = build_report(results, out, statements)
     write_tidy_table(results, table_path_for(out))
+    write_statements(findings_path_for(out), [s for column in statements for s in column], config["name"])
     with atomic_path(out) as tmp:
         tmp.write_text(text)
     return Path(out)

@@ -43,6 +43,10 @@ SUBSTITUTIONS = {
     "config/study.yaml": "config/test.yaml",
     DEMO_CELL: TEST_CELL,
     "reports/demo.parquet": "reports/test.parquet",
+    # the tiny grid has one run: compared with itself, it must reach its own conclusions
+    "reports/demo.findings.parquet": "reports/test.findings.parquet",
+    "reports/machines/demo-generic-kernels.findings.parquet": "reports/test.findings.parquet",
+    "reports/demo-machines.md": "reports/test-machines.md",
 }
 
 
@@ -101,6 +105,12 @@ def _printed_table(workdir: Path, output: str) -> None:
     assert "mean" in output and "brcd" in output
 
 
+def _same_conclusions(workdir: Path, output: str) -> None:
+    text = (workdir / "reports/test-machines.md").read_text()
+    assert "# Same conclusions? AVX2 kernels vs generic kernels" in text and "columns agree**" in text
+    assert "**Yes:" in text  # a run and itself
+
+
 #: README command (as written, whitespace collapsed) -> what it must do when run here.
 RUN_HERE: dict[str, Expect] = {
     ".venv/bin/snakemake --cores 2 --configfile config/demo.yaml": Expect(_grid_built),
@@ -113,6 +123,9 @@ RUN_HERE: dict[str, Expect] = {
     ".venv/bin/python benchmarks/paper_gpu_hours.py --measured config/study.yaml": Expect(_printed_projection),
     ".venv/bin/python -c \"import pandas as pd; t = pd.read_parquet('reports/demo.parquet'); t = t[t.in_tables]; "
     "print(t.groupby(['bits', 'paradigm', 'kd']).map_at_k.agg(['mean', 'std', 'count']))\"": Expect(_printed_table),
+    ".venv/bin/brcd compare-conclusions reports/demo.findings.parquet "
+    "reports/machines/demo-generic-kernels.findings.parquet --label-a \"AVX2 kernels\" --label-b \"generic kernels\" "
+    "--out reports/demo-machines.md --check": Expect(_same_conclusions),
 }
 
 #: README ``make`` command -> Makefile target whose recipe runs here (its prerequisites `setup` and

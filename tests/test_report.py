@@ -425,3 +425,24 @@ def test_schedule_note_states_each_roles_stopping_rule():
             "an improvement of more than 0.001 mAP (not before epoch 8), cap 160 epochs") in study
     assert "teachers: Adam lr 0.0005" in study and "teachers: Adam lr 0.0005, batch 64, validation every 5 epochs, " \
         "stop after 2 validations without an improvement (not" in study
+
+
+def test_findings_table_holds_the_findings_statements(report, tmp_path, capsys):
+    """reports/{name}.findings.parquet has one row per statement of the findings section, and a
+    run compared with itself reaches the same conclusions in every column."""
+    from brcd.conclusions import VS_BEST, VS_BRCD, VS_NO_KD, read_statements
+
+    root, _, out, text = report
+    path = out.with_suffix(".findings.parquet")
+    name, statements = read_statements(path)
+    assert name == "tiny"
+    column = [s for s in statements if s.bits == 16 and s.paradigm == "sym"]
+    better = {s.method for s in column if s.kind == VS_NO_KD and s.verdict == "better"}
+    assert {"kd", "brcd", "brcd_nomask"} <= better
+    kd = next(s for s in column if s.kind == VS_NO_KD and s.method == "kd")
+    assert f"`kd` ({kd.delta:+.3f} [{kd.low:+.3f}, {kd.high:+.3f}])" in text  # the text is rendered from the rows
+    tied = {s.method for s in column if s.kind == VS_BEST and s.verdict in ("best", "tied")}
+    assert "brcd" in tied and "brcd_nomask" in tied
+    assert {s.verdict for s in column if s.kind == VS_BRCD and s.method == "brcd_nomask"} == {"level"}
+    assert main(["compare-conclusions", str(path), str(path), "--check"]) == 0
+    assert "**Yes: 4 of 4 columns agree**" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 # Stage 8: the Markdown report of the grid (SPEC §7): tables and statistics from
 # every metrics file, its per-query values and the timing files; figures beside
-# it in reports/{name}/ and the tidy results table in reports/{name}.parquet.
+# it in reports/{name}/, the tidy results table in reports/{name}.parquet and
+# the findings, one row per statement, in reports/{name}.findings.parquet.
 import os
 
 REPORT_MD = cells.REPORT.format(name=config["name"])
@@ -16,6 +17,7 @@ rule report:
     output:
         markdown=report(REPORT_MD, category="Report", labels={"report": config["name"]}),
         table=cells.REPORT_TABLE.format(name=config["name"]),
+        findings=cells.REPORT_FINDINGS.format(name=config["name"]),
         figures=report(
             directory(REPORT_FIGURES),
             patterns=["{figure}.png"],

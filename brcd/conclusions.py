@@ -1,0 +1,270 @@
+"""``brcd compare-conclusions``: a report's conclusions as data, and whether two runs share them.
+
+The findings of a report (:func:`brcd.report.findings_section`) are statements read off
+paired 95% intervals of Δ mAP@K. The report also writes them, one row per statement, to
+``reports/{name}.findings.parquet`` (:data:`brcd.cells.REPORT_FINDINGS`):
+
+- ``vs_no_kd``: a KD method against the student without KD: ``better``, ``worse`` or
+  ``level`` (the interval contains 0);
+- ``vs_best``: every student against the best of its column: ``best``, ``tied`` (not
+  significantly worse: the bold of the tables) or ``below``;
+- ``vs_brcd``: each BRCD ablation against full ``brcd``: ``better``, ``worse``, ``level``.
+
+Two runs of one grid — on two machines, with two library versions, under two floating-point
+paths — *reach the same conclusions* when, in every column, the same methods are significantly
+better than no KD and the two tied-with-best groups share at least one method (issue
+"Conclusions you can trust"). Numbers move between such runs; the comparison also lists every
+other statement whose verdict changed, so a reader sees how far the agreement goes.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from brcd.errors import DataError
+
+VS_NO_KD = "vs_no_kd"
+VS_BEST = "vs_best"
+VS_BRCD = "vs_brcd"
+KINDS = (VS_NO_KD, VS_BEST, VS_BRCD)
+#: what identifies a column of the report's tables
+COLUMN_KEYS = ("dataset", "hash", "teacher", "student", "bits", "paradigm")
+#: file-format version of the findings table
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One finding: ``method`` compared with ``reference`` in one column, with the paired
+    interval of ``delta`` = mean(method) − mean(reference) and its ``verdict``."""
+
+    dataset: str
+    hash: str
+    teacher: str
+    student: str
+    bits: int
+    paradigm: str
+    kind: str
+    method: str
+    reference: str
+    mean: float  # the method's mean mAP@K over seeds and queries
+    delta: float
+    low: float
+    high: float
+    verdict: str
+
+    @property
+    def column(self) -> tuple:
+        return tuple(getattr(self, key) for key in COLUMN_KEYS)
+
+    @property
+    def significant(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    @classmethod
+    def compared(cls, column: Mapping, kind: str, method: str, reference: str, mean: float, c) -> "Statement":
+        """From a :class:`brcd.stats.Comparison` ``c`` of ``method`` − ``reference``."""
+        if kind == VS_BEST:
+            verdict = "tied" if c.high >= 0 else "below"  # brcd.stats.tied_with_best's rule
+        else:
+            verdict = "level" if not (c.low > 0 or c.high < 0) else "better" if c.delta > 0 else "worse"
+        return cls(**column, kind=kind, method=method, reference=reference, mean=mean,
+                   delta=float(c.delta), low=float(c.low), high=float(c.high), verdict=verdict)
+
+    @classmethod
+    def best(cls, column: Mapping, method: str, mean: float) -> "Statement":
+        return cls(**column, kind=VS_BEST, method=method, reference=method, mean=mean,
+                   delta=0.0, low=0.0, high=0.0, verdict="best")
+
+
+def column_label(column: tuple) -> str:
+    values = dict(zip(COLUMN_KEYS, column))
+    return (f"{values['dataset']}, `{values['teacher']}` → `{values['student']}` ({values['hash']}), "
+            f"{values['bits']} bits {values['paradigm']}")
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def write_statements(path: str | os.PathLike, statements: Sequence[Statement], name: str) -> None:
+    import pandas as pd
+    import pyarrow as pa
+
+    from brcd.io import write_parquet
+
+    frame = pd.DataFrame([asdict(s) for s in statements], columns=[f.name for f in fields(Statement)])
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    write_parquet(path, table, {"name": name, "kind": "findings", "format": FORMAT})
+
+
+def read_statements(path: str | os.PathLike) -> tuple[str, list[Statement]]:
+    """(grid name, statements) of a findings table; a file that is not one is a named error."""
+    from brcd.io import read_parquet
+
+    fix = "regenerate it with the report rule (`snakemake ... reports/{name}.md`) or `brcd report`"
+    table, metadata = read_parquet(path, "findings table", fix, columns=[f.name for f in fields(Statement)])
+    if metadata.get("kind") != "findings":
+        raise DataError(f"{path} is not a findings table (reports/{{name}}.findings.parquet); {fix}")
+    rows = table.to_pylist()
+    unknown = sorted({row["kind"] for row in rows} - set(KINDS))
+    if unknown:
+        raise DataError(f"{path}: unknown statement kinds {unknown}; {fix}")
+    return str(metadata.get("name")), [Statement(**{f.name: row[f.name] for f in fields(Statement)}) for row in rows]
+
+
+# --------------------------------------------------------------------------- comparing two runs
+
+
+@dataclass(frozen=True)
+class ColumnAgreement:
+    column: tuple
+    better: tuple[frozenset, frozenset]  # methods significantly better than no KD, in A and in B
+    tied: tuple[frozenset, frozenset]  # the tied-with-best groups (best included)
+    changed: tuple[tuple[Statement, Statement], ...]  # every Δ statement (vs no KD, vs brcd) whose verdict differs
+
+    @property
+    def same_better(self) -> bool:
+        return self.better[0] == self.better[1]
+
+    @property
+    def tied_overlap(self) -> bool:
+        return bool(self.tied[0] & self.tied[1]) or not (self.tied[0] or self.tied[1])
+
+    @property
+    def agree(self) -> bool:
+        return self.same_better and self.tied_overlap
+
+
+def _by_column(statements: Iterable[Statement]) -> dict[tuple, dict[tuple, Statement]]:
+    columns: dict[tuple, dict[tuple, Statement]] = {}
+    for s in statements:
+        columns.setdefault(s.column, {})[(s.kind, s.method)] = s
+    return columns
+
+
+def compare_conclusions(a: Sequence[Statement], b: Sequence[Statement]) -> list[ColumnAgreement]:
+    """Column by column, whether B reaches A's conclusions. Both must come from the same grid
+    (same columns and methods); anything else is a named error, not a disagreement."""
+    cols_a, cols_b = _by_column(a), _by_column(b)
+    if set(cols_a) != set(cols_b):
+        only = sorted(set(cols_a) ^ set(cols_b))
+        raise DataError(f"the two findings tables are not of the same grid: columns in only one of them: "
+                        f"{', '.join(column_label(c) for c in only)}")
+    out = []
+    for column in sorted(cols_a):
+        sa, sb = cols_a[column], cols_b[column]
+        if set(sa) != set(sb):
+            only = sorted(set(sa) ^ set(sb))
+            raise DataError(f"{column_label(column)}: statements in only one findings table: {only}; "
+                            "compare tables of the same grid config")
+
+        def group(statements: Mapping[tuple, Statement], kind: str, verdicts: set[str]) -> frozenset:
+            return frozenset(s.method for (k, _), s in statements.items() if k == kind and s.verdict in verdicts)
+
+        changed = tuple((sa[key], sb[key]) for key in sorted(sa)
+                        if key[0] != VS_BEST and sa[key].verdict != sb[key].verdict)
+        out.append(ColumnAgreement(
+            column,
+            better=(group(sa, VS_NO_KD, {"better"}), group(sb, VS_NO_KD, {"better"})),
+            tied=(group(sa, VS_BEST, {"best", "tied"}), group(sb, VS_BEST, {"best", "tied"})),
+            changed=changed,
+        ))
+    return out
+
+
+def _names(methods: Iterable[str]) -> str:
+    methods = sorted(methods)
+    return ", ".join(f"`{m}`" for m in methods) if methods else "none"
+
+
+def _statement_text(s: Statement) -> str:
+    if math.isnan(s.delta):
+        return s.verdict
+    return f"{s.verdict} ({s.delta:+.3f} [{s.low:+.3f}, {s.high:+.3f}])"
+
+
+def render_agreement(agreement: Sequence[ColumnAgreement], label_a: str, label_b: str,
+                     deltas: tuple[Sequence[Statement], Sequence[Statement]] | None = None) -> str:
+    """Markdown: the verdict first, then one line per column, then the statements that changed."""
+    agree = sum(c.agree for c in agreement)
+    same_better = sum(c.same_better for c in agreement)
+    overlap = sum(c.tied_overlap for c in agreement)
+    n = len(agreement)
+    lines = [f"# Same conclusions? {label_a} vs {label_b}", "",
+             "Generated by `brcd compare-conclusions` from the two runs' findings tables. Two runs reach the "
+             "same conclusions when, in every column, the same methods are significantly better than the "
+             "student without KD and the tied-with-best groups share a method.", "",
+             f"**{'Yes' if agree == n else 'No'}: {agree} of {n} columns agree** — the same methods better than "
+             f"no KD in {same_better} of {n}, tied-with-best groups overlapping in {overlap} of {n}.", ""]
+    if deltas is not None:
+        lines += [_movement(*deltas), ""]
+    lines += ["| column | better than no KD (A) | better than no KD (B) | tied with the best (A) | "
+              "tied with the best (B) | agree |", "|:--|:--|:--|:--|:--|:--|"]
+    for c in agreement:
+        better = (_names(c.better[0]), _names(c.better[1]) if not c.same_better else "same")
+        tied = (_names(c.tied[0]), _names(c.tied[1]) if c.tied[0] != c.tied[1] else "same")
+        lines.append(f"| {column_label(c.column)} | {better[0]} | {better[1]} | {tied[0]} | {tied[1]} | "
+                     f"{'yes' if c.agree else '**no**'} |")
+    changed = [pair for c in agreement for pair in c.changed]
+    lines += ["", f"A: {label_a}; B: {label_b}. Δ statements whose verdict changed (vs no KD; BRCD's "
+              f"components vs full `brcd`): {len(changed) if changed else 'none'}", ""]
+    for sa, sb in changed:
+        lines.append(f"- {column_label(sa.column)}: `{sa.method}` vs `{sa.reference}`: "
+                     f"{_statement_text(sa)} → {_statement_text(sb)}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _movement(a: Sequence[Statement], b: Sequence[Statement]) -> str:
+    """How far the numbers moved: the Δ vs no KD of every method, A against B."""
+    pairs = {(s.column, s.method): s.delta for s in a if s.kind == VS_NO_KD}
+    moves = [abs(s.delta - pairs[(s.column, s.method)]) for s in b
+             if s.kind == VS_NO_KD and (s.column, s.method) in pairs]
+    means = {(s.column, s.method): s.mean for s in a if s.kind == VS_BEST}
+    mean_moves = [abs(s.mean - means[(s.column, s.method)]) for s in b
+                  if s.kind == VS_BEST and (s.column, s.method) in means]
+    if not moves:
+        return "No Δ-vs-no-KD statements to compare."
+    return (f"How far the numbers moved between A and B: mean mAP@K of a student by {_mean(mean_moves):.4f} "
+            f"on average (at most {max(mean_moves):.4f}, {len(mean_moves)} students × columns); Δ vs no KD by "
+            f"{_mean(moves):.4f} on average (at most {max(moves):.4f}).")
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def configure_parser(parser) -> None:
+    parser.add_argument("a", help="findings table of run A (reports/{name}.findings.parquet)")
+    parser.add_argument("b", help="findings table of run B: the same grid config run elsewhere")
+    parser.add_argument("--label-a", default=None, help="name of run A in the output (default: its path)")
+    parser.add_argument("--label-b", default=None, help="name of run B in the output (default: its path)")
+    parser.add_argument("--out", default=None, help="write the Markdown here (atomically) instead of stdout")
+    parser.add_argument("--check", action="store_true",
+                        help="exit with status 1 when the two runs do not reach the same conclusions")
+
+
+def run(args) -> None:
+    import sys
+
+    from brcd.io import atomic_path
+
+    name_a, a = read_statements(args.a)
+    name_b, b = read_statements(args.b)
+    if name_a != name_b:
+        raise DataError(f"{args.a} is of grid `{name_a}` and {args.b} of grid `{name_b}`: compare two runs of "
+                        "the same grid config")
+    agreement = compare_conclusions(a, b)
+    text = render_agreement(agreement, args.label_a or str(args.a), args.label_b or str(args.b), (a, b))
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            Path(tmp).write_text(text)
+    else:
+        sys.stdout.write(text)
+    if args.check and not all(c.agree for c in agreement):
+        raise SystemExit(1)
