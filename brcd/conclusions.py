@@ -18,7 +18,6 @@ other statement whose verdict changed, so a reader sees how far the agreement go
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -70,7 +69,7 @@ class Statement:
         if kind == VS_BEST:
             verdict = "tied" if c.high >= 0 else "below"  # brcd.stats.tied_with_best's rule
         else:
-            verdict = "level" if not (c.low > 0 or c.high < 0) else "better" if c.delta > 0 else "worse"
+            verdict = "level" if not c.significant else "better" if c.delta > 0 else "worse"
         return cls(**column, kind=kind, method=method, reference=reference, mean=mean,
                    delta=float(c.delta), low=float(c.low), high=float(c.high), verdict=verdict)
 
@@ -145,6 +144,10 @@ def _by_column(statements: Iterable[Statement]) -> dict[tuple, dict[tuple, State
     return columns
 
 
+def _group(statements: Mapping[tuple, Statement], kind: str, verdicts: set[str]) -> frozenset:
+    return frozenset(s.method for (k, _), s in statements.items() if k == kind and s.verdict in verdicts)
+
+
 def compare_conclusions(a: Sequence[Statement], b: Sequence[Statement]) -> list[ColumnAgreement]:
     """Column by column, whether B reaches A's conclusions. Both must come from the same grid
     (same columns and methods); anything else is a named error, not a disagreement."""
@@ -161,15 +164,12 @@ def compare_conclusions(a: Sequence[Statement], b: Sequence[Statement]) -> list[
             raise DataError(f"{column_label(column)}: statements in only one findings table: {only}; "
                             "compare tables of the same grid config")
 
-        def group(statements: Mapping[tuple, Statement], kind: str, verdicts: set[str]) -> frozenset:
-            return frozenset(s.method for (k, _), s in statements.items() if k == kind and s.verdict in verdicts)
-
         changed = tuple((sa[key], sb[key]) for key in sorted(sa)
                         if key[0] != VS_BEST and sa[key].verdict != sb[key].verdict)
         out.append(ColumnAgreement(
             column,
-            better=(group(sa, VS_NO_KD, {"better"}), group(sb, VS_NO_KD, {"better"})),
-            tied=(group(sa, VS_BEST, {"best", "tied"}), group(sb, VS_BEST, {"best", "tied"})),
+            better=(_group(sa, VS_NO_KD, {"better"}), _group(sb, VS_NO_KD, {"better"})),
+            tied=(_group(sa, VS_BEST, {"best", "tied"}), _group(sb, VS_BEST, {"best", "tied"})),
             changed=changed,
         ))
     return out
@@ -181,9 +181,9 @@ def _names(methods: Iterable[str]) -> str:
 
 
 def _statement_text(s: Statement) -> str:
-    if math.isnan(s.delta):
-        return s.verdict
-    return f"{s.verdict} ({s.delta:+.3f} [{s.low:+.3f}, {s.high:+.3f}])"
+    from brcd.report import interval_text  # the report's own Δ [low, high] format
+
+    return f"{s.verdict} ({interval_text(s)})"
 
 
 def render_agreement(agreement: Sequence[ColumnAgreement], label_a: str, label_b: str,
