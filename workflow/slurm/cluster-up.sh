@@ -21,6 +21,9 @@
 # (SlurmUser=root, proctrack/linuxproc, task/none: no cgroups needed); state and
 # logs go to $BRCD_SLURM_STATE (default /var/lib/brcd-slurm).
 #
+# Every start begins with empty controller and node state (no jobs from a cluster
+# that died), job ids continuing after the last one.
+#
 # Exit status: 0 up (or already up with the same options), 3 this machine cannot
 # host it (not root, no apt-get, the packages do not install, or a Slurm
 # configuration this script did not write), 1 anything else (the message says
@@ -111,7 +114,16 @@ fi
 if [ -s "$STARTED" ]; then
   say "a test cluster is partly up; stopping what is left of it first"
   BRCD_SLURM_LOCK_HELD=1 "$(dirname "$0")/cluster-down.sh" 9>&-
+  # Job steps of that cluster outlive its slurmd; no Slurm but this one runs here
+  # (a foreign slurm.conf stopped us above), so every slurmstepd left is one of them.
+  if pkill -KILL -x slurmstepd 2>/dev/null; then say "killed job steps left by that cluster"; fi
 fi
+
+# No cluster of ours runs now. A slurmctld that died with jobs running (killed, its
+# machine stopped) saved them, and a new one would recover them as running here: the
+# node would stay allocated to jobs that no longer exist. The cluster is throwaway,
+# so it starts from empty controller and node state every time.
+rm -rf "$STATE/slurmctld" "$STATE/slurmd"
 
 # --- from here on, a failing step stops whatever this script started -------------
 mkdir -p "$STATE"/{slurmctld,slurmd}
@@ -285,6 +297,13 @@ else
 fi
 
 # --- slurmctld and slurmd ------------------------------------------------------------
+# With empty controller state job ids would start at 1 again, repeating ids of earlier
+# clusters here; continue after the highest one the accounting database or the
+# controller's log (which has the jobs slurmctld had not yet reported) knows.
+LAST_JOB=$( { sacct -n -X -P -a -D -S 1970-01-01 -o JobIDRaw 2>/dev/null || true
+              grep -ho 'JobId=[0-9]*' "$STATE/slurmctld.log" 2>/dev/null | cut -d= -f2 || true; } \
+            | grep -xE '[0-9]+' | sort -n | tail -n1 || true)
+if [ -n "$LAST_JOB" ]; then echo "FirstJobId=$((LAST_JOB + 1))" >> /etc/slurm/slurm.conf; fi
 rm -f "$STATE/slurmctld.pid" "$STATE/slurmd.pid"
 slurmctld 9>&- </dev/null >>"$STATE/slurmctld.out" 2>&1 || fail "slurmctld did not start" "$STATE/slurmctld.log"
 pid=$(pid_from "$STATE/slurmctld.pid" 30) || fail "slurmctld wrote no pid file" "$STATE/slurmctld.log"
