@@ -60,14 +60,14 @@ class Statement:
         return tuple(getattr(self, key) for key in COLUMN_KEYS)
 
     @property
-    def significant(self) -> bool:
+    def significant(self) -> bool:  # as brcd.stats.Comparison's: report.interval_text reads it
         return self.low > 0 or self.high < 0
 
     @classmethod
     def compared(cls, column: Mapping, kind: str, method: str, reference: str, mean: float, c) -> "Statement":
         """From a :class:`brcd.stats.Comparison` ``c`` of ``method`` − ``reference``."""
         if kind == VS_BEST:
-            verdict = "tied" if c.high >= 0 else "below"  # brcd.stats.tied_with_best's rule
+            verdict = "tied" if c.not_worse else "below"
         else:
             verdict = "level" if not c.significant else "better" if c.delta > 0 else "worse"
         return cls(**column, kind=kind, method=method, reference=reference, mean=mean,

@@ -424,7 +424,7 @@ def tied_with_best(samples: Mapping[int, "np.ndarray | None"], higher_is_better:
     if compared is None:
         return set()
     best, comparisons = compared
-    return {best} | {row for row, c in comparisons.items() if c.high >= 0}
+    return {best} | {row for row, c in comparisons.items() if c.not_worse}
 
 
 def format_number(value: float | None) -> str:

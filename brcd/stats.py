@@ -199,6 +199,12 @@ class Comparison:
         return self.low > 0 or self.high < 0
 
     @property
+    def not_worse(self) -> bool:
+        """True when the interval reaches 0 or above: A is not significantly worse than B
+        (the tied-with-the-best rule)."""
+        return self.high >= 0
+
+    @property
     def covers_seeds(self) -> bool:
         """Whether seed-to-seed variation is part of the interval (needs S > 1)."""
         return self.n_seeds > 1
@@ -372,13 +378,13 @@ def tied_with_best(per_method: Mapping[str, np.ndarray], *, n_boot: int = 2000, 
     """``(best, tied)``: the best method and every method not significantly worse (best included).
 
     A method is tied with the best when its paired interval against the best
-    reaches 0 (``high >= 0``). Each comparison is at level ``confidence``
+    reaches 0 (:attr:`Comparison.not_worse`). Each comparison is at level ``confidence``
     without multiplicity adjustment: with many methods, some truly tied ones
     may be dropped by chance; pass ``confidence = 1 - 0.05 / (k - 1)`` for a
     Bonferroni family-wise guarantee over the k - 1 comparisons.
     """
     best, comparisons = compare_to_best(per_method, n_boot=n_boot, seed=seed, confidence=confidence)
-    return best, {best} | {name for name, c in comparisons.items() if c.high >= 0}
+    return best, {best} | {name for name, c in comparisons.items() if c.not_worse}
 
 
 # --------------------------------------------------------------------------- ranks across columns

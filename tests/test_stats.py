@@ -168,6 +168,17 @@ def test_tied_with_best_on_constructed_column():
     assert all(c.delta < 0 for c in comparisons.values())
 
 
+@pytest.mark.parametrize("low, high, significant, not_worse", [
+    (0.01, 0.03, True, True),      # better
+    (-0.02, 0.0, False, True),     # reaches 0: tied
+    (-0.02, 0.01, False, True),
+    (-0.03, -1e-9, True, False),   # worse
+])
+def test_comparison_verdicts(low, high, significant, not_worse):
+    c = stats.Comparison(delta=(low + high) / 2, low=low, high=high, p_improvement=0.5, n_seeds=3, n_queries=10)
+    assert (c.significant, c.not_worse) == (significant, not_worse)
+
+
 def test_tied_with_best_single_method():
     assert stats.tied_with_best({"only": np.ones((2, 5))}) == ("only", {"only"})
 
