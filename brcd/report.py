@@ -646,7 +646,7 @@ def encoder_table(results: GridResults, dataset: str) -> str:
 
 def _device(timing: Mapping) -> str:
     device, name = str(timing.get("device", MISSING)), timing.get("device_name")
-    return f"{device} ({name})" if name and name != device else device
+    return f"{device}: {name}" if name and name != device else device
 
 
 def _throughput(timing: Mapping) -> str:

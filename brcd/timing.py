@@ -58,9 +58,25 @@ def settings(args, config: Mapping | None, defaults: Mapping) -> dict:
     return out
 
 
+def cpu_name() -> str:
+    """The CPU's model name and the kernel set PyTorch dispatches to on it, e.g. "AMD EPYC
+    (x86_64, AVX2 kernels)": timings and last-bit results differ between these, and
+    ATEN_CPU_CAPABILITY can select another kernel set on the same CPU."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except OSError:  # not Linux
+        pass
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"{model} ({platform.machine()}, {capability} kernels)"
+
+
 def machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+            "cpu": cpu_name(), "cpu_count": os.cpu_count(), "python": platform.python_version()}
 
 
 def _percentile_ms(times: list[float], q: float) -> float:
@@ -310,7 +326,7 @@ def time_encoder(config: Mapping, dataset: str, alias: str, bits: int, device, b
         "pipeline": "decoded uint8 image -> clean view (resize, normalise) -> backbone -> head -> sign -> np.packbits",
         "device": str(device),
         "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                        else platform.processor() or platform.machine()),
+                        else cpu_name()),
         "threads": torch.get_num_threads(),
         "warmup": int(warmup),
         "repeats": int(repeats),

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+import torch
 import yaml
 
 from brcd.cli import main
 from brcd.retrieval import TIE_POLICY
+from brcd.timing import cpu_name
 
 TINY_CONFIG = {
     "name": "timing-test",
@@ -85,6 +90,18 @@ def test_time_encoder_json(tmp_path, config_path, torch_threads):
         assert row["per_image_ms"] == pytest.approx(row["seconds_median"] / row["batch_size"] * 1e3)
     assert result["latency_ms"] == result["batches"][0]["per_image_ms"] > 0
     assert result["throughput_images_per_second"] == max(r["images_per_second"] for r in result["batches"])
+    # The CPU and PyTorch's kernel set for it: timings and last bits differ between these.
+    assert result["device_name"] == result["machine"]["cpu"] == cpu_name()
+    assert f"{torch.backends.cpu.get_cpu_capability()} kernels" in result["device_name"]
+
+
+def test_cpu_name_shows_the_kernel_set_ATEN_CPU_CAPABILITY_selects():
+    """ATEN_CPU_CAPABILITY=default (kernels for CPUs without AVX2) takes another floating-point path
+    on the same CPU: the timing files must say which one ran."""
+    name = subprocess.run([sys.executable, "-c", "from brcd.timing import cpu_name; print(cpu_name())"],
+                          env={**os.environ, "ATEN_CPU_CAPABILITY": "default"}, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert name.endswith(", DEFAULT kernels)"), name
 
 
 def test_time_encoder_with_checkpoint(tmp_path, config_path, torch_threads):
