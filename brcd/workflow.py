@@ -18,7 +18,7 @@ import yaml
 
 from brcd import cells
 from brcd.errors import BrcdError
-from brcd.io import atomic_path
+from brcd.io import atomic_path, write_json
 
 #: How every rule runs the CLI: the ``python3`` first on the job's PATH, which
 #: :func:`prepare_job_environment` makes the interpreter running Snakemake and
@@ -47,6 +47,41 @@ def write_effective_config(config: Mapping, folder: str = "results/.config") -> 
         with atomic_path(path) as tmp:
             tmp.write_text(text)
     return str(path)
+
+
+#: Which grid's files ``results/`` holds (:func:`claim_results`).
+RESULTS_OWNER = "results/.grid.json"
+
+
+def claim_results(name: str, config_file: str, path: str | os.PathLike = RESULTS_OWNER) -> None:
+    """Stop grid ``name`` before any job runs where another grid's results are.
+
+    Every grid writes the same paths (``results/{dataset}/...``, SPEC §9), so a
+    second grid run in the same folder would rebuild and overwrite the first
+    one's files wherever their settings differ -- for two different grids, from
+    the split on, nearly all of them (the study's hours of training, after a
+    ``make demo``). The first grid that runs here claims the folder; results
+    from before this file existed are claimed by the next grid that runs.
+    A dry run claims nothing.
+    """
+    import json
+
+    path = Path(path)
+    if path.is_file():
+        try:
+            owner = json.loads(path.read_text()).get("name")
+        except (json.JSONDecodeError, AttributeError):
+            owner = None  # damaged: claimed again below
+        if owner is not None and owner != name:
+            raise BrcdError(
+                f"results/ holds the results of grid {owner!r} ({path}); running grid {name!r} here would "
+                f"rebuild and overwrite them, since every grid writes the same paths (results/{{dataset}}/...). "
+                f"Run {name!r} in a working copy of its own (`git worktree add ../{name}`, then `make setup` "
+                f"there), or delete results/ first to discard the results of {owner!r}. If they are the results of "
+                f"{name!r} under an old name, delete {path} to let {name!r} take them over.")
+        if owner == name:
+            return
+    write_json(path, {"name": name, "config": str(config_file)})
 
 
 def forcerun_fix(path: str | os.PathLike, what: str) -> str:

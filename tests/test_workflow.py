@@ -75,6 +75,42 @@ def test_tiny_config_builds_split(tmp_path):
     assert (tmp_path / "logs/split/synthetic.log").exists()
 
 
+def test_another_grid_is_stopped_before_it_overwrites_results(tmp_path):
+    """Every grid writes the same paths: a second grid in the same folder must not rebuild the first one's."""
+    snakemake(tmp_path, "results/synthetic/split.parquet", "--configfile", str(TEST_CONFIG))
+    split = tmp_path / "results/synthetic/split.parquet"
+    before = (split.read_bytes(), split.stat().st_mtime_ns)
+    other = tmp_path / "other.yaml"
+    other.write_text(TEST_CONFIG.read_text().replace("name: test", "name: other"))
+    assert snakemake(tmp_path, "-n", "--configfile", str(other)).returncode == 0  # a dry run claims nothing
+    result = snakemake(tmp_path, "results/synthetic/split.parquet", "--forcerun", "split",
+                       "--configfile", str(other), check=False)
+    assert result.returncode != 0
+    assert "results/ holds the results of grid 'test'" in result.stderr, result.stderr
+    assert "git worktree add ../other" in result.stderr
+    assert (split.read_bytes(), split.stat().st_mtime_ns) == before
+    # the same grid again (the demo's `make demo`, a rerun of one cell) runs as before
+    snakemake(tmp_path, "results/synthetic/split.parquet", "--forcerun", "split", "--configfile", str(TEST_CONFIG))
+    assert json.loads((tmp_path / "results/.grid.json").read_text())["name"] == "test"
+
+
+def test_claim_results_names_both_grids_and_the_way_out(tmp_path):
+    from brcd.errors import BrcdError
+    from brcd.workflow import claim_results
+
+    owner = tmp_path / "results" / ".grid.json"
+    claim_results("demo", "results/.config/demo-1.yaml", owner)
+    assert json.loads(owner.read_text()) == {"name": "demo", "config": "results/.config/demo-1.yaml"}
+    claim_results("demo", "results/.config/demo-2.yaml", owner)  # an edited config of the same grid
+    with pytest.raises(BrcdError, match=r"grid 'demo' .*running grid 'study' here would rebuild and overwrite"
+                                        r".*delete results/ first.*delete .*\.grid\.json"):
+        claim_results("study", "results/.config/study-1.yaml", owner)
+    assert json.loads(owner.read_text())["name"] == "demo"
+    owner.write_text("{damaged")
+    claim_results("study", "results/.config/study-1.yaml", owner)
+    assert json.loads(owner.read_text())["name"] == "study"
+
+
 def _bad_config(tmp_path, mutate):
     config = yaml.safe_load(TEST_CONFIG.read_text())
     mutate(config)

@@ -11,6 +11,7 @@ from brcd.tuning import SELECTED, candidate_groups, candidate_paths, format_lamb
 from brcd.workflow import (
     BRCD_COMMAND,
     bank_path,
+    claim_results,
     metrics_targets,
     model_cell,
     needs_clusters,
@@ -42,6 +43,12 @@ sort_config_keys(config)
 # every edit, and an edit must rerun only the jobs whose own `settings` or
 # `config_hash` parameters changed.
 CONFIG_FILE = write_effective_config(config)
+
+
+# Every grid writes the same results/ paths: before any job runs, refuse to
+# rebuild (overwrite) another grid's results here (brcd.workflow.claim_results).
+onstart:
+    claim_results(config["name"], CONFIG_FILE)
 
 # Jobs run `python3 -m brcd` with the python3 first on their PATH, which is the
 # interpreter running Snakemake (its folder is put first on PATH here, so
