@@ -711,12 +711,52 @@ def stage_time_table(results: GridResults) -> str:
     return markdown_table(["rule", "jobs", "total (s)", "mean (s)", "max (s)", "CPU (s)", "peak memory (MB)"], rows)
 
 
+def _job_intervals(results: GridResults) -> list[tuple[float, float]]:
+    """(start, end) of every job with a benchmark record, by start."""
+    return sorted((b.ended - b.seconds, b.ended) for _, rows in results.benchmarks.values() for b in rows)
+
+
 def run_span(results: GridResults) -> float | None:
     """Seconds from the first job's start to the last job's end among the benchmark files."""
-    bench = [b for _, rows in results.benchmarks.values() for b in rows]
-    if not bench:
+    intervals = _job_intervals(results)
+    if not intervals:
         return None
-    return max(b.ended for b in bench) - min(b.ended - b.seconds for b in bench)
+    return max(end for _, end in intervals) - intervals[0][0]
+
+
+def busy_time(results: GridResults) -> float | None:
+    """Seconds during which at least one job ran (the union of the jobs' intervals).
+
+    Less than :func:`run_span` by the time between separate runs of a grid
+    (a run stopped and resumed later): what one uninterrupted run would have
+    taken. Jobs killed by the stop left no record and were redone, so their
+    lost minutes are not counted.
+    """
+    intervals = _job_intervals(results)
+    if not intervals:
+        return None
+    total, (start, end) = 0.0, intervals[0]
+    for lo, hi in intervals[1:]:
+        if lo > end:
+            total, start = total + end - start, lo
+        end = max(end, hi)
+    return total + end - start
+
+
+#: a span longer than the busy time by more than this (seconds, or this share of the span) had idle gaps
+IDLE_GAP = (120.0, 0.02)
+
+
+def span_text(results: GridResults) -> str | None:
+    """The run time as report text: the span of the jobs, and their busy time when it is shorter."""
+    span, busy = run_span(results), busy_time(results)
+    if span is None:
+        return None
+    text = f"**{format_duration(span)}** from the first job's start to the last job's end"
+    if span - busy > max(IDLE_GAP[0], IDLE_GAP[1] * span):
+        text += (f"; jobs were running during **{format_duration(busy)}** of it (the rest is time between "
+                 "separate runs of the grid, e.g. a run stopped and resumed)")
+    return text
 
 
 def format_duration(seconds: float) -> str:
@@ -726,7 +766,7 @@ def format_duration(seconds: float) -> str:
 
 
 def stage_time_section(results: GridResults) -> list[str]:
-    span = run_span(results)
+    span = span_text(results)
     if span is None:
         return ["## Time per stage", "",
                 "No Snakemake benchmark files (`logs/**/*.bench.tsv`) for this grid's jobs: they are written "
@@ -734,9 +774,7 @@ def stage_time_section(results: GridResults) -> list[str]:
     return ["## Time per stage", "",
             f"From Snakemake's benchmark files of this grid's jobs (`logs/{{rule}}/**/*.bench.tsv`): wall "
             "seconds of each job (jobs run side by side, so totals add up to more than the run took), CPU "
-            f"seconds and peak memory. First job start to last job end (before the report): "
-            f"**{format_duration(span)}**; when the grid was built in several runs, that includes the time "
-            "between them.", "",
+            f"seconds and peak memory. Before the report: {span}.", "",
             stage_time_table(results), ""]
 
 
@@ -1004,11 +1042,10 @@ def header(results: GridResults) -> list[str]:
 
 
 def run_time_note(results: GridResults) -> str:
-    span = run_span(results)
+    span = span_text(results)
     if span is None:
         return "not measured (no Snakemake benchmark files for this grid's jobs)"
-    return (f"{format_duration(span)} from the first job's start to the last job's end before this report "
-            "(Snakemake's benchmark files; per stage: section \"Time per stage\")")
+    return f"{span}, before this report (Snakemake's benchmark files; per stage: section \"Time per stage\")"
 
 
 #: what the ``seeds`` axis varies (SPEC §2-§4: everything random in training), by mode

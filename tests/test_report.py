@@ -399,12 +399,30 @@ def test_time_per_stage_from_benchmark_files(tmp_path):
     (tmp_path / files["train_student"][0]).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / files["train_student"][0]).write_text(header)  # a job killed before its record: ignored
     text = "\n".join(stage_time_section(load_results(load_config(config_path, check_registries=False), tmp_path)))
-    assert "**5 min 02 s**" in text  # first start 998 s, last end 1300 s
+    assert "**5 min 02 s** from the first job's start" in text  # first start 998 s, last end 1300 s
+    # idle between 1000 s and 1070 s and between 1100 s and 1250 s: a grid built in separate runs
+    assert "jobs were running during **1 min 22 s** of it" in text
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in text.splitlines() if line.startswith("| `") or line.startswith("| all")}
     assert rows["`train_candidates`"] == ["2 of 8", "80.00", "40.00", "50.00", "40.00", "512"]
     assert rows["`split`"][0] == "1" and rows["`train_student`"][0] == "0 of 16"
     assert rows["all"][:2] == ["3", "82.00"]
+
+
+def test_busy_time_is_the_union_of_the_jobs_intervals():
+    from brcd.report import BenchmarkRow, busy_time, run_span, span_text
+
+    class Results:  # what the three functions read of GridResults
+        def __init__(self, *jobs):
+            self.benchmarks = {"rule": ([], [BenchmarkRow(end - start, None, None, end) for start, end in jobs])}
+
+    side_by_side = Results((0, 100), (10, 50), (90, 200), (200, 260))
+    assert run_span(side_by_side) == busy_time(side_by_side) == 260
+    assert "running during" not in span_text(side_by_side)
+    resumed = Results((0, 3000), (2900, 3600), (9000, 9600))  # stopped at 3600 s, resumed at 9000 s
+    assert (run_span(resumed), busy_time(resumed)) == (9600, 4200)
+    assert span_text(resumed).startswith("**2 h 40 min** from") and "running during **1 h 10 min**" in span_text(resumed)
+    assert span_text(Results()) is None and busy_time(Results()) is None
 
 
 def test_a_significant_interval_never_prints_a_zero_bound():
