@@ -417,7 +417,7 @@ def compared_to_best(samples: Mapping, higher_is_better: bool = True) -> "tuple[
     return compare_to_best({row: sign * a for row, a in samples.items()}, seed=BOOTSTRAP_SEED)
 
 
-def tied_with_best(samples: Mapping[int, "np.ndarray | None"], higher_is_better: bool = True) -> set[int]:
+def tied_with_best(samples: Mapping[str, "np.ndarray | None"], higher_is_better: bool = True) -> set[str]:
     """Rows of one column that are the best or not significantly worse than it (the rule of
     :func:`brcd.stats.tied_with_best`: the interval against the best reaches 0)."""
     compared = compared_to_best(samples, higher_is_better)
@@ -468,20 +468,26 @@ def column_header(bits: int, paradigm: str) -> str:
 
 
 def metric_table(results: GridResults, dataset: str, pairing: Pairing, methods: Sequence[Method], key: str,
-                 higher_is_better: bool = True) -> str:
+                 higher_is_better: bool = True, contenders: Sequence[Method] | None = None) -> str:
     """Rows methods, columns bits x paradigm, cells mean ± 95% CI half-width over seeds.
 
-    Bold: per column, the best student and every student not significantly worse
-    than it (the tied-with-best group); † marks a cell with an unconverged seed.
+    Bold: per column, the best of the ``contenders`` (default: this table's
+    students) and every contender not significantly worse than it (the
+    tied-with-best group), where they are rows of this table; † marks a cell
+    with an unconverged seed. The main and ablation tables take every student
+    of the grid as contenders, so that their bold is one group per column, the
+    findings' "tied with the best".
     """
     cols = columns(results)
-    student_rows = [i for i, m in enumerate(methods) if not m.is_teacher]
+    contenders = [m for m in (methods if contenders is None else contenders) if not m.is_teacher]
     rows = []
     bold = [set() for _ in methods]
     for j, (bits, paradigm) in enumerate(cols):
-        samples = {i: results.samples(dataset, pairing, methods[i], bits, paradigm, key) for i in student_rows}
-        for i in tied_with_best(samples, higher_is_better):
-            bold[i].add(j)
+        samples = {m.kd: results.samples(dataset, pairing, m, bits, paradigm, key) for m in contenders}
+        group = tied_with_best(samples, higher_is_better)
+        for i, method in enumerate(methods):
+            if not method.is_teacher and method.kd in group:
+                bold[i].add(j)
     for i, method in enumerate(methods):
         cells = []
         for j, (bits, paradigm) in enumerate(cols):
@@ -1137,12 +1143,14 @@ def dataset_section(results: GridResults, dataset: str, figures_dir: Path, figur
         if not many:
             lines += [f"Teacher → student: {pairing.label}.", ""]
         lines += [f"### Main results: mAP@{k}{suffix}", "",
-                  metric_table(results, dataset, pairing, main_methods(results, pairing), "map@K"), "",
-                  f"Bold: the best student per column and every student not significantly worse than it "
-                  f"(tied with the best). {UNCONVERGED}: a seed of this cell hit its epoch cap while still "
-                  "improving. Each method runs with its λ chosen on validation (table \"λ chosen on validation\" "
-                  "below). The teacher row (paradigm `teacher`) is repeated under sym and asym of each code "
-                  "length and is never bolded.", ""]
+                  metric_table(results, dataset, pairing, main_methods(results, pairing), "map@K",
+                               contenders=student_methods(results, pairing)), "",
+                  f"Bold: the best student per column, the ablation variants below included, and every student "
+                  f"not significantly worse than it (tied with the best: the group of the findings, shown across "
+                  f"this table and the ablation table). {UNCONVERGED}: a seed of this cell hit its epoch cap "
+                  "while still improving. Each method runs with its λ chosen on validation (table "
+                  "\"λ chosen on validation\" below). The teacher row (paradigm `teacher`) is repeated under "
+                  "sym and asym of each code length and is never bolded.", ""]
         kd_rows = [student_row(pairing, kd) for kd in results.kd_methods()]
         if NO_KD in results.config["kd"] and kd_rows:
             lines += [f"### Δ mAP@{k} vs the student without KD{suffix}", "",
@@ -1152,7 +1160,8 @@ def dataset_section(results: GridResults, dataset: str, figures_dir: Path, figur
         if ablations:
             methods = [student_row(pairing, kd) for kd in ablations]
             lines += [f"### Ablation: mAP@{k}{suffix}", "",
-                      metric_table(results, dataset, pairing, methods, "map@K"), "",
+                      metric_table(results, dataset, pairing, methods, "map@K",
+                                   contenders=student_methods(results, pairing)), "",
                       ablation_note(ablations), ""]
             if ablations[0] == "brcd":
                 lines += [f"Δ mAP@{k} of each ablation vs full `brcd`:", "",
@@ -1210,7 +1219,8 @@ def lambda_section(results: GridResults, dataset: str, pairing: Pairing, suffix:
 
 def ablation_note(ablations: Sequence[str]) -> str:
     notes = [f"`{kd}`: {ABLATION_NOTES[kd]}" for kd in ablations if kd in ABLATION_NOTES]
-    return "; ".join(notes) + ("." if notes else "") + " Bold: the best per column and every variant tied with it."
+    return ("; ".join(notes) + ("." if notes else "")
+            + " Bold: tied with the column's best student, the same group as in the main table.")
 
 
 def write_figures(results: GridResults, dataset: str, pairing: Pairing, figures_dir: Path, link: str,
