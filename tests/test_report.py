@@ -11,7 +11,7 @@ import yaml
 
 from brcd import workflow
 from brcd.cli import main
-from brcd.config import load_config
+from brcd.config import REPO_ROOT, load_config
 from brcd.errors import DataError, MetadataMismatchError
 from brcd.report import load_results, write_report
 
@@ -498,3 +498,11 @@ def test_findings_table_holds_the_findings_statements(report, tmp_path, capsys):
     assert {s.verdict for s in column if s.kind == VS_BRCD and s.method == "brcd_nomask"} == {"level"}
     assert main(["compare-conclusions", str(path), str(path), "--check"]) == 0
     assert "**Yes: 4 of 4 columns agree**" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["demo", "study"])
+def test_committed_report_bolds_the_findings_groups(name):
+    """The committed reports, as `make demo` and the study wrote them: bold and findings agree."""
+    text = (REPO_ROOT / "reports" / f"{name}.md").read_text()
+    groups = findings_groups(text)
+    assert len(groups) == 4 and bold_groups(text) == groups
