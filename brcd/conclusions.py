@@ -61,7 +61,9 @@ class Statement:
 
     @property
     def significant(self) -> bool:  # as brcd.stats.Comparison's: report.interval_text reads it
-        return self.low > 0 or self.high < 0
+        from brcd.stats import excludes_zero
+
+        return excludes_zero(self.low, self.high)
 
     @classmethod
     def compared(cls, column: Mapping, kind: str, method: str, reference: str, mean: float, c) -> "Statement":

@@ -48,7 +48,7 @@ import numpy as np
 
 __all__ = [
     "Summary", "summarize",
-    "Comparison", "compare", "compare_to_best", "tied_with_best",
+    "Comparison", "compare", "compare_to_best", "tied_with_best", "excludes_zero",
     "rank_matrix", "average_ranks", "friedman_test", "nemenyi_q", "nemenyi_critical_difference",
     "bootstrap_rank_intervals",
     "t_cdf", "t_quantile",
@@ -173,6 +173,12 @@ def summarize(values: Sequence[float] | np.ndarray, confidence: float = 0.95) ->
 
 # --------------------------------------------------------------------------- paired comparison
 
+
+def excludes_zero(low: float, high: float) -> bool:
+    """Whether the interval [low, high] of a difference excludes 0: the difference is significant."""
+    return low > 0 or high < 0
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Paired difference A - B of two methods of one column.
@@ -196,7 +202,7 @@ class Comparison:
     @property
     def significant(self) -> bool:
         """True when the interval excludes 0."""
-        return self.low > 0 or self.high < 0
+        return excludes_zero(self.low, self.high)
 
     @property
     def not_worse(self) -> bool:

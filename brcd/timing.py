@@ -28,6 +28,7 @@ Both subcommands live in this module; :func:`configure_parser` and
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -58,6 +59,7 @@ def settings(args, config: Mapping | None, defaults: Mapping) -> dict:
     return out
 
 
+@functools.cache  # fixed for the process (ATEN_CPU_CAPABILITY is read at start-up); timing files ask twice
 def cpu_name() -> str:
     """The CPU's model name and the kernel set PyTorch dispatches to on it, e.g. "AMD EPYC
     (x86_64, AVX2 kernels)": timings and last-bit results differ between these, and
