@@ -184,7 +184,9 @@ def fit(
     batch = min(settings.batch_size, num_train)
     best: dict[str, dict] = {}
     history, stale, stopped_early = [], 0, False
-    bar = tqdm(range(1, settings.epochs + 1), desc=desc, unit="epoch", mininterval=5)
+    # a bar in a terminal only (disable=None): in a job's log file its carriage-return updates would
+    # run into the per-epoch log lines below, which already show the progress there
+    bar = tqdm(range(1, settings.epochs + 1), desc=desc, unit="epoch", mininterval=5, disable=None)
     for epoch in bar:
         for m in modules.values():
             m.train()
