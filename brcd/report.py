@@ -52,7 +52,7 @@ from brcd.cells import TIMING_ENCODER, TIMING_SEARCH, Cell
 from brcd.evaluate import per_query_path
 from brcd.errors import DataError, MetadataMismatchError
 from brcd.tuning import METHOD_KEYS, NO_KD
-from brcd.workflow import evaluate_rule
+from brcd.workflow import STUDENT_TRAINING_RULES, evaluate_rule
 
 if TYPE_CHECKING:
     import numpy as np
@@ -129,6 +129,8 @@ class GridResults:
     selections: dict[tuple, dict] = field(default_factory=dict)  # method_key(cell) -> its selection.json
     # rule -> (expected jobs, benchmark rows of the jobs that have one): Snakemake's benchmark files
     benchmarks: dict[str, tuple[int, list["BenchmarkRow"]]] = field(default_factory=dict)
+    # kd -> benchmark rows of its student-training jobs (workflow.student_training_files)
+    training_cost: dict[str, list["BenchmarkRow"]] = field(default_factory=dict)
 
     # ---- grid axes
 
@@ -309,10 +311,16 @@ def load_results(config: Mapping, results_dir: str | os.PathLike = ".", config_p
                for key, path in encoder_paths.items()}
     search = {bits: _read_checked(root, path, {"bits": bits}, "time_search") for bits, path in search_paths.items()}
     selections = {key: _read_selection(root / path, key, config) for key, path in selection_paths.items()}
-    benchmarks = {rule: (len(paths), [row for row in (read_benchmark(root / path) for path in paths) if row])
+    benchmarks = {rule: (len(paths), read_benchmarks(root, paths))
                   for rule, paths in workflow.benchmark_files(config).items()}
+    training_cost = {kd: read_benchmarks(root, paths) for kd, paths in workflow.student_training_files(config).items()}
     return GridResults(config, metrics, encoder, search, {key: ap for key, (_, ap) in per_query.items()}, selections,
-                       benchmarks)
+                       benchmarks, training_cost)
+
+
+def read_benchmarks(root: Path, paths: Sequence[str]) -> list["BenchmarkRow"]:
+    """The records of the benchmark files that have one (:func:`read_benchmark`)."""
+    return [row for row in (read_benchmark(root / path) for path in paths) if row]
 
 
 @dataclass(frozen=True)
@@ -781,7 +789,24 @@ def stage_time_section(results: GridResults) -> list[str]:
             f"From Snakemake's benchmark files of this grid's jobs (`logs/{{rule}}/**/*.bench.tsv`): wall "
             "seconds of each job (jobs run side by side, so totals add up to more than the run took), CPU "
             f"seconds and peak memory. Before the report: {span}.", "",
-            stage_time_table(results), ""]
+            stage_time_table(results), "", *training_cost_section(results)]
+
+
+def training_cost_section(results: GridResults) -> list[str]:
+    """Per distillation method: the wall seconds of its student-training jobs and their share."""
+    costs = {kd: sum(b.seconds for b in rows) for kd, rows in results.training_cost.items() if rows}
+    total = sum(costs.values())
+    if not total:
+        return []
+    rows = [[f"`{kd}`", str(len(results.training_cost[kd])), format_number(seconds),
+             format_number(seconds / len(results.training_cost[kd])), f"{100 * seconds / total:.1f}%"]
+            for kd, seconds in costs.items()]
+    rows.append(["all", str(sum(len(results.training_cost[kd]) for kd in costs)), format_number(total), "", "100%"])
+    return ["Student training per distillation method: the wall seconds of each method's "
+            f"`{'` and `'.join(STUDENT_TRAINING_RULES)}` jobs (every λ candidate and every seed) and "
+            "their share of all student training. Methods train on the same schedule, so the share is the cost "
+            "of a method's loss and of how long it trains before early stopping.", "",
+            markdown_table(["method", "jobs", "total (s)", "mean (s)", "share"], rows), ""]
 
 
 def config_hash_table(results: GridResults) -> str:
@@ -1119,12 +1144,34 @@ def schedule_note(config: Mapping) -> str:
 def convergence_note(results: GridResults) -> str:
     """Counts the runs the tables show (the teacher's, and each method's selected λ per seed and
     paradigm), so that the count matches the † marks; λ candidates not selected are left out."""
-    runs = [record for (cell, paradigm), record in results.metrics.items() if shown_in_tables(results, cell, paradigm)]
+    shown = [(cell, record) for (cell, paradigm), record in results.metrics.items()
+             if shown_in_tables(results, cell, paradigm)]
+    runs = [record for _, record in shown]
     flagged = sum(not converged(run) for run in runs)
+    epochs = stopping_epochs(shown)
     if not flagged:
-        return f"every one of the {len(runs)} runs in the tables stopped early or peaked before its epoch cap"
+        return f"every one of the {len(runs)} runs in the tables stopped early or peaked before its epoch cap{epochs}"
     return (f"**{flagged} of the {len(runs)} runs in the tables hit their epoch cap while their best validation was "
-            f"the last one** (still improving; cells marked {UNCONVERGED})")
+            f"the last one** (still improving; cells marked {UNCONVERGED}){epochs}")
+
+
+def stopping_epochs(shown: Sequence[tuple[Cell, Mapping]]) -> str:
+    """How long the runs in the tables trained, by role, as a clause of the convergence note:
+    "; students ran 12–88 epochs (median 44) of a 160-epoch cap, teachers ..." ("" without
+    training records)."""
+    import statistics
+
+    parts = []
+    for role, is_role in (("students", lambda c: c.student is not None), ("teachers", lambda c: c.student is None)):
+        records = [record["training"] for cell, record in shown if is_role(cell) and record.get("training")]
+        if not records:
+            continue
+        ran = [int(r["epochs_run"]) for r in records]
+        caps = "/".join(str(cap) for cap in sorted({int(r["epoch_cap"]) for r in records}))
+        low, high = min(ran), max(ran)
+        how_long = f"{low} epochs" if low == high else f"{low}–{high} epochs (median {statistics.median(ran):g})"
+        parts.append(f"{role} ran {how_long} of a {caps}-epoch cap")
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def shown_in_tables(results: GridResults, cell: Cell, paradigm: str) -> bool:

@@ -186,35 +186,53 @@ def timing_targets(config: Mapping) -> list[str]:
     return encoders + search
 
 
-def benchmark_files(config: Mapping) -> dict[str, list[str]]:
-    """Rule -> the Snakemake benchmark file of each of its jobs in the grid (``cells.BENCHMARKS``),
-    the jobs ``snakemake`` runs for the grid's report; the rule ``report`` itself is left out."""
+def _benchmark_items(config: Mapping) -> dict[str, list[dict]]:
+    """Rule -> the wildcards of each of its jobs in the grid (the rule ``report`` left out)."""
     from brcd.tuning import SELECTED, tuning_seed
-
-    def fill(rule: str, items) -> list[str]:
-        return list(dict.fromkeys(cells.BENCHMARKS[rule].format(**item) for item in items))
 
     backbones = list(dict.fromkeys([*config["teachers"], *config["students"]]))
     teachers = [{**c.parameters(), "model": c.model} for c in teacher_cells(config)]
     students = [{**c.parameters(), "model": c.model} for c in student_cells(config)]
     methods = [c.parameters() for c in student_methods(config)]
-    files = {
-        "split": fill("split", [{"dataset": d} for d in config["datasets"]]),
-        "features": fill("features", [{"dataset": d, "backbone": b} for d in config["datasets"] for b in backbones])
-        if config["mode"] == "bank" else [],
-        "train_teacher": fill("train_teacher", teachers),
-        "encode_teacher": fill("encode_teacher", teachers),
-        "evaluate_teacher": fill("evaluate_teacher", teachers),
-        "cluster": fill("cluster", teachers) if any(needs_clusters(kd) for kd in config["kd"]) else [],
-        "train_candidates": fill("train_candidates", [m for m in methods if int(m["seed"]) == tuning_seed(config)]),
-        "select_lambda": fill("select_lambda", methods),
-        "train_student": fill("train_student", [c for c in students if c["variant"] == SELECTED]),
-        "evaluate": fill("evaluate", students),
-        "time_encoder": fill("time_encoder", [{"dataset": d, "backbone": b} for d in config["datasets"]
-                                              for b in backbones]),
-        "time_search": fill("time_search", [{"bits": b} for b in config["bits"]]),
+    banks = [{"dataset": d, "backbone": b} for d in config["datasets"] for b in backbones]
+    return {
+        "split": [{"dataset": d} for d in config["datasets"]],
+        "features": banks if config["mode"] == "bank" else [],
+        "train_teacher": teachers,
+        "encode_teacher": teachers,
+        "evaluate_teacher": teachers,
+        "cluster": teachers if any(needs_clusters(kd) for kd in config["kd"]) else [],
+        "train_candidates": [m for m in methods if int(m["seed"]) == tuning_seed(config)],
+        "select_lambda": methods,
+        "train_student": [c for c in students if c["variant"] == SELECTED],
+        "evaluate": students,
+        "time_encoder": banks,
+        "time_search": [{"bits": b} for b in config["bits"]],
     }
+
+
+def _fill(rule: str, items) -> list[str]:
+    """The benchmark files of a rule's jobs, once each (several cells can share a job)."""
+    return list(dict.fromkeys(cells.BENCHMARKS[rule].format(**item) for item in items))
+
+
+def benchmark_files(config: Mapping) -> dict[str, list[str]]:
+    """Rule -> the Snakemake benchmark file of each of its jobs in the grid (``cells.BENCHMARKS``),
+    the jobs ``snakemake`` runs for the grid's report; the rule ``report`` itself is left out."""
+    files = {rule: _fill(rule, items) for rule, items in _benchmark_items(config).items()}
     return {rule: paths for rule, paths in files.items() if paths}
+
+
+#: the rules that train students: the report splits their cost by distillation method
+STUDENT_TRAINING_RULES = ("train_candidates", "train_student")
+
+
+def student_training_files(config: Mapping) -> dict[str, list[str]]:
+    """kd -> the benchmark files of its student-training jobs (:data:`STUDENT_TRAINING_RULES`)."""
+    items = _benchmark_items(config)
+    return {kd: [path for rule in STUDENT_TRAINING_RULES
+                 for path in _fill(rule, [item for item in items[rule] if item["kd"] == kd])]
+            for kd in config["kd"]}
 
 
 def bank_path(config: Mapping, dataset: str, backbone: str) -> list[str]:

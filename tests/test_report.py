@@ -80,7 +80,8 @@ def metrics_record(cell, paradigm: str) -> dict:
     if cell.student is not None:
         metrics["isd"] = 0.5 - value / 2
         metrics[f"nra@{TOPK}"] = value / 2
-    training = {"epochs_run": 12, "epoch_cap": 12, "last_validation": 12, "best_epoch": 8, "val_map": value,
+    ran = 12 if cell.student is None else 12 - 2 * cell.seed  # students: 12, 10, 8 epochs by seed
+    training = {"epochs_run": ran, "epoch_cap": 12, "last_validation": ran, "best_epoch": 8, "val_map": value,
                 "stopped_early": False, "converged": (kd, cell.bits, paradigm, cell.seed) != UNCONVERGED_RUN}
     lam = selection = None
     if cell.student is not None:  # what `brcd evaluate --selection` records
@@ -247,6 +248,8 @@ def test_header_timing_and_hashes(report):
     assert "fixed across seeds: the data split (`split_seed`), the stored augmented views" in text
     assert "mean ± half-width of the 95% Student-t interval over seeds" in text
     assert "**1 of the 54 runs in the tables hit their epoch cap while their best validation was the last one**" in text
+    assert ("(still improving; cells marked †); students ran 8–12 epochs (median 10) of a 12-epoch cap, "
+            "teachers ran 12 epochs of a 12-epoch cap") in text
     assert "K = 10" in text and "hamming distance ascending, ties by database order" in text
     _, encoder = table_after(text, "### Encoder timing")
     assert encoder["`ss`"][-1] == "4.00× / 5.00×"
@@ -436,11 +439,17 @@ def test_time_per_stage_from_benchmark_files(tmp_path):
     assert "**5 min 02 s** from the first job's start" in text  # first start 998 s, last end 1300 s
     # idle between 1000 s and 1070 s and between 1100 s and 1250 s: a grid built in separate runs
     assert "jobs were running during **1 min 22 s** of it" in text
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in text.splitlines() if line.startswith("| `") or line.startswith("| all")}
+    _, rows = table_after(text, "## Time per stage")
     assert rows["`train_candidates`"] == ["2 of 8", "80.00", "40.00", "50.00", "40.00", "512"]
     assert rows["`split`"][0] == "1" and rows["`train_student`"][0] == "0 of 16"
     assert rows["all"][:2] == ["3", "82.00"]
+    # the two train_candidates jobs, by the method they trained
+    owners = {path: kd for kd, paths in workflow.student_training_files(CONFIG).items() for path in paths}
+    first, second = (owners[files["train_candidates"][i]] for i in (0, 1))
+    assert first != second  # the grid's first two candidate jobs belong to two methods
+    _, per_method = table_after(text, "Student training per distillation method")
+    assert per_method == {f"`{first}`": ["1", "30.00", "30.00", "37.5%"],
+                          f"`{second}`": ["1", "50.00", "50.00", "62.5%"], "all": ["2", "80.00", "", "100%"]}
 
 
 def test_busy_time_is_the_union_of_the_jobs_intervals():
