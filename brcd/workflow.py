@@ -49,8 +49,45 @@ def write_effective_config(config: Mapping, folder: str = "results/.config") -> 
     return str(path)
 
 
-#: Which grid's files ``results/`` holds (:func:`claim_results`).
+#: Which grid's files ``results/`` holds (:func:`claim_results`), and what it may hold before a
+#: grid claims it (a dry run writes its effective config there).
 RESULTS_OWNER = "results/.grid.json"
+UNCLAIMED = frozenset({".config", ".grid.json"})
+
+
+def results_owner(path: str | os.PathLike = RESULTS_OWNER) -> str | None:
+    """The grid ``path`` names; None when it is missing or unreadable."""
+    import json
+
+    try:
+        owner = json.loads(Path(path).read_text()).get("name")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return owner if isinstance(owner, str) else None
+
+
+def claim_problem(name: str, path: str | os.PathLike = RESULTS_OWNER) -> str | None:
+    """Why grid ``name`` must not run here (:func:`claim_results`), or None when it may."""
+    path = Path(path)
+    owner = results_owner(path)
+    if owner == name:
+        return None
+    elsewhere = (f"run {name!r} in a working copy of its own (`git worktree add ../{name}`, then `make setup` "
+                 f"there), or delete results/ first")
+    record = f"""`echo '{{"name": "{name}"}}' > {path}`"""
+    if owner is not None:
+        return (f"results/ holds the results of grid {owner!r} ({path}); running grid {name!r} here would "
+                f"rebuild and overwrite them, since every grid writes the same paths (results/{{dataset}}/...). "
+                f"To keep them, {elsewhere} to discard them. If they are the results of {name!r} under an old "
+                f"name, run {record} and rerun.")
+    held = sorted(p.name for p in path.parent.iterdir() if p.name not in UNCLAIMED) if path.parent.is_dir() else []
+    if not held:
+        return None
+    why = "is damaged" if path.exists() else "is missing (they predate it)"
+    return (f"results/ holds results ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}), but {path}, "
+            f"which names the grid they belong to, {why}: running grid {name!r} here could rebuild and overwrite "
+            f"another grid's results. If they are the results of {name!r}, run {record} and rerun; "
+            f"otherwise {elsewhere}.")
 
 
 def claim_results(name: str, config_file: str, path: str | os.PathLike = RESULTS_OWNER) -> None:
@@ -60,28 +97,16 @@ def claim_results(name: str, config_file: str, path: str | os.PathLike = RESULTS
     second grid run in the same folder would rebuild and overwrite the first
     one's files wherever their settings differ -- for two different grids, from
     the split on, nearly all of them (the study's hours of training, after a
-    ``make demo``). The first grid that runs here claims the folder; results
-    from before this file existed are claimed by the next grid that runs.
-    A dry run claims nothing.
+    ``make demo``). The first grid that runs in an empty ``results/`` claims it
+    (``path`` records the grid and the config file it ran); results without
+    such a record, from before it existed, stop every grid until the user says
+    whose they are. A dry run claims nothing (the Snakefile warns instead).
     """
-    import json
-
-    path = Path(path)
-    if path.is_file():
-        try:
-            owner = json.loads(path.read_text()).get("name")
-        except (json.JSONDecodeError, AttributeError):
-            owner = None  # damaged: claimed again below
-        if owner is not None and owner != name:
-            raise BrcdError(
-                f"results/ holds the results of grid {owner!r} ({path}); running grid {name!r} here would "
-                f"rebuild and overwrite them, since every grid writes the same paths (results/{{dataset}}/...). "
-                f"Run {name!r} in a working copy of its own (`git worktree add ../{name}`, then `make setup` "
-                f"there), or delete results/ first to discard the results of {owner!r}. If they are the results of "
-                f"{name!r} under an old name, delete {path} to let {name!r} take them over.")
-        if owner == name:
-            return
-    write_json(path, {"name": name, "config": str(config_file)})
+    problem = claim_problem(name, path)
+    if problem:
+        raise BrcdError(problem)
+    if results_owner(path) != name:
+        write_json(path, {"name": name, "config": str(config_file)})
 
 
 def forcerun_fix(path: str | os.PathLike, what: str) -> str:

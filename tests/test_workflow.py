@@ -99,16 +99,34 @@ def test_claim_results_names_both_grids_and_the_way_out(tmp_path):
     from brcd.workflow import claim_results
 
     owner = tmp_path / "results" / ".grid.json"
+    (tmp_path / "results" / ".config").mkdir(parents=True)  # a dry run's effective config: not results
     claim_results("demo", "results/.config/demo-1.yaml", owner)
     assert json.loads(owner.read_text()) == {"name": "demo", "config": "results/.config/demo-1.yaml"}
+    (tmp_path / "results" / "fashion_mnist").mkdir()
     claim_results("demo", "results/.config/demo-2.yaml", owner)  # an edited config of the same grid
     with pytest.raises(BrcdError, match=r"grid 'demo' .*running grid 'study' here would rebuild and overwrite"
-                                        r".*delete results/ first.*delete .*\.grid\.json"):
+                                        r".*git worktree add \.\./study.*delete results/ first"):
         claim_results("study", "results/.config/study-1.yaml", owner)
     assert json.loads(owner.read_text())["name"] == "demo"
-    owner.write_text("{damaged")
-    claim_results("study", "results/.config/study-1.yaml", owner)
-    assert json.loads(owner.read_text())["name"] == "study"
+
+
+def test_results_without_a_claim_stop_every_grid_until_told_whose(tmp_path):
+    """Results from before results/.grid.json existed (or with a damaged one) may be another grid's."""
+    from brcd.errors import BrcdError
+    from brcd.workflow import claim_results
+
+    owner = tmp_path / "results" / ".grid.json"
+    (tmp_path / "results" / "fashion_mnist").mkdir(parents=True)
+    for state in ("missing", "damaged"):
+        expected = rf"holds results \(fashion_mnist\), but .*\.grid\.json.* is {state}"
+        with pytest.raises(BrcdError, match=expected) as err:
+            claim_results("study", "c.yaml", owner)
+        owner.write_text("{damaged")
+    # the command the message gives records whose they are; then the grid runs
+    subprocess.run(["bash", "-c", re.search(r"`(echo .*?)`", str(err.value)).group(1)], check=True)
+    assert json.loads(owner.read_text()) == {"name": "study"}
+    claim_results("study", "c.yaml", owner)
+    assert (tmp_path / "results" / "fashion_mnist").is_dir()
 
 
 def _bad_config(tmp_path, mutate):

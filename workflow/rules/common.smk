@@ -1,5 +1,6 @@
 # Shared setup, loaded first: config validation, the effective config file
 # the CLI reads, path templates and input helpers (all from brcd).
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 from brcd import cells
@@ -11,6 +12,7 @@ from brcd.tuning import SELECTED, candidate_groups, candidate_paths, format_lamb
 from brcd.workflow import (
     BRCD_COMMAND,
     bank_path,
+    claim_problem,
     claim_results,
     metrics_targets,
     model_cell,
@@ -47,8 +49,14 @@ CONFIG_FILE = write_effective_config(config)
 
 # Every grid writes the same results/ paths: before any job runs, refuse to
 # rebuild (overwrite) another grid's results here (brcd.workflow.claim_results).
+# A dry run claims nothing.
 onstart:
     claim_results(config["name"], CONFIG_FILE)
+
+
+_claim_problem = claim_problem(config["name"])  # said at parse time too, so that a dry run says it
+if _claim_problem:
+    logger.warning(f"A run of this grid (not a dry run) stops before its first job: {_claim_problem}")
 
 # Jobs run `python3 -m brcd` with the python3 first on their PATH, which is the
 # interpreter running Snakemake (its folder is put first on PATH here, so
