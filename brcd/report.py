@@ -129,8 +129,8 @@ class GridResults:
     selections: dict[tuple, dict] = field(default_factory=dict)  # method_key(cell) -> its selection.json
     # rule -> (expected jobs, benchmark rows of the jobs that have one): Snakemake's benchmark files
     benchmarks: dict[str, tuple[int, list["BenchmarkRow"]]] = field(default_factory=dict)
-    # kd -> benchmark rows of its student-training jobs (workflow.student_training_files)
-    training_cost: dict[str, list["BenchmarkRow"]] = field(default_factory=dict)
+    # kd -> (its student-training jobs, benchmark rows of those that have one): workflow.student_training_files
+    training_cost: dict[str, tuple[int, list["BenchmarkRow"]]] = field(default_factory=dict)
 
     # ---- grid axes
 
@@ -311,16 +311,16 @@ def load_results(config: Mapping, results_dir: str | os.PathLike = ".", config_p
                for key, path in encoder_paths.items()}
     search = {bits: _read_checked(root, path, {"bits": bits}, "time_search") for bits, path in search_paths.items()}
     selections = {key: _read_selection(root / path, key, config) for key, path in selection_paths.items()}
-    benchmarks = {rule: (len(paths), read_benchmarks(root, paths))
-                  for rule, paths in workflow.benchmark_files(config).items()}
-    training_cost = {kd: read_benchmarks(root, paths) for kd, paths in workflow.student_training_files(config).items()}
+    files = workflow.benchmark_files(config)
+    records = {path: read_benchmark(root / path) for paths in files.values() for path in paths}
+
+    def found(paths: Sequence[str]) -> tuple[int, list[BenchmarkRow]]:
+        return len(paths), [records[path] for path in paths if records[path]]
+
+    benchmarks = {rule: found(paths) for rule, paths in files.items()}
+    training_cost = {kd: found(paths) for kd, paths in workflow.student_training_files(config).items()}
     return GridResults(config, metrics, encoder, search, {key: ap for key, (_, ap) in per_query.items()}, selections,
                        benchmarks, training_cost)
-
-
-def read_benchmarks(root: Path, paths: Sequence[str]) -> list["BenchmarkRow"]:
-    """The records of the benchmark files that have one (:func:`read_benchmark`)."""
-    return [row for row in (read_benchmark(root / path) for path in paths) if row]
 
 
 @dataclass(frozen=True)
@@ -794,19 +794,30 @@ def stage_time_section(results: GridResults) -> list[str]:
 
 def training_cost_section(results: GridResults) -> list[str]:
     """Per distillation method: the wall seconds of its student-training jobs and their share."""
-    costs = {kd: sum(b.seconds for b in rows) for kd, rows in results.training_cost.items() if rows}
+    from brcd.tuning import lambda_grid
+
+    costs = {kd: sum(b.seconds for b in rows) for kd, (_, rows) in results.training_cost.items()}
     total = sum(costs.values())
     if not total:
         return []
-    rows = [[f"`{kd}`", str(len(results.training_cost[kd])), format_number(seconds),
-             format_number(seconds / len(results.training_cost[kd])), f"{100 * seconds / total:.1f}%"]
-            for kd, seconds in costs.items()]
-    rows.append(["all", str(sum(len(results.training_cost[kd]) for kd in costs)), format_number(total), "", "100%"])
+    rows = []
+    for kd, (expected, bench) in results.training_cost.items():
+        jobs = str(len(bench)) if len(bench) == expected else f"{len(bench)} of {expected}"
+        rows.append([f"`{kd}`", str(len(lambda_grid(results.config, kd))), jobs,
+                     format_number(costs[kd]) if bench else MISSING,
+                     format_number(costs[kd] / len(bench)) if bench else MISSING,
+                     f"{100 * costs[kd] / total:.1f}%" if bench else MISSING])
+    found = sum(len(bench) for _, bench in results.training_cost.values())
+    expected = sum(n for n, _ in results.training_cost.values())
+    rows.append(["all", "", str(found) if found == expected else f"{found} of {expected}", format_number(total),
+                 "", "100%"])
     return ["Student training per distillation method: the wall seconds of each method's "
-            f"`{'` and `'.join(STUDENT_TRAINING_RULES)}` jobs (every λ candidate and every seed) and "
-            "their share of all student training. Methods train on the same schedule, so the share is the cost "
-            "of a method's loss and of how long it trains before early stopping.", "",
-            markdown_table(["method", "jobs", "total (s)", "mean (s)", "share"], rows), ""]
+            f"`{'` and `'.join(STUDENT_TRAINING_RULES)}` jobs (every λ candidate of the tuning seed, the "
+            "selected λ of the other seeds) and their share of all student training. Every method has the "
+            "same schedule; its share grows with its number of λ candidates, the cost of its loss and how "
+            "long it trains before early stopping. Jobs without a benchmark record (\"k of n\") are left out "
+            "of the sums.", "",
+            markdown_table(["method", "λ candidates", "jobs", "total (s)", "mean (s)", "share"], rows), ""]
 
 
 def config_hash_table(results: GridResults) -> str:
@@ -1076,7 +1087,7 @@ def run_time_note(results: GridResults) -> str:
     span = span_text(results)
     if span is None:
         return "not measured (no Snakemake benchmark files for this grid's jobs)"
-    return f"{span}, before this report (Snakemake's benchmark files; per stage: section \"Time per stage\")"
+    return f"before this report, {span} (Snakemake's benchmark files; per stage: section \"Time per stage\")"
 
 
 #: what the ``seeds`` axis varies (SPEC §2-§4: everything random in training), by mode
@@ -1157,20 +1168,21 @@ def convergence_note(results: GridResults) -> str:
 
 def stopping_epochs(shown: Sequence[tuple[Cell, Mapping]]) -> str:
     """How long the runs in the tables trained, by role, as a clause of the convergence note:
-    "; students ran 12–88 epochs (median 44) of a 160-epoch cap, teachers ..." ("" without
-    training records)."""
+    "; student runs trained 12–88 epochs (median 44) of a 160-epoch cap, ..." ("" without
+    training records). A run whose heads both show (sym and asym of one λ) counts once."""
     import statistics
 
     parts = []
-    for role, is_role in (("students", lambda c: c.student is not None), ("teachers", lambda c: c.student is None)):
-        records = [record["training"] for cell, record in shown if is_role(cell) and record.get("training")]
-        if not records:
+    for role, is_role in (("student", lambda c: c.student is not None), ("teacher", lambda c: c.student is None)):
+        runs = {(cell, record.get("lambda")): record["training"] for cell, record in shown
+                if is_role(cell) and {"epochs_run", "epoch_cap"} <= set(record.get("training") or {})}
+        if not runs:
             continue
-        ran = [int(r["epochs_run"]) for r in records]
-        caps = "/".join(str(cap) for cap in sorted({int(r["epoch_cap"]) for r in records}))
+        ran = [int(r["epochs_run"]) for r in runs.values()]
+        caps = "/".join(str(cap) for cap in sorted({int(r["epoch_cap"]) for r in runs.values()}))
         low, high = min(ran), max(ran)
         how_long = f"{low} epochs" if low == high else f"{low}–{high} epochs (median {statistics.median(ran):g})"
-        parts.append(f"{role} ran {how_long} of a {caps}-epoch cap")
+        parts.append(f"{role} runs trained {how_long} of a {caps}-epoch cap")
     return "; " + ", ".join(parts) if parts else ""
 
 
@@ -1192,9 +1204,7 @@ def dataset_section(results: GridResults, dataset: str, figures_dir: Path, figur
         lines += [f"### Main results: mAP@{k}{suffix}", "",
                   metric_table(results, dataset, pairing, main_methods(results, pairing), "map@K",
                                contenders=student_methods(results, pairing)), "",
-                  f"Bold: the best student per column, the ablation variants below included, and every student "
-                  f"not significantly worse than it (tied with the best: the group of the findings, shown across "
-                  f"this table and the ablation table). {UNCONVERGED}: a seed of this cell hit its epoch cap "
+                  f"{main_bold_note(results)} {UNCONVERGED}: a seed of this cell hit its epoch cap "
                   "while still improving. Each method runs with its λ chosen on validation (table "
                   "\"λ chosen on validation\" below). The teacher row (paradigm `teacher`) is repeated under "
                   "sym and asym of each code length and is never bolded.", ""]
@@ -1262,6 +1272,15 @@ def lambda_section(results: GridResults, dataset: str, pairing: Pairing, suffix:
         sensitivity_figure(results, dataset, pairing, bits, figures_dir / name)
         lines += [f"![λ sensitivity, {dataset}, {bits} bits]({link}/{name})", ""]
     return lines
+
+
+def main_bold_note(results: GridResults) -> str:
+    if not results.ablations():
+        return ("Bold: the best student per column and every student not significantly worse than it "
+                "(tied with the best).")
+    return ("Bold: the best student per column, the ablation variants below included, and every student not "
+            "significantly worse than it (tied with the best: the group of the findings, shown across this table "
+            "and the ablation table; a column whose best is an ablation variant may have no bold here).")
 
 
 def ablation_note(ablations: Sequence[str]) -> str:

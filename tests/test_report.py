@@ -248,8 +248,8 @@ def test_header_timing_and_hashes(report):
     assert "fixed across seeds: the data split (`split_seed`), the stored augmented views" in text
     assert "mean ± half-width of the 95% Student-t interval over seeds" in text
     assert "**1 of the 54 runs in the tables hit their epoch cap while their best validation was the last one**" in text
-    assert ("(still improving; cells marked †); students ran 8–12 epochs (median 10) of a 12-epoch cap, "
-            "teachers ran 12 epochs of a 12-epoch cap") in text
+    assert ("(still improving; cells marked †); student runs trained 8–12 epochs (median 10) of a 12-epoch "
+            "cap, teacher runs trained 12 epochs of a 12-epoch cap") in text
     assert "K = 10" in text and "hamming distance ascending, ties by database order" in text
     _, encoder = table_after(text, "### Encoder timing")
     assert encoder["`ss`"][-1] == "4.00× / 5.00×"
@@ -320,11 +320,14 @@ def test_one_seed_says_what_the_intervals_cover(tmp_path):
 
 
 def bold_groups(text: str) -> dict[str, set[str]]:
-    """Column header -> the students bold in the main or the ablation mAP table."""
+    """Column header -> the students bold in the main or the ablation mAP table (of a report with one
+    dataset and one teacher-student pairing: the first tables under these headings)."""
     groups: dict[str, set[str]] = {}
     for heading in ("### Main results: mAP@", "### Ablation: mAP@"):
         header, rows = table_after(text, heading)
         for label, cells in rows.items():
+            if label.startswith("teacher"):
+                continue
             for column, cell in zip(header[1:], cells):
                 groups.setdefault(column, set())
                 if cell.startswith("**"):
@@ -333,7 +336,7 @@ def bold_groups(text: str) -> dict[str, set[str]]:
 
 
 def findings_groups(text: str) -> dict[str, set[str]]:
-    """Column header -> the findings' "tied with the best" group."""
+    """Column header -> the findings' "tied with the best" group (one dataset and pairing, as above)."""
     import re
 
     groups = {}
@@ -447,9 +450,13 @@ def test_time_per_stage_from_benchmark_files(tmp_path):
     owners = {path: kd for kd, paths in workflow.student_training_files(CONFIG).items() for path in paths}
     first, second = (owners[files["train_candidates"][i]] for i in (0, 1))
     assert first != second  # the grid's first two candidate jobs belong to two methods
-    _, per_method = table_after(text, "Student training per distillation method")
-    assert per_method == {f"`{first}`": ["1", "30.00", "30.00", "37.5%"],
-                          f"`{second}`": ["1", "50.00", "50.00", "62.5%"], "all": ["2", "80.00", "", "100%"]}
+    header, per_method = table_after(text, "Student training per distillation method")
+    assert header == ["method", "λ candidates", "jobs", "total (s)", "mean (s)", "share"]
+    assert per_method.pop(f"`{first}`")[1:] == ["1 of 6", "30.00", "30.00", "37.5%"]  # 2 bits x 3 seeds
+    assert per_method.pop(f"`{second}`")[1:] == ["1 of 6", "50.00", "50.00", "62.5%"]
+    assert per_method.pop("all") == ["", "2 of 24", "80.00", "", "100%"]
+    assert all(cells[1:] == ["0 of 6", "—", "—", "—"] for cells in per_method.values()) and len(per_method) == 2
+    assert per_method["`brcd`"][0] == "2"  # the λ grid of config/test.yaml's methods; `none` has one
 
 
 def test_busy_time_is_the_union_of_the_jobs_intervals():
@@ -464,7 +471,8 @@ def test_busy_time_is_the_union_of_the_jobs_intervals():
     assert "running during" not in span_text(side_by_side)
     resumed = Results((0, 3000), (2900, 3600), (9000, 9600))  # stopped at 3600 s, resumed at 9000 s
     assert (run_span(resumed), busy_time(resumed)) == (9600, 4200)
-    assert span_text(resumed).startswith("**2 h 40 min** from") and "running during **1 h 10 min**" in span_text(resumed)
+    text = span_text(resumed)
+    assert text.startswith("**2 h 40 min** from") and "running during **1 h 10 min**" in text
     assert span_text(Results()) is None and busy_time(Results()) is None
 
 
