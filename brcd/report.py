@@ -706,18 +706,23 @@ def search_table(results: GridResults) -> str:
     return markdown_table(headers, rows, numeric_from=0)
 
 
+def job_count(found: int, expected: int) -> str:
+    """A job count for the time tables: "3", or "2 of 3" when some jobs have no benchmark record."""
+    return str(found) if found == expected else f"{found} of {expected}"
+
+
 def stage_time_table(results: GridResults) -> str:
     """Per rule: jobs, total / mean / max wall seconds, CPU seconds and peak memory of its jobs."""
     rows = []
     for rule, (expected, bench) in results.benchmarks.items():
         if not bench:
-            rows.append([f"`{rule}`", f"0 of {expected}", *([MISSING] * 5)])
+            rows.append([f"`{rule}`", job_count(0, expected), *([MISSING] * 5)])
             continue
         seconds = [b.seconds for b in bench]
         cpu = [b.cpu_seconds for b in bench if b.cpu_seconds is not None]
         rss = [b.max_rss_mb for b in bench if b.max_rss_mb is not None]
-        jobs = str(len(bench)) if len(bench) == expected else f"{len(bench)} of {expected}"
-        rows.append([f"`{rule}`", jobs, format_number(sum(seconds)), format_number(sum(seconds) / len(seconds)),
+        rows.append([f"`{rule}`", job_count(len(bench), expected), format_number(sum(seconds)),
+                     format_number(sum(seconds) / len(seconds)),
                      format_number(max(seconds)), format_number(sum(cpu)) if cpu else MISSING,
                      format_number(max(rss)) if rss else MISSING])
     total = [b.seconds for _, bench in results.benchmarks.values() for b in bench]
@@ -802,15 +807,12 @@ def training_cost_section(results: GridResults) -> list[str]:
         return []
     rows = []
     for kd, (expected, bench) in results.training_cost.items():
-        jobs = str(len(bench)) if len(bench) == expected else f"{len(bench)} of {expected}"
-        rows.append([f"`{kd}`", str(len(lambda_grid(results.config, kd))), jobs,
-                     format_number(costs[kd]) if bench else MISSING,
-                     format_number(costs[kd] / len(bench)) if bench else MISSING,
-                     f"{100 * costs[kd] / total:.1f}%" if bench else MISSING])
+        sums = ([format_number(costs[kd]), format_number(costs[kd] / len(bench)), f"{100 * costs[kd] / total:.1f}%"]
+                if bench else [MISSING] * 3)
+        rows.append([f"`{kd}`", str(len(lambda_grid(results.config, kd))), job_count(len(bench), expected), *sums])
     found = sum(len(bench) for _, bench in results.training_cost.values())
     expected = sum(n for n, _ in results.training_cost.values())
-    rows.append(["all", "", str(found) if found == expected else f"{found} of {expected}", format_number(total),
-                 "", "100%"])
+    rows.append(["all", "", job_count(found, expected), format_number(total), "", "100%"])
     return ["Student training per distillation method: the wall seconds of each method's "
             f"`{'` and `'.join(STUDENT_TRAINING_RULES)}` jobs (every λ candidate of the tuning seed, the "
             "selected λ of the other seeds) and their share of all student training. Every method has the "
