@@ -101,6 +101,22 @@ def _printed_projection(workdir: Path, output: str) -> None:
     assert "GPU-hours in all" in output and "vitb16" in output and "train_candidates" in output, output
 
 
+_RESULTS_BEFORE: dict[Path, dict] = {}
+
+
+def _results_state(workdir: Path) -> dict:
+    return {path: path.stat().st_mtime_ns for path in (workdir / "results").rglob("*") if path.is_file()}
+
+
+def _snapshot_results(workdir: Path) -> None:
+    _RESULTS_BEFORE[workdir] = _results_state(workdir)
+
+
+def _printed_lr_choice(workdir: Path, output: str) -> None:
+    assert "no KD, seed 0" in output and "chosen: lr " in output, output
+    assert _results_state(workdir) == _RESULTS_BEFORE.pop(workdir), "it must leave the grid's results alone"
+
+
 def _printed_table(workdir: Path, output: str) -> None:
     assert "mean" in output and "brcd" in output
 
@@ -120,6 +136,8 @@ RUN_HERE: dict[str, Expect] = {
     ".venv/bin/snakemake --cores 2 --configfile config/demo.yaml --report report.html": Expect(_html_report),
     ".venv/bin/brcd check-config config/demo.yaml": Expect(_printed_config),
     ".venv/bin/snakemake --cores 2 --configfile config/study.yaml": Expect(_grid_built),
+    ".venv/bin/python benchmarks/student_lr.py --config config/study.yaml --lr 0.001 0.002 0.004 0.008 0.016":
+        Expect(_printed_lr_choice, before=_snapshot_results),
     ".venv/bin/python benchmarks/paper_gpu_hours.py --measured config/study.yaml": Expect(_printed_projection),
     ".venv/bin/python -c \"import pandas as pd; t = pd.read_parquet('reports/demo.parquet'); t = t[t.in_tables]; "
     "print(t.groupby(['bits', 'paradigm', 'kd']).map_at_k.agg(['mean', 'std', 'count']))\"": Expect(_printed_table),
