@@ -489,9 +489,11 @@ def test_a_significant_interval_never_prints_a_zero_bound():
 def test_schedule_note_states_each_roles_stopping_rule():
     from brcd.report import schedule_note
 
-    study = schedule_note(load_config("config/study.yaml"))
-    assert ("students: Adam lr 0.001, batch 64, validation every 4 epochs, stop after 2 validations without "
-            "an improvement of more than 0.001 mAP (not before epoch 8), cap 160 epochs") in study
+    config = load_config("config/study.yaml")
+    study = schedule_note(config)
+    assert (f"students: Adam lr {config['train']['student']['lr']:g}, batch 64, validation every 4 epochs, stop "
+            "after 2 validations without an improvement of more than 0.001 mAP (not before epoch 8), cap 160 epochs"
+            ) in study
     assert "teachers: Adam lr 0.0005" in study and "teachers: Adam lr 0.0005, batch 64, validation every 5 epochs, " \
         "stop after 2 validations without an improvement (not" in study
 
@@ -523,3 +525,24 @@ def test_committed_report_bolds_the_findings_groups(name):
     text = (REPO_ROOT / "reports" / f"{name}.md").read_text()
     groups = findings_groups(text)
     assert len(groups) == 4 and bold_groups(text) == groups
+
+
+@pytest.mark.parametrize("name", ["demo", "study"])
+def test_committed_report_comes_from_the_committed_config(name):
+    """Every row of the committed table carries the config hash its cell has under config/{name}.yaml as
+    committed: a report left over from an earlier version of the config (another lr, cap, head) fails."""
+    import pandas as pd
+
+    from brcd.cells import Cell
+    from brcd.config import load_config
+
+    config = load_config(REPO_ROOT / "config" / f"{name}.yaml", check_registries=False)
+    table = pd.read_parquet(REPO_ROOT / "reports" / f"{name}.parquet")
+    stale = []
+    for row in table.itertuples():
+        student = row.student if isinstance(row.student, str) else None
+        cell = Cell(row.dataset, int(row.bits), row.hash, row.teacher, int(row.seed), student,
+                    row.kd if student else None, row.variant if student else None)
+        if cell.config_hash(config) != row.config_hash:
+            stale.append(f"{cell.model} seed {cell.seed}")
+    assert not stale, f"reports/{name}.parquet is not from config/{name}.yaml as committed: {stale[:5]}"
