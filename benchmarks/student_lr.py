@@ -34,6 +34,7 @@ from brcd.cells import Cell
 from brcd.config import load_config
 from brcd.errors import DataError
 from brcd.tuning import NO_KD, tuning_seed, variant_of
+from brcd.workflow import bank_path
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,8 @@ def grid_inputs(config: Mapping, cell: Cell, workdir: Path) -> dict:
         "split_path": workdir / cells.SPLIT.format(dataset=cell.dataset),
         "teacher_checkpoint": workdir / cells.TEACHER_MODEL.format(**cell.teacher_cell().parameters()),
     }
-    if config["mode"] == "bank":
-        paths["student_bank"] = workdir / cells.FEATURES.format(dataset=cell.dataset, backbone=cell.student)
-        paths["teacher_bank"] = workdir / cells.FEATURES.format(dataset=cell.dataset, backbone=cell.teacher)
+    for name, backbone in (("student_bank", cell.student), ("teacher_bank", cell.teacher)):
+        paths.update({name: workdir / bank for bank in bank_path(config, cell.dataset, backbone)})  # none online
     missing = [str(p) for p in paths.values() if not p.exists()]
     if missing:
         raise DataError(f"{', '.join(missing)} not found: build the grid's teachers first "
@@ -96,11 +96,15 @@ def lr_trials(config: Mapping, cell: Cell, lrs: Sequence[float], inputs: Mapping
     return trials
 
 
+def mean_val_map(trials: Sequence[Trial]) -> dict[float, float]:
+    """lr -> its validation mAP averaged over bit lengths, in increasing lr."""
+    return {lr: float(np.mean([t.val_map for t in trials if t.lr == lr])) for lr in sorted({t.lr for t in trials})}
+
+
 def choose(trials: Sequence[Trial]) -> float:
     """The lr with the best mean validation mAP over bit lengths (the smaller lr on an exact tie)."""
-    lrs = sorted({t.lr for t in trials})
-    means = [np.mean([t.val_map for t in trials if t.lr == lr]) for lr in lrs]
-    return lrs[int(np.argmax(means))]
+    means = mean_val_map(trials)
+    return max(means, key=means.get)  # max keeps the first (smallest) lr of a tie
 
 
 def table(trials: Sequence[Trial]) -> str:
@@ -108,10 +112,9 @@ def table(trials: Sequence[Trial]) -> str:
     by = {(t.lr, t.bits): t for t in trials}
     head = "lr       " + "".join(f"  val mAP {b:>2} bits  epochs" for b in bits) + "  mean val mAP"
     lines = [head]
-    for lr in sorted({t.lr for t in trials}):
-        row = [by[lr, b] for b in bits]
-        lines.append(f"{lr:<9g}" + "".join(f"  {t.val_map:>16.4f}  {t.epochs:>6d}" for t in row)
-                     + f"  {np.mean([t.val_map for t in row]):>12.4f}")
+    for lr, mean in mean_val_map(trials).items():
+        lines.append(f"{lr:<9g}" + "".join(f"  {by[lr, b].val_map:>16.4f}  {by[lr, b].epochs:>6d}" for b in bits)
+                     + f"  {mean:>12.4f}")
     return "\n".join(lines)
 
 
