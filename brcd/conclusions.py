@@ -15,6 +15,19 @@ paths — *reach the same conclusions* when, in every column, the same methods a
 better than no KD and the two tied-with-best groups share at least one method (issue
 "Conclusions you can trust"). Numbers move between such runs; the comparison also lists every
 other statement whose verdict changed, so a reader sees how far the agreement goes.
+
+It also says whether the two runs agree *within their stated uncertainty*, which the
+verdicts alone cannot show: a verdict is a 95% interval's end compared with 0, so a difference
+measured twice, each time inside the other measurement's interval, still changes verdict
+whenever one of its intervals ends near 0. Per Δ statement: is it *reversed* (significantly
+better in one run, significantly worse in the other), and does each run's Δ lie inside the
+other run's interval? A changed verdict without either is a threshold effect, not a
+disagreement about the difference.
+
+Given the two runs' tidy tables (``reports/{name}.parquet``) as well, it measures how far each
+seed's Δ vs no KD moved against the seed-to-seed spread of that Δ (:func:`seed_movement`):
+a move about as large as the seed spread means the other run is, for the verdicts, like a new
+draw of the training noise rather than a small correction of the same one.
 """
 from __future__ import annotations
 
@@ -124,7 +137,22 @@ class ColumnAgreement:
     column: tuple
     better: tuple[frozenset, frozenset]  # methods significantly better than no KD, in A and in B
     tied: tuple[frozenset, frozenset]  # the tied-with-best groups (best included)
-    changed: tuple[tuple[Statement, Statement], ...]  # every Δ statement (vs no KD, vs brcd) whose verdict differs
+    pairs: tuple[tuple[Statement, Statement], ...]  # every Δ statement (vs no KD, vs brcd): (A's, B's)
+
+    @property
+    def changed(self) -> tuple[tuple[Statement, Statement], ...]:
+        """The Δ statements whose verdict differs between the runs."""
+        return tuple((a, b) for a, b in self.pairs if a.verdict != b.verdict)
+
+    @property
+    def reversed(self) -> tuple[tuple[Statement, Statement], ...]:
+        """The Δ statements significant in opposite directions: a real contradiction."""
+        return tuple((a, b) for a, b in self.pairs if is_reversed(a, b))
+
+    @property
+    def outside(self) -> tuple[tuple[Statement, Statement], ...]:
+        """The Δ statements where one run's Δ lies outside the other run's interval."""
+        return tuple((a, b) for a, b in self.pairs if not estimates_inside(a, b))
 
     @property
     def same_better(self) -> bool:
@@ -137,6 +165,17 @@ class ColumnAgreement:
     @property
     def agree(self) -> bool:
         return self.same_better and self.tied_overlap
+
+
+def is_reversed(a: Statement, b: Statement) -> bool:
+    """Whether the two runs found the difference significant in opposite directions."""
+    return {a.verdict, b.verdict} == {"better", "worse"}
+
+
+def estimates_inside(a: Statement, b: Statement) -> bool:
+    """Whether each run's Δ lies inside the other run's interval: the two runs measured the same
+    difference within their stated uncertainty (whatever their verdicts)."""
+    return b.low <= a.delta <= b.high and a.low <= b.delta <= a.high
 
 
 def _by_column(statements: Iterable[Statement]) -> dict[tuple, dict[tuple, Statement]]:
@@ -166,13 +205,11 @@ def compare_conclusions(a: Sequence[Statement], b: Sequence[Statement]) -> list[
             raise DataError(f"{column_label(column)}: statements in only one findings table: {only}; "
                             "compare tables of the same grid config")
 
-        changed = tuple((sa[key], sb[key]) for key in sorted(sa)
-                        if key[0] != VS_BEST and sa[key].verdict != sb[key].verdict)
         out.append(ColumnAgreement(
             column,
             better=(_group(sa, VS_NO_KD, {"better"}), _group(sb, VS_NO_KD, {"better"})),
             tied=(_group(sa, VS_BEST, {"best", "tied"}), _group(sb, VS_BEST, {"best", "tied"})),
-            changed=changed,
+            pairs=tuple((sa[key], sb[key]) for key in sorted(sa) if key[0] != VS_BEST),
         ))
     return out
 
@@ -189,7 +226,8 @@ def _statement_text(s: Statement) -> str:
 
 
 def render_agreement(agreement: Sequence[ColumnAgreement], label_a: str, label_b: str,
-                     deltas: tuple[Sequence[Statement], Sequence[Statement]] | None = None) -> str:
+                     deltas: tuple[Sequence[Statement], Sequence[Statement]] | None = None,
+                     movement: SeedMovement | None = None) -> str:
     """Markdown: the verdict first, then one line per column, then the statements that changed."""
     agree = sum(c.agree for c in agreement)
     same_better = sum(c.same_better for c in agreement)
@@ -201,8 +239,11 @@ def render_agreement(agreement: Sequence[ColumnAgreement], label_a: str, label_b
              "student without KD and the tied-with-best groups share a method.", "",
              f"**{'Yes' if agree == n else 'No'}: {agree} of {n} columns agree** — the same methods better than "
              f"no KD in {same_better} of {n}, tied-with-best groups overlapping in {overlap} of {n}.", ""]
+    lines += [_within_intervals(agreement), ""]
     if deltas is not None:
         lines += [_movement(*deltas), ""]
+    if movement is not None:
+        lines += [movement.text(), ""]
     lines += ["| column | better than no KD (A) | better than no KD (B) | tied with the best (A) | "
               "tied with the best (B) | agree |", "|:--|:--|:--|:--|:--|:--|"]
     for c in agreement:
@@ -215,8 +256,37 @@ def render_agreement(agreement: Sequence[ColumnAgreement], label_a: str, label_b
               f"components vs full `brcd`): {len(changed) if changed else 'none'}", ""]
     for sa, sb in changed:
         lines.append(f"- {column_label(sa.column)}: `{sa.method}` vs `{sa.reference}`: "
-                     f"{_statement_text(sa)} → {_statement_text(sb)}")
+                     f"{_statement_text(sa)} → {_statement_text(sb)}{_pair_note(sa, sb)}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _within_intervals(agreement: Sequence[ColumnAgreement]) -> str:
+    """Whether the runs agree within their intervals, per kind of Δ statement: reversals, and
+    estimates outside the other run's interval."""
+    parts = []
+    for kind, what in ((VS_NO_KD, "Δ vs no KD"), (VS_BRCD, "BRCD's components vs full `brcd`")):
+        pairs = [(a, b) for c in agreement for a, b in c.pairs if a.kind == kind]
+        if not pairs:
+            continue
+        reversed_ = sum(is_reversed(a, b) for a, b in pairs)
+        inside = sum(estimates_inside(a, b) for a, b in pairs)
+        changed = [(a, b) for a, b in pairs if a.verdict != b.verdict]
+        parts.append(f"{what}: **{reversed_} of {len(pairs)} reversed**, each run's Δ inside the other run's "
+                     f"interval in **{inside} of {len(pairs)}** ({sum(estimates_inside(a, b) for a, b in changed)} "
+                     f"of the {len(changed)} whose verdict changed)")
+    if not parts:
+        return "No Δ statements to compare."
+    return ("Within the stated uncertainty (*reversed*: significantly better in one run, significantly worse in "
+            "the other): " + "; ".join(parts) + ". A verdict compares an interval's end with 0, so a difference "
+            "measured twice, each time inside the other's interval, still changes verdict when one of its "
+            "intervals ends near 0: a threshold effect. A reversal, or a Δ outside the other run's interval, is a "
+            "disagreement about the difference itself.")
+
+
+def _pair_note(a: Statement, b: Statement) -> str:
+    if is_reversed(a, b):
+        return " — **reversed**"
+    return "" if estimates_inside(a, b) else " — **a Δ outside the other run's interval**"
 
 
 def _movement(a: Sequence[Statement], b: Sequence[Statement]) -> str:
@@ -238,6 +308,70 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+@dataclass(frozen=True)
+class SeedMovement:
+    """How far each seed's Δ vs no KD moved between two runs, against its seed-to-seed spread."""
+
+    statements: int  # methods × columns compared
+    seeds: int
+    move_rms: float  # root mean square over statements and seeds of Δ_B[s] − Δ_A[s]
+    seed_sd: float | None  # median over statements of the seed standard deviation of Δ (the two runs pooled)
+    ratio: float | None  # median over statements of (rms move over seeds) / (seed standard deviation)
+
+    def text(self) -> str:
+        head = (f"Seed by seed (the two runs' tidy tables): a method's Δ vs no KD moved by {self.move_rms:.4f} "
+                f"(root mean square over {self.statements} methods × columns × {self.seeds} seeds)")
+        if self.ratio is None:
+            return head + "; with one seed there is no seed-to-seed spread to compare it with."
+        return (head + f", against a seed-to-seed standard deviation of that Δ of {self.seed_sd:.4f} (median over "
+                f"statements). Per statement the move is **{self.ratio:.2f}× its seed standard deviation** "
+                "(median): near 1 or above, the other run is, for the verdicts, like a new draw of the training "
+                "noise (the spread that seeds produce), not a small correction of the same one.")
+
+
+def seed_deltas(table) -> dict[tuple, float]:
+    """(column, method, seed) -> the run's mAP@K minus that of the student without KD (same column and
+    seed), from a report's tidy table (``reports/{name}.parquet``; rows in the report's tables)."""
+    rows = [row for row in table.to_pylist() if row["in_tables"]]
+    key = lambda row: tuple(row[k] for k in COLUMN_KEYS)  # noqa: E731
+    none = {(key(row), row["seed"]): row["map_at_k"] for row in rows if row["kd"] == "none"}
+    return {(key(row), row["kd"], row["seed"]): row["map_at_k"] - none[(key(row), row["seed"])]
+            for row in rows if row["kd"] != "none" and (key(row), row["seed"]) in none}
+
+
+def seed_movement(table_a, table_b) -> SeedMovement:
+    """:class:`SeedMovement` of two tidy tables of the same grid (a mismatch is a named error)."""
+    import numpy as np
+
+    da, db = seed_deltas(table_a), seed_deltas(table_b)
+    if set(da) != set(db) or not da:
+        raise DataError("the two tidy tables do not hold the same runs (columns × methods × seeds); "
+                        "compare the tables of two runs of the same grid config")
+    statements = sorted({k[:2] for k in da})
+    seeds = sorted({k[2] for k in da})
+    a = np.array([[da[(c, m, s)] for s in seeds] for c, m in statements])
+    b = np.array([[db[(c, m, s)] for s in seeds] for c, m in statements])
+    moves = b - a
+    rms = float(np.sqrt(np.mean(moves ** 2)))
+    if len(seeds) < 2:
+        return SeedMovement(len(statements), len(seeds), rms, None, None)
+    sd = np.sqrt((a.var(axis=1, ddof=1) + b.var(axis=1, ddof=1)) / 2)
+    spread = sd > 0
+    ratio = np.sqrt(np.mean(moves ** 2, axis=1))[spread] / sd[spread]
+    return SeedMovement(len(statements), len(seeds), rms, float(np.median(sd)),
+                        float(np.median(ratio)) if ratio.size else None)
+
+
+def read_tidy_table(path: str | os.PathLike):
+    """A report's tidy table (``reports/{name}.parquet``) and its grid name."""
+    from brcd.io import read_parquet
+
+    fix = "regenerate it with the report rule (`snakemake ... reports/{name}.md`) or `brcd report`"
+    table, metadata = read_parquet(path, "tidy table", fix, columns=[*COLUMN_KEYS, "kd", "seed", "in_tables",
+                                                                       "map_at_k"])
+    return str(metadata.get("name")), table
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -247,6 +381,9 @@ def configure_parser(parser) -> None:
     parser.add_argument("--label-a", default=None, help="name of run A in the output (default: its path)")
     parser.add_argument("--label-b", default=None, help="name of run B in the output (default: its path)")
     parser.add_argument("--out", default=None, help="write the Markdown here (atomically) instead of stdout")
+    parser.add_argument("--tables", nargs=2, metavar=("A", "B"), default=None,
+                        help="the two runs' tidy tables (reports/{name}.parquet): also say how far each seed's "
+                        "Δ vs no KD moved, against its seed-to-seed spread")
     parser.add_argument("--check", action="store_true",
                         help="exit with status 1 when the two runs do not reach the same conclusions")
 
@@ -262,7 +399,15 @@ def run(args) -> None:
         raise DataError(f"{args.a} is of grid `{name_a}` and {args.b} of grid `{name_b}`: compare two runs of "
                         "the same grid config")
     agreement = compare_conclusions(a, b)
-    text = render_agreement(agreement, args.label_a or str(args.a), args.label_b or str(args.b), (a, b))
+    movement = None
+    if args.tables:
+        tables = [read_tidy_table(path) for path in args.tables]  # the same path twice is allowed
+        wrong = [f"{path} (grid `{name}`)" for path, (name, _) in zip(args.tables, tables) if name != name_a]
+        if wrong:
+            raise DataError(f"--tables: {', '.join(wrong)} not of grid `{name_a}` like the findings tables; "
+                            "give the two runs' reports/{name}.parquet")
+        movement = seed_movement(*(table for _, table in tables))
+    text = render_agreement(agreement, args.label_a or str(args.a), args.label_b or str(args.b), (a, b), movement)
     if args.out:
         with atomic_path(args.out) as tmp:
             Path(tmp).write_text(text)

@@ -7,7 +7,7 @@ import pytest
 
 from brcd.cli import main
 from brcd.conclusions import (VS_BEST, VS_BRCD, VS_NO_KD, Statement, compare_conclusions, read_statements,
-                              render_agreement, write_statements)
+                              read_tidy_table, render_agreement, seed_movement, write_statements)
 from brcd.errors import DataError
 
 COLUMN = {"dataset": "fashion_mnist", "hash": "cibhash", "teacher": "lite2", "student": "lite0", "bits": 16,
@@ -71,6 +71,75 @@ def test_other_changed_verdicts_are_listed_but_do_not_decide():
     assert column.agree and len(column.changed) == 2
 
 
+def test_a_threshold_effect_is_told_apart_from_a_disagreement():
+    """A verdict that changes while each Δ lies inside the other run's interval is a threshold effect;
+    a reversal or a Δ outside the other interval is a disagreement about the difference."""
+    a = run_a()
+    # brcd: +0.040 [+0.010, +0.070] -> +0.035 [-0.005, +0.075]: verdict changes, estimates inside each other
+    threshold = [replace(s, delta=0.035, low=-0.005, high=0.075, verdict="level")
+                 if (s.kind, s.method) == (VS_NO_KD, "brcd") else s for s in a]
+    (column,) = compare_conclusions(a, threshold)
+    assert [b.method for _, b in column.changed] == ["brcd"] and not column.reversed and not column.outside
+    text = render_agreement([column], "A", "B")
+    assert "Δ vs no KD: **0 of 3 reversed**, each run's Δ inside the other run's interval in **3 of 3** " \
+           "(1 of the 1 whose verdict changed)" in text
+    assert "BRCD's components vs full `brcd`: **0 of 1 reversed**" in text
+    assert "— **" not in text  # no changed statement is flagged
+    # kd: +0.030 [+0.020, +0.040] -> -0.030 [-0.040, -0.020]: reversed, and outside
+    flipped = [replace(s, delta=-0.03, low=-0.04, high=-0.02, verdict="worse")
+               if (s.kind, s.method) == (VS_NO_KD, "kd") else s for s in a]
+    (column,) = compare_conclusions(a, flipped)
+    assert [b.method for _, b in column.reversed] == ["kd"] and [b.method for _, b in column.outside] == ["kd"]
+    text = render_agreement([column], "A", "B")
+    assert "**1 of 3 reversed**" in text and "in **2 of 3**" in text and "better (+0.030" in text
+    assert text.count("— **reversed**") == 1
+    # rkd moves out of A's interval with the same verdict: outside, not changed, not reversed
+    moved = [replace(s, delta=-0.10, low=-0.12, high=-0.08) if (s.kind, s.method) == (VS_NO_KD, "rkd") else s
+             for s in a]
+    (column,) = compare_conclusions(a, moved)
+    assert not column.changed and not column.reversed and [b.method for _, b in column.outside] == ["rkd"]
+    assert column.agree  # the issue's criterion is about verdicts; the interval check is reported beside it
+
+
+def test_the_committed_two_path_comparison_is_generated_from_the_committed_tables():
+    """reports/demo-machines.md is `brcd compare-conclusions` of the two committed findings tables
+    (README, "Same conclusions on another machine"), never edited by hand."""
+    from pathlib import Path
+
+    reports = Path(__file__).resolve().parent.parent / "reports"
+    _, a = read_statements(reports / "demo.findings.parquet")
+    _, b = read_statements(reports / "demo.aten-default.findings.parquet")
+    movement = seed_movement(read_tidy_table(reports / "demo.parquet")[1],
+                             read_tidy_table(reports / "demo.aten-default.parquet")[1])
+    text = render_agreement(compare_conclusions(a, b), "AVX2 kernels (make demo)",
+                            "DEFAULT kernels (ATEN_CPU_CAPABILITY=default make demo)", (a, b), movement)
+    assert (reports / "demo-machines.md").read_text() == text
+
+
+def _tidy(deltas, seeds=(0, 1), bits=16):
+    """A tidy table of one column: the no-KD student at 0.5 every seed, `kd` at 0.5 + deltas[seed]."""
+    import pyarrow as pa
+
+    rows = [{**COLUMN, "bits": bits, "kd": kd, "seed": seed, "in_tables": True, "map_at_k": 0.5 + d}
+            for seed, delta in zip(seeds, deltas) for kd, d in (("none", 0.0), ("kd", delta))]
+    rows.append({**COLUMN, "bits": bits, "kd": "kd", "seed": seeds[0], "in_tables": False, "map_at_k": 0.9})
+    return pa.Table.from_pylist(rows)
+
+
+def test_seed_movement_against_seed_spread_known_truth():
+    same = seed_movement(_tidy([0.01, 0.03]), _tidy([0.01, 0.03]))
+    assert (same.statements, same.seeds, same.move_rms, same.ratio) == (1, 2, 0.0, 0.0)
+    # B = A + [+0.01, -0.01]: moves of rms 0.01; seed sd 0.01414 in A, 0 in B, pooled sqrt(0.0002 / 2) = 0.01
+    moved = seed_movement(_tidy([0.01, 0.03]), _tidy([0.02, 0.02]))
+    assert moved.move_rms == pytest.approx(0.01) and moved.seed_sd == pytest.approx(0.01)
+    assert moved.ratio == pytest.approx(1.0)
+    assert "**1.00× its seed standard deviation**" in moved.text()  # rows outside the tables are left out
+    one = seed_movement(_tidy([0.01], seeds=(0,)), _tidy([0.03], seeds=(0,)))
+    assert one.ratio is None and one.move_rms == pytest.approx(0.02) and "with one seed" in one.text()
+    with pytest.raises(DataError, match="do not hold the same runs"):
+        seed_movement(_tidy([0.01, 0.03]), _tidy([0.01, 0.03], bits=64))
+
+
 def test_tables_of_different_grids_are_an_error():
     with pytest.raises(DataError, match="not of the same grid: columns in only one.*64 bits sym"):
         compare_conclusions(run_a(), run_a() + run_a(bits=64))
@@ -94,6 +163,18 @@ def test_cli_round_trip_and_check(tmp_path, capsys):
     assert "# Same conclusions? EPYC vs Xeon" in (tmp_path / "same.md").read_text()
     assert main(["compare-conclusions", str(a), str(other)]) == 2  # DataError: printed, status 2 (not 1: disagree)
     assert "of grid `demo`" in capsys.readouterr().err
+    from brcd.io import write_parquet
+
+    tables = {name: tmp_path / f"{name}.parquet" for name in ("ta", "tb", "tother")}
+    write_parquet(tables["ta"], _tidy([0.01, 0.03]), {"name": "demo"})
+    write_parquet(tables["tb"], _tidy([0.02, 0.02]), {"name": "demo"})
+    write_parquet(tables["tother"], _tidy([0.02, 0.02]), {"name": "study"})
+    assert main(["compare-conclusions", str(a), str(a), "--tables", str(tables["ta"]), str(tables["tb"])]) == 0
+    assert "**1.00× its seed standard deviation**" in capsys.readouterr().out
+    assert main(["compare-conclusions", str(a), str(a), "--tables", str(tables["ta"]), str(tables["ta"])]) == 0
+    assert "**0.00× its seed standard deviation**" in capsys.readouterr().out  # a run and itself
+    assert main(["compare-conclusions", str(a), str(a), "--tables", str(tables["ta"]), str(tables["tother"])]) == 2
+    assert "tother.parquet (grid `study`) not of grid `demo`" in capsys.readouterr().err
 
 
 def test_a_file_that_is_not_a_findings_table_is_named(tmp_path):

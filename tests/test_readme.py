@@ -46,6 +46,7 @@ SUBSTITUTIONS = {
     # the tiny grid has one run: compared with itself, it must reach its own conclusions
     "reports/demo.findings.parquet": "reports/test.findings.parquet",
     "other-machine/demo.findings.parquet": "reports/test.findings.parquet",
+    "other-machine/demo.parquet": "reports/test.parquet",
     "demo-machines.md": "test-machines.md",
 }
 
@@ -125,6 +126,8 @@ def _same_conclusions(workdir: Path, output: str) -> None:
     text = (workdir / "test-machines.md").read_text()
     assert "# Same conclusions? this machine vs other machine" in text and "columns agree**" in text
     assert "**Yes:" in text  # a run and itself
+    assert "**0 of " in text and " reversed**" in text  # the within-the-intervals line
+    assert "Seed by seed" in text and "with one seed" in text  # --tables: the tiny grid has one seed
 
 
 #: README command (as written, whitespace collapsed) -> what it must do when run here.
@@ -142,6 +145,7 @@ RUN_HERE: dict[str, Expect] = {
     ".venv/bin/python -c \"import pandas as pd; t = pd.read_parquet('reports/demo.parquet'); t = t[t.in_tables]; "
     "print(t.groupby(['bits', 'paradigm', 'kd']).map_at_k.agg(['mean', 'std', 'count']))\"": Expect(_printed_table),
     ".venv/bin/brcd compare-conclusions reports/demo.findings.parquet other-machine/demo.findings.parquet "
+    "--tables reports/demo.parquet other-machine/demo.parquet "
     "--label-a \"this machine\" --label-b \"other machine\" --out demo-machines.md --check": Expect(_same_conclusions),
 }
 
