@@ -228,7 +228,8 @@ def _statement_text(s: Statement) -> str:
 def render_agreement(agreement: Sequence[ColumnAgreement], label_a: str, label_b: str,
                      deltas: tuple[Sequence[Statement], Sequence[Statement]] | None = None,
                      movement: SeedMovement | None = None) -> str:
-    """Markdown: the verdict first, then one line per column, then the statements that changed."""
+    """Markdown: the verdict first, then the agreement within the intervals, how far the numbers moved
+    (``deltas``; ``movement``: seed by seed), one line per column, and the statements that changed."""
     agree = sum(c.agree for c in agreement)
     same_better = sum(c.same_better for c in agreement)
     overlap = sum(c.tied_overlap for c in agreement)
