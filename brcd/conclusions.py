@@ -46,6 +46,8 @@ KINDS = (VS_NO_KD, VS_BEST, VS_BRCD)
 COLUMN_KEYS = ("dataset", "hash", "teacher", "student", "bits", "paradigm")
 #: file-format version of the findings table
 FORMAT = 1
+#: how to rebuild a report's findings or tidy table that cannot be read
+REGENERATE = "regenerate it with the report rule (`snakemake ... reports/{name}.md`) or `brcd report`"
 
 
 @dataclass(frozen=True)
@@ -118,14 +120,14 @@ def read_statements(path: str | os.PathLike) -> tuple[str, list[Statement]]:
     """(grid name, statements) of a findings table; a file that is not one is a named error."""
     from brcd.io import read_parquet
 
-    fix = "regenerate it with the report rule (`snakemake ... reports/{name}.md`) or `brcd report`"
-    table, metadata = read_parquet(path, "findings table", fix, columns=[f.name for f in fields(Statement)])
+    table, metadata = read_parquet(path, "findings table", REGENERATE,
+                                   columns=[f.name for f in fields(Statement)])
     if metadata.get("kind") != "findings":
-        raise DataError(f"{path} is not a findings table (reports/{{name}}.findings.parquet); {fix}")
+        raise DataError(f"{path} is not a findings table (reports/{{name}}.findings.parquet); {REGENERATE}")
     rows = table.to_pylist()
     unknown = sorted({row["kind"] for row in rows} - set(KINDS))
     if unknown:
-        raise DataError(f"{path}: unknown statement kinds {unknown}; {fix}")
+        raise DataError(f"{path}: unknown statement kinds {unknown}; {REGENERATE}")
     return str(metadata.get("name")), [Statement(**{f.name: row[f.name] for f in fields(Statement)}) for row in rows]
 
 
@@ -264,17 +266,19 @@ def render_agreement(agreement: Sequence[ColumnAgreement], label_a: str, label_b
 def _within_intervals(agreement: Sequence[ColumnAgreement]) -> str:
     """Whether the runs agree within their intervals, per kind of Δ statement: reversals, and
     estimates outside the other run's interval."""
+    def of_kind(kind: str, group: str) -> list[tuple[Statement, Statement]]:
+        return [pair for c in agreement for pair in getattr(c, group) if pair[0].kind == kind]
+
     parts = []
     for kind, what in ((VS_NO_KD, "Δ vs no KD"), (VS_BRCD, "BRCD's components vs full `brcd`")):
-        pairs = [(a, b) for c in agreement for a, b in c.pairs if a.kind == kind]
+        pairs, changed = of_kind(kind, "pairs"), of_kind(kind, "changed")
         if not pairs:
             continue
-        reversed_ = sum(is_reversed(a, b) for a, b in pairs)
-        inside = sum(estimates_inside(a, b) for a, b in pairs)
-        changed = [(a, b) for a, b in pairs if a.verdict != b.verdict]
-        parts.append(f"{what}: **{reversed_} of {len(pairs)} reversed**, each run's Δ inside the other run's "
-                     f"interval in **{inside} of {len(pairs)}** ({sum(estimates_inside(a, b) for a, b in changed)} "
-                     f"of the {len(changed)} whose verdict changed)")
+        outside = of_kind(kind, "outside")
+        changed_inside = sum(pair not in outside for pair in changed)
+        parts.append(f"{what}: **{len(of_kind(kind, 'reversed'))} of {len(pairs)} reversed**, each run's Δ inside "
+                     f"the other run's interval in **{len(pairs) - len(outside)} of {len(pairs)}** "
+                     f"({changed_inside} of the {len(changed)} whose verdict changed)")
     if not parts:
         return "No Δ statements to compare."
     return ("Within the stated uncertainty (*reversed*: significantly better in one run, significantly worse in "
@@ -367,9 +371,8 @@ def read_tidy_table(path: str | os.PathLike):
     """A report's tidy table (``reports/{name}.parquet``) and its grid name."""
     from brcd.io import read_parquet
 
-    fix = "regenerate it with the report rule (`snakemake ... reports/{name}.md`) or `brcd report`"
-    table, metadata = read_parquet(path, "tidy table", fix, columns=[*COLUMN_KEYS, "kd", "seed", "in_tables",
-                                                                       "map_at_k"])
+    table, metadata = read_parquet(path, "tidy table", REGENERATE,
+                                   columns=[*COLUMN_KEYS, "kd", "seed", "in_tables", "map_at_k"])
     return str(metadata.get("name")), table
 
 
