@@ -8,6 +8,22 @@ if not config:
     configfile: "config/demo.yaml"
 
 
+# Software: every rule has `conda: "../../environment.yml"`, the project's one
+# documented environment (the same packages as `make setup`'s .venv). Decision:
+# per-rule directives, not none: `snakemake --lint` (run by `make test`) asks
+# every rule for a conda environment or container, and a global `conda:`
+# directive does not answer it (it only injects an environment into Snakemake's
+# own process, under --sdm conda). Without --sdm conda, jobs use the environment
+# that runs Snakemake; with it, each job runs in the environment Snakemake builds
+# from environment.yml, which therefore does not install brcd: jobs import it
+# from the working directory (the repository root; see environment.yml).
+# Not tested here (no conda on the test machines); the lint test checks the
+# directives are there.
+
+# The description at the top of `snakemake --report report.html`; every reported
+# output has its own caption in workflow/report/ (rule report, report.smk).
+report: "workflow/report/workflow.rst"
+
 
 include: "workflow/rules/common.smk"
 
@@ -38,5 +54,5 @@ rule all:
     input:
         metrics_targets(config),
         timing_targets(config),
-        cells.REPORT.format(name=config["name"]),
+        layout.REPORT.format(name=config["name"]),
     default_target: True

@@ -11,7 +11,7 @@ take their measured seconds from the benchmark files of a finished run
 (the study, ``config/study.yaml``), scaled by the paper's query × database
 sizes.
 
-Assumptions (change them on the command line; README, "The study"):
+Assumptions (change them on the command line; docs/runs/paper-projection.md):
 
 - ``--tflops`` (default 60): sustained dense FLOP/s of one data-centre GPU
   (an H100: ~200 TFLOP/s bf16 peak) on frozen-backbone inference at batch
@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brcd import workflow  # noqa: E402
 from brcd.config import load_config  # noqa: E402
-from brcd.report import read_benchmark  # noqa: E402
+from brcd.report.results import read_benchmark  # noqa: E402
 
 #: images in the pool the widely used lists describe (query + validation + database)
 LIST_POOL_SIZES = {"nuswide": 193_734 + 2_100, "coco": 122_218}
@@ -130,7 +130,7 @@ def measured_sizes(config: Mapping) -> Sizes:
 def project(paper: Mapping, measured: Mapping, root: Path, pricer: Pricer, flops: Mapping[str, float],
             upper: bool) -> dict[str, tuple[int, float]]:
     """Rule -> (jobs, GPU or CPU hours) for the paper grid; ``flops``: backbone alias -> GFLOPs per image."""
-    from brcd.tuning import lambda_grid
+    from brcd.lambdas import lambda_grid
 
     sizes = {name: dataset_sizes(name, entry) for name, entry in paper["datasets"].items()}
     teacher_epochs = run_epochs(paper["train"]["teacher"], upper)
@@ -177,8 +177,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tflops", type=float, default=60.0, help="sustained GPU TFLOP/s on backbone inference")
     parser.add_argument("--decode", type=float, default=1500.0, help="augmented views per second one job decodes")
     args = parser.parse_args(argv)
-    paper = load_config(args.paper, check_registries=False)
-    measured = load_config(args.measured, check_registries=False)
+    paper = load_config(args.paper)
+    measured = load_config(args.measured)
     pricer = Pricer(args.tflops, args.decode)
     flops = {alias: backbone_gflops(options) for alias, options in paper["backbones"].items()}
     rows = {}

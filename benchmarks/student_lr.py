@@ -29,11 +29,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from brcd import cells
+from brcd import layout
 from brcd.cells import Cell
-from brcd.config import load_config
+from brcd.checks import load_checked_config
 from brcd.errors import DataError
-from brcd.tuning import NO_KD, tuning_seed, variant_of
+from brcd.lambdas import NO_KD, tuning_seed, variant_of
 from brcd.workflow import bank_path
 
 
@@ -63,8 +63,8 @@ def with_student_lr(config: Mapping, lr: float) -> dict:
 def grid_inputs(config: Mapping, cell: Cell, workdir: Path) -> dict:
     """The files the cell's workflow job reads, under ``workdir``; a clear error when one is missing."""
     paths = {
-        "split_path": workdir / cells.SPLIT.format(dataset=cell.dataset),
-        "teacher_checkpoint": workdir / cells.TEACHER_MODEL.format(**cell.teacher_cell().parameters()),
+        "split_path": workdir / layout.SPLIT.format(dataset=cell.dataset),
+        "teacher_checkpoint": workdir / layout.TEACHER_MODEL.format(**cell.teacher_cell().parameters()),
     }
     for name, backbone in (("student_bank", cell.student), ("teacher_bank", cell.teacher)):
         paths.update({name: workdir / bank for bank in bank_path(config, cell.dataset, backbone)})  # none online
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    config = load_config(args.config)
+    config = load_checked_config(args.config)
     trials = []
     for bits in config["bits"]:
         cell = no_kd_cell(config, bits, args.dataset)

@@ -70,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    config = load_config(args.config, check_registries=False)
+    config = load_config(args.config)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         options = dataset_options(config, args.dataset)

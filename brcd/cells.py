@@ -1,63 +1,22 @@
-"""Cells of the grid: their result paths (SPEC §9) and their config hashes.
+"""Cells of the grid: their parameters, their config hashes and their metadata.
 
 A *cell* is one point of the grid: (dataset, bits, hash objective, teacher,
 seed) for a teacher, plus (student, kd, variant) for a student. The variant
 says where the student's λ (the weight of L_kd) comes from: ``lambda{λ}``, a
 candidate of the grid (the tuning seed tries them all), or ``selected``, the
-λ chosen on validation by rule ``select_lambda`` (:mod:`brcd.tuning`). The path templates here
-are the contract between Snakemake rules; ``workflow/rules/common.smk`` uses
-the same templates, so there is one definition of every path.
+λ chosen on validation by rule ``select_lambda`` (:mod:`brcd.tuning`). A cell's paths
+come from the result layout (:mod:`brcd.layout`), filled in with :meth:`Cell.parameters`.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Mapping
 
+from brcd import layout
+from brcd.config import TrainSettings
+from brcd.errors import ConfigError
 from brcd.io import stable_hash
-
-SPLIT = "results/{dataset}/split.parquet"
-FEATURES = "results/{dataset}/features/{backbone}"
-TEACHER_DIR = "results/{dataset}/{bits}/teacher/{hash}/{teacher}/seed{seed}"
-CLUSTERS = "results/{dataset}/{bits}/clusters/{hash}/{teacher}/seed{seed}/clusters.parquet"
-STUDENT_DIR = "results/{dataset}/{bits}/student/{hash}/{teacher}/{student}/{kd}/{variant}/seed{seed}"
-#: the λ chosen per paradigm for one method, from the tuning seed's candidates (brcd.tuning)
-SELECTION = "results/{dataset}/{bits}/student/{hash}/{teacher}/{student}/{kd}/selection.json"
-TEACHER_MODEL = TEACHER_DIR + "/model.pt"
-TEACHER_HISTORY = TEACHER_DIR + "/history.tsv"
-TEACHER_CODES = TEACHER_DIR + "/codes.parquet"
-STUDENT_MODEL = STUDENT_DIR + "/model.pt"
-STUDENT_HISTORY = STUDENT_DIR + "/history.tsv"
-STUDENT_CODES = STUDENT_DIR + "/codes.parquet"
-STUDENT_CODES_ASYM = STUDENT_DIR + "/codes_asym.parquet"
-#: any model's metrics; {model} is teacher/{hash}/{teacher} or student/{hash}/{teacher}/{student}/{kd}/{variant}
-METRICS = "results/{dataset}/{bits}/{model}/seed{seed}/metrics/{paradigm}.json"
-#: the per-query values behind a metrics file (brcd.evaluate.per_query_path)
-PER_QUERY = "results/{dataset}/{bits}/{model}/seed{seed}/metrics/{paradigm}.queries.parquet"
-TIMING_ENCODER = "results/timing/encoder/{dataset}/{backbone}.json"
-TIMING_SEARCH = "results/timing/search/{bits}.json"
-REPORT = "reports/{name}.md"
-#: Snakemake's benchmark file of each rule's jobs (wall time, memory, CPU time of the job): the
-#: report's time-per-stage table reads those of the grid's jobs (brcd.workflow.benchmark_files)
-BENCHMARKS = {
-    "split": "logs/split/{dataset}.bench.tsv",
-    "features": "logs/features/{dataset}/{backbone}.bench.tsv",
-    "train_teacher": "logs/train_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv",
-    "encode_teacher": "logs/encode_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv",
-    "evaluate_teacher": "logs/evaluate_teacher/{dataset}/{bits}/{model}/seed{seed}.bench.tsv",
-    "cluster": "logs/cluster/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv",
-    "train_candidates": "logs/train_candidates/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/seed{seed}.bench.tsv",
-    "select_lambda": "logs/select_lambda/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}.bench.tsv",
-    "train_student": "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/{variant}/seed{seed}.bench.tsv",
-    "evaluate": "logs/evaluate/{dataset}/{bits}/{model}/seed{seed}.bench.tsv",
-    "time_encoder": "logs/time_encoder/{dataset}/{backbone}.bench.tsv",
-    "time_search": "logs/time_search/{bits}.bench.tsv",
-}
-#: a student cell's variant when none is named: λ = 1 (brcd.tuning.DEFAULT_LAMBDA)
-DEFAULT_VARIANT = "lambda1"
-#: the tidy results table the report is rendered from (brcd.report.table_path_for)
-REPORT_TABLE = "reports/{name}.parquet"
-#: the report's findings, one row per statement (brcd.conclusions; brcd.report.findings_path_for)
-REPORT_FINDINGS = "reports/{name}.findings.parquet"
+from brcd.lambdas import DEFAULT_VARIANT, SELECTED, candidate_lambda, lambda_grid, tuning_seed
 
 
 @dataclass(frozen=True)
@@ -92,7 +51,7 @@ class Cell:
         return f"student/{self.hash}/{self.teacher}/{self.student}/{self.kd}/{self.variant}"
 
     def selection_path(self) -> str:
-        return SELECTION.format(**self.parameters())
+        return layout.SELECTION.format(**self.parameters())
 
     def teacher_cell(self) -> "Cell":
         return Cell(self.dataset, self.bits, self.hash, self.teacher, self.seed)
@@ -102,8 +61,6 @@ class Cell:
 
     def config_subset(self, config: Mapping) -> dict:
         """Every config value this cell's result depends on."""
-        from brcd.train import TrainSettings
-
         subset = {
             "dataset": config["datasets"][self.dataset],
             "split_seed": config.get("split_seed", 0),
@@ -115,8 +72,6 @@ class Cell:
             **self.parameters(),
         }
         if self.student is not None:
-            from brcd.tuning import SELECTED, candidate_lambda, lambda_grid, tuning_seed
-
             subset["student_backbone"] = config["backbones"][self.student]
             subset["student_train"] = asdict(TrainSettings.from_config(config, "student"))
             subset["kd_settings"] = dict(config.get("kd_settings", {}).get(self.kd, {}))
@@ -145,8 +100,6 @@ class Cell:
 def cell_from_model(dataset: str, bits: int, model: str, seed: int) -> Cell:
     """Inverse of :attr:`Cell.model`: ``teacher/{hash}/{teacher}`` or
     ``student/{hash}/{teacher}/{student}/{kd}/{variant}``."""
-    from brcd.errors import ConfigError
-
     parts = model.split("/")
     if parts[0] == "teacher" and len(parts) == 3:
         return Cell(dataset, int(bits), parts[1], parts[2], int(seed))

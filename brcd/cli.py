@@ -27,27 +27,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("brcd.evaluate", "retrieval metrics of one cell in one or more paradigms (sym/asym/teacher) -> metrics/{paradigm}.json each"),
     "time-search": ("brcd.timing", "per-query latency of the exact Hamming search -> results/timing/search/{bits}.json"),
     "time-encoder": ("brcd.timing", "encoder latency and throughput, image to packed code -> results/timing/encoder/{dataset}/{backbone}.json"),
-    "report": ("brcd.report", "Markdown report (tables + figures) of a grid's metrics and timing files -> reports/{name}.md"),
-    "compare-conclusions": ("brcd.conclusions", "whether two runs of one grid (two machines, two library versions) reach the same conclusions, from their reports' findings tables"),
+    "report": ("brcd.report.document", "Markdown report (tables + figures) of a grid's metrics and timing files -> reports/{name}.md"),
+    "compare-conclusions": ("brcd.report.conclusions", "whether two runs of one grid (two machines, two library versions) reach the same conclusions, from their reports' findings tables"),
 }
 
 log = logging.getLogger("brcd")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:

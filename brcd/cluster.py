@@ -32,10 +32,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from brcd.cells import CLUSTERS
 from brcd.errors import ConfigError, DataError, MetadataMismatchError
-from brcd.io import check_metadata, read_parquet, stable_hash, write_parquet
-from brcd.workflow import forcerun_fix
+from brcd.io import check_metadata, read_parquet, rebuild_hint, stable_hash, write_parquet
+from brcd.layout import CLUSTERS
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,8 @@ SILHOUETTE_SAMPLE = 2000
 
 
 def rebuild_fix(path: str | os.PathLike) -> str:
-    return forcerun_fix(path, "it from this teacher's codes")
+    """The fix for a damaged clusters file, as a sentence: rebuild it from the teacher's codes."""
+    return f"To fix it, {rebuild_hint(path)}."
 
 
 @dataclass
@@ -394,7 +394,7 @@ def run(args) -> None:
     from brcd.config import load_config
     from brcd.data.splits import Splits
 
-    config = load_config(args.config, check_registries=False)
+    config = load_config(args.config)
     settings = cluster_settings(config.get("brcd"))
     code_file = read_codes(args.teacher_codes)
     splits = Splits(args.split)
@@ -405,7 +405,7 @@ def run(args) -> None:
     if not np.array_equal(np.sort(train.index), splits.indices["train"]):
         raise MetadataMismatchError(
             f"the train rows of {args.teacher_codes} are not the training images of {args.split}; "
-            "re-encode the teacher with this split. " + forcerun_fix(args.teacher_codes, "the teacher's codes")
+            f"re-encode the teacher with this split: {rebuild_hint(args.teacher_codes)}"
         )
     seed = int(args.seed if args.seed is not None else meta.get("seed", 0))
     clusters = build_clusters(train.codes(), train.index, settings, seed=seed)

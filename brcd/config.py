@@ -1,16 +1,18 @@
-"""Grid configs: loading, JSON-schema validation with defaults, registry checks.
+"""Grid configs: loading, JSON-schema validation with defaults, and the trainer's settings.
 
-The schema (``workflow/schemas/config.schema.yaml``) checks shapes and types;
-:func:`check_config` then checks every axis value against the registry that
-will have to resolve it, so that a bad config fails before any job starts,
-naming the key and the allowed values.
+The schema (``workflow/schemas/config.schema.yaml``) checks shapes and types
+and fills in defaults; :class:`TrainSettings` are the trainer's settings per
+role, which cell hashes include. Checking every axis value against the
+registry that resolves it is :mod:`brcd.checks`, which sits above the
+registries.
 """
 from __future__ import annotations
 
 import copy
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import yaml
 
@@ -55,13 +57,15 @@ def validate_schema(config: dict, source: str = "config") -> dict:
     return config
 
 
-def load_config(path: str | os.PathLike, check_registries: bool = True) -> dict:
-    """Read, schema-validate (filling defaults) and check a grid config.
+def load_config(path: str | os.PathLike) -> dict:
+    """Read and schema-validate (filling defaults) a grid config.
 
-    Stage commands pass ``check_registries=False``: Snakemake already checked
-    the grid, each stage resolves the names it uses through the registries
-    anyway (with the same clear errors), and skipping the full check keeps
-    model libraries out of jobs that never build a model.
+    The registry-wide check (every name the config uses resolves) is
+    :func:`brcd.checks.load_checked_config`, a layer up: stage commands only
+    load, since Snakemake already checked the grid, each stage resolves the
+    names it uses through the registries anyway (with the same clear errors),
+    and the full check would pull model libraries into jobs that never build a
+    model.
     """
     path = Path(path)
     if not path.is_file():
@@ -72,100 +76,37 @@ def load_config(path: str | os.PathLike, check_registries: bool = True) -> dict:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys")
-    validate_schema(config, str(path))
-    if check_registries:
-        check_config(config, str(path))
-    return config
+    return validate_schema(config, str(path))
 
 
-def _dataset_names() -> list[str]:
-    from brcd.data import DATASETS
-
-    return DATASETS.names()
-
-
-def _kd_names() -> list[str]:
-    from brcd.distill import KD_LOSSES
-
-    return KD_LOSSES.names()
-
-
-def _student_paradigms() -> list[str]:
-    """Paradigms a grid may list: those that evaluate students (``teacher`` is implied)."""
-    from brcd.evaluate import PARADIGMS
-
-    return [name for name in PARADIGMS.names() if PARADIGMS.get(name).needs_student]
-
-
-def _hash_names() -> list[str]:
-    from brcd.hashing import OBJECTIVES
-
-    return OBJECTIVES.names()
-
-
-def _check_datasets(config: Mapping, source: str) -> None:
-    from brcd.data.checks import check_dataset_entries
-
-    check_dataset_entries(config, source)
-
-
-def _check_kd_settings(config: Mapping, source: str) -> None:
-    from brcd.distill import check_kd_settings
-
-    check_kd_settings(config, source)
-
-
-def _check_lambda(config: Mapping, source: str) -> None:
-    from brcd.tuning import check_lambda
-
-    check_lambda(config, source)
-
-
-def _check_backbones(config: Mapping, source: str) -> None:
-    from brcd.models import check_backbone_entries
-
-    check_backbone_entries(config, source)
-
-
-#: axis key -> function giving the allowed names (imported lazily).
-AXIS_REGISTRIES: dict[str, Callable[[], list[str]]] = {
-    "datasets": _dataset_names,
-    "hash": _hash_names,
-    "kd": _kd_names,
-    "paradigms": _student_paradigms,
+#: The trainer's settings per role (brcd.train): reference values (SPEC §2) scaled to CPU-sized runs;
+#: override per config under `train`. Here, not in the trainer, because a cell's config hash needs them.
+TRAIN_DEFAULTS = {
+    "teacher": {"lr": 5e-4, "epochs": 100, "min_epochs": 20, "batch_size": 64, "eval_every": 5, "patience": 4,
+                "weight_decay": 0.0, "min_delta": 0.0},
+    "student": {"lr": 1e-3, "epochs": 100, "min_epochs": 20, "batch_size": 64, "eval_every": 5, "patience": 4,
+                "weight_decay": 0.0, "min_delta": 0.0},
 }
 
 
-def _axis_values(config: Mapping, key: str) -> list[str]:
-    value = config.get(key, [])
-    return list(value.keys()) if isinstance(value, Mapping) else list(value)
+@dataclass(frozen=True)
+class TrainSettings:
+    lr: float
+    epochs: int
+    min_epochs: int
+    batch_size: int
+    eval_every: int
+    patience: int
+    weight_decay: float
+    #: a validation counts as an improvement for early stopping only when it beats the best so far by
+    #: more than this (the best checkpoint still follows every gain): runs creeping up by noise-sized
+    #: steps stop instead of running into the cap
+    min_delta: float = 0.0
 
-
-def check_config(config: Mapping, source: str = "config") -> None:
-    """Check every axis value against its registry and alias table."""
-    for key, allowed_names in AXIS_REGISTRIES.items():
-        allowed = allowed_names()
-        for value in _axis_values(config, key):
-            if value not in allowed:
-                raise ConfigError(f"{source}: unknown value {value!r} in `{key}`; allowed values: {', '.join(allowed)}")
-    aliases = list(config.get("backbones", {}))
-    for key in ("teachers", "students"):
-        for alias in config.get(key, []):
-            if alias not in aliases:
-                raise ConfigError(
-                    f"{source}: `{key}` names backbone alias {alias!r}, which `backbones` does not define; "
-                    f"defined aliases: {', '.join(aliases)}"
-                )
-    for bits in config.get("bits", []):
-        if bits % 8:
-            raise ConfigError(f"{source}: `bits` value {bits} is not a multiple of 8")
-    for hook in CONFIG_CHECKS:
-        hook(config, source)
-
-
-#: whole-config checks beyond the axes: dataset entries (keys, sizes), backbone model names and weights,
-#: per-method distillation settings and the λ grids.
-CONFIG_CHECKS: list[Callable[[Mapping, str], None]] = [_check_datasets, _check_backbones, _check_kd_settings, _check_lambda]
+    @classmethod
+    def from_config(cls, config: Mapping, role: str) -> "TrainSettings":
+        values = {**TRAIN_DEFAULTS[role], **config.get("train", {}).get(role, {})}
+        return cls(**values)
 
 
 def dataset_options(config: Mapping, dataset: str) -> dict:

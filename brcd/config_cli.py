@@ -1,7 +1,8 @@
 """``brcd check-config``: validate a config and show it with defaults filled in."""
 from __future__ import annotations
 
-from brcd.config import dump, load_config
+from brcd.checks import load_checked_config
+from brcd.config import dump
 
 
 def configure_parser(parser) -> None:
@@ -9,5 +10,5 @@ def configure_parser(parser) -> None:
 
 
 def run(args) -> None:
-    config = load_config(args.config)
+    config = load_checked_config(args.config)
     print(dump(config), end="")

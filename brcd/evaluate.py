@@ -81,32 +81,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from brcd.cli import positive_int
+from brcd.argtypes import positive_int
 from brcd.errors import ConfigError, DataError, MetadataMismatchError
-from brcd.registry import Registry
+from brcd.layout import evaluate_rule, per_query_path
+from brcd.retrieval.paradigms import PARADIGMS, Paradigm
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Paradigm:
-    """Which model's code file supplies the query side and the database side,
-    and which of a student's two heads (selected on validation mAP in the
-    symmetric or the asymmetric paradigm) its code file must come from."""
-
-    query: str  # "teacher" | "student"
-    database: str
-    student_head: str | None = None
-
-    @property
-    def needs_student(self) -> bool:
-        return "student" in (self.query, self.database)
-
-
-PARADIGMS: Registry[Paradigm] = Registry("paradigm", config_key="paradigms")
-PARADIGMS.register("sym")(Paradigm(query="student", database="student", student_head="sym"))
-PARADIGMS.register("asym")(Paradigm(query="student", database="teacher", student_head="asym"))
-PARADIGMS.register("teacher")(Paradigm(query="teacher", database="teacher"))
 
 CELL_KEYS = ("dataset", "bits", "hash", "teacher", "student", "kd", "variant", "seed")
 INT_KEYS = ("bits", "seed")
@@ -380,7 +361,8 @@ def _evaluate_paradigm(paradigm_name: str, paradigm: Paradigm, paths: Mapping[st
 def selection_record(result: Mapping, selection_path: str | None) -> dict | None:
     """With a student's selection.json: how the λ of its method was chosen, and whether the
     evaluated head's λ (``result["lambda"]``) is the one selected for this paradigm."""
-    from brcd.tuning import METHOD_KEYS, format_lambda, read_selection
+    from brcd.tuning import METHOD_KEYS, read_selection
+    from brcd.lambdas import format_lambda
 
     if result["student"] is None or selection_path is None:
         return None
@@ -392,12 +374,6 @@ def selection_record(result: Mapping, selection_path: str | None) -> dict | None
         "criterion": entry["criterion"], "candidates": entry["candidates"],
         "is_selected": lam is not None and format_lambda(lam) == format_lambda(entry["lambda"]),
     }
-
-
-def per_query_path(metrics_path: str | Path) -> Path:
-    """``metrics/{paradigm}.json`` -> ``metrics/{paradigm}.queries.parquet`` (cells.PER_QUERY)."""
-    path = Path(metrics_path)
-    return path.with_name(path.name.removesuffix(".json") + ".queries.parquet")
 
 
 def write_per_query(path, per_query: Mapping[str, np.ndarray], result: Mapping) -> None:
@@ -416,8 +392,6 @@ def read_per_query(path, expected: Mapping) -> dict[str, np.ndarray]:
     from brcd.io import check_metadata, read_parquet
 
     table, metadata = read_parquet(path)
-    from brcd.workflow import evaluate_rule
-
     check_metadata(metadata, expected, f"per-query file {path}",
                    "It belongs to another cell or config; delete it and rebuild it with snakemake "
                    f"(rule `{evaluate_rule(expected.get('paradigm'))}`).")

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from brcd.errors import BrcdError, DataError, MetadataMismatchError
+from brcd.layout import producing_rule
 
 METADATA_KEY = b"brcd"
 T = TypeVar("T")
@@ -193,27 +194,6 @@ def write_parquet(path: str | os.PathLike, table: pa.Table, metadata: Mapping[st
     table = table.replace_schema_metadata(existing)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-
-
-def producing_rule(path: str | os.PathLike) -> str | None:
-    """The Snakemake rule that writes ``path`` (by the result layout of :mod:`brcd.cells`), if known."""
-    path = Path(path)
-    parts, name = path.parts, path.name
-    if name == "split.parquet":
-        return "split"
-    if name == "clusters.parquet":
-        return "cluster"
-    if name in ("codes.parquet", "codes_asym.parquet"):  # a student's codes come from its training job
-        return "train_student" if "student" in parts else "encode_teacher" if "teacher" in parts else None
-    if name == "selection.json":
-        return "select_lambda"
-    if name == "model.pt":
-        return "train_student" if "student" in parts else "train_teacher" if "teacher" in parts else None
-    if name.endswith(".queries.parquet") or (len(parts) > 1 and parts[-2] == "metrics"):
-        return "evaluate_teacher" if name.startswith("teacher.") else "evaluate"  # brcd.workflow.evaluate_rule
-    if len(parts) > 1 and parts[-2] == "features":
-        return "features"
-    return None
 
 
 def workflow_target(path: str | os.PathLike) -> str:

@@ -47,7 +47,7 @@ def load_stage(args) -> tuple[dict, object]:
     torch device, with --threads/--device (or the config's values) applied."""
     from brcd.config import load_config
 
-    config = load_config(args.config, check_registries=False)
+    config = load_config(args.config)
     return config, setup_runtime(args, config)
 
 

@@ -37,7 +37,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from brcd.cli import non_negative_int, positive_int
+from brcd.argtypes import non_negative_int, positive_int
 from brcd.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ import csv
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
@@ -25,40 +24,12 @@ import torch
 from tqdm import tqdm
 
 from brcd.codes import pack_codes
+from brcd.config import TrainSettings
 from brcd.hashing import codes_from_logits
 from brcd.errors import BrcdError
 from brcd.io import atomic_path
 
 log = logging.getLogger(__name__)
-
-#: Reference values (SPEC §2) scaled to CPU-sized runs; override per config under `train`.
-DEFAULTS = {
-    "teacher": {"lr": 5e-4, "epochs": 100, "min_epochs": 20, "batch_size": 64, "eval_every": 5, "patience": 4,
-                "weight_decay": 0.0, "min_delta": 0.0},
-    "student": {"lr": 1e-3, "epochs": 100, "min_epochs": 20, "batch_size": 64, "eval_every": 5, "patience": 4,
-                "weight_decay": 0.0, "min_delta": 0.0},
-}
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    lr: float
-    epochs: int
-    min_epochs: int
-    batch_size: int
-    eval_every: int
-    patience: int
-    weight_decay: float
-    #: a validation counts as an improvement for early stopping only when it beats the best so far by
-    #: more than this (the best checkpoint still follows every gain): runs creeping up by noise-sized
-    #: steps stop instead of running into the cap
-    min_delta: float = 0.0
-
-    @classmethod
-    def from_config(cls, config: Mapping, role: str) -> "TrainSettings":
-        values = {**DEFAULTS[role], **config.get("train", {}).get(role, {})}
-        return cls(**values)
-
 
 class LossIsNotFinite(BrcdError):
     pass

@@ -34,122 +34,14 @@ import logging
 from typing import Mapping, Sequence
 
 from brcd.errors import ConfigError, DataError
+from brcd.lambdas import format_lambda, lambda_grid, tuning_seed
 
 log = logging.getLogger(__name__)
 
-#: the kd method without a distillation term: its only λ is 0
-NO_KD = "none"
 #: the heads a student keeps, one per paradigm (brcd.encode.SELECTIONS["student"])
 PARADIGM_HEADS = ("sym", "asym")
 #: what a λ selection is made for: one student method of one report column, across seeds
 METHOD_KEYS = ("dataset", "bits", "hash", "teacher", "student", "kd")
-#: path component of the runs of the other seeds, which read their λ from selection.json
-SELECTED = "selected"
-CANDIDATE_PREFIX = "lambda"
-DEFAULT_LAMBDA = 1.0
-
-
-def format_lambda(value: float) -> str:
-    """The canonical text of a λ in paths and JSON keys: 0.3, 1, 3, 1e-05."""
-    return f"{float(value):g}"
-
-
-def _as_grid(value, key: str) -> list[float]:
-    values = value if isinstance(value, (list, tuple)) else [value]
-    if not values:
-        raise ConfigError(f"`{key}` is an empty list; give at least one λ")
-    grid = []
-    for item in values:
-        if isinstance(item, bool) or not isinstance(item, (int, float)) or item < 0:
-            raise ConfigError(f"`{key}` must hold non-negative numbers; got {item!r}")
-        if float(format_lambda(item)) != float(item):  # a λ is named by its text in paths and checkpoints
-            raise ConfigError(f"`{key}`: λ {item!r} needs more than 6 significant digits; round it "
-                              f"(e.g. {format_lambda(item)})")
-        grid.append(float(item))
-    if len({format_lambda(x) for x in grid}) != len(grid):
-        raise ConfigError(f"`{key}` lists a λ twice: {values}")
-    return grid
-
-
-def lambda_grid(config: Mapping, kd: str) -> list[float]:
-    """The λ candidates of method ``kd`` (``[0.0]`` for ``none``)."""
-    if kd == NO_KD:
-        return [0.0]
-    spec = config.get("lambda", DEFAULT_LAMBDA)
-    if isinstance(spec, Mapping):
-        key = kd if kd in spec else "default"
-        return _as_grid(spec.get(key, DEFAULT_LAMBDA), f"lambda.{key}")
-    return _as_grid(spec, "lambda")
-
-
-def check_lambda(config: Mapping, source: str = "config") -> None:
-    """Config check (before any job): every grid parses, and per-method keys name methods of the grid."""
-    spec = config.get("lambda", DEFAULT_LAMBDA)
-    if isinstance(spec, Mapping):
-        unlisted = [kd for kd in config.get("kd", []) if kd != NO_KD and kd not in spec]
-        if "default" not in spec and unlisted:
-            raise ConfigError(f"{source}: `lambda` gives no `default` and no entry for {', '.join(unlisted)}; "
-                              "add `default: [...]` (every method gets the same tuning budget)")
-        allowed = ["default", *config.get("kd", [])]
-        unknown = [key for key in spec if key not in allowed]
-        if unknown:
-            raise ConfigError(f"{source}: `lambda` names {', '.join(map(repr, unknown))}, which the grid's `kd` "
-                              f"does not list; allowed keys: {', '.join(allowed)}")
-        if NO_KD in spec:
-            raise ConfigError(f"{source}: `lambda.none`: the student without KD has no L_kd to weight; remove it")
-    for kd in config.get("kd", []):
-        lambda_grid(config, kd)
-
-
-def tuning_seed(config: Mapping) -> int:
-    """The seed whose runs try every λ (the first of ``seeds``)."""
-    return int(config["seeds"][0])
-
-
-def variant_of(lam: float) -> str:
-    return f"{CANDIDATE_PREFIX}{format_lambda(lam)}"
-
-
-def candidate_lambda(variant: str) -> float | None:
-    """``lambda0.3`` -> 0.3; ``selected`` -> None."""
-    if variant == SELECTED:
-        return None
-    if not variant.startswith(CANDIDATE_PREFIX):
-        raise ConfigError(f"student run {variant!r} is neither {SELECTED!r} nor {CANDIDATE_PREFIX}<λ>")
-    try:
-        return float(variant[len(CANDIDATE_PREFIX):])
-    except ValueError:
-        raise ConfigError(f"student run {variant!r}: {variant[len(CANDIDATE_PREFIX):]!r} is not a number") from None
-
-
-def variants(config: Mapping, kd: str, seed: int) -> list[str]:
-    """The runs of one method and seed: every candidate with the tuning seed, else the selected λ."""
-    if int(seed) == tuning_seed(config):
-        return [variant_of(lam) for lam in lambda_grid(config, kd)]
-    return [SELECTED]
-
-
-def candidate_groups(config: Mapping) -> dict[str, tuple[list[float], list[str]]]:
-    """Snakemake rule name -> (λ grid, methods) of the rules that train λ candidates.
-
-    One job trains all candidates of one method and seed in one process (they share start-up
-    and the loading of banks, teacher and validation data), so a rule's outputs are one grid's
-    candidates: the methods on the ``default`` grid (or the one grid of a plain list) share
-    rule ``train_candidates``; a method with its own grid, and ``none`` (λ = 0), gets
-    ``train_candidates_<method>``.
-    """
-    spec = config.get("lambda", DEFAULT_LAMBDA)
-    own = {key for key in spec if key != "default"} if isinstance(spec, Mapping) else set()
-    groups: dict[str, tuple[list[float], list[str]]] = {}
-    for kd in config["kd"]:
-        name = f"train_candidates_{kd}" if kd in own or kd == NO_KD else "train_candidates"
-        groups.setdefault(name, (lambda_grid(config, kd), []))[1].append(kd)
-    return groups
-
-
-def candidate_paths(template: str, grid: Sequence[float]) -> list[str]:
-    """A student path template with its ``{variant}`` filled in for every λ of ``grid``."""
-    return [template.replace("{variant}", variant_of(lam)) for lam in grid]
 
 
 # --------------------------------------------------------------------------- selection
@@ -256,7 +148,7 @@ def parse_candidates(items: Sequence[str]) -> dict[float, str]:
 def run(args) -> None:
     from brcd.config import load_config
 
-    config = load_config(args.config, check_registries=False)
+    config = load_config(args.config)
     if args.seed != tuning_seed(config):
         raise ConfigError(f"--seed {args.seed}: λ is selected on the tuning seed, the first of `seeds` "
                           f"({tuning_seed(config)})")

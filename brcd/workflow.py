@@ -9,16 +9,17 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import product
 from pathlib import Path
 from typing import MutableMapping, Mapping
 
 import yaml
 
-from brcd import cells
+from brcd import cells, layout
 from brcd.errors import BrcdError
 from brcd.io import atomic_path, write_json
+from brcd.lambdas import SELECTED, tuning_seed, variants
 
 #: How every rule runs the CLI: the ``python3`` first on the job's PATH, which
 #: :func:`prepare_job_environment` makes the interpreter running Snakemake and
@@ -109,18 +110,6 @@ def claim_results(name: str, config_file: str, path: str | os.PathLike = RESULTS
         write_json(path, {"name": name, "config": str(config_file)})
 
 
-def forcerun_fix(path: str | os.PathLike, what: str) -> str:
-    """How to rebuild the workflow file ``path`` and everything made from it.
-
-    Deleting it is not enough: Snakemake does not rebuild a missing intermediate
-    file whose downstream results are up to date (it reports nothing to be done);
-    ``--forcerun`` with the file rebuilds it and reruns the jobs that read it.
-    """
-    return (f"Rebuild {what} with `snakemake --cores N --configfile CONFIG --forcerun {path}` "
-            "(CONFIG: your grid config; this also reruns what was built from it). "
-            "Deleting the file is not enough: Snakemake then reports 'Nothing to be done'.")
-
-
 def sort_config_keys(config: MutableMapping) -> MutableMapping:
     """Sort every mapping of ``config`` by key, in place.
 
@@ -169,8 +158,6 @@ def student_methods(config: Mapping) -> list[cells.Cell]:
 
 def student_cells(config: Mapping) -> list[cells.Cell]:
     """Every student run: each λ candidate with the tuning seed, the selected λ with the others."""
-    from brcd.tuning import variants
-
     return [replace(cell, variant=variant) for cell in student_methods(config)
             for variant in variants(config, cell.kd, cell.seed)]
 
@@ -181,13 +168,7 @@ def selection_targets(config: Mapping) -> list[str]:
 
 
 def metrics_path(cell: cells.Cell, paradigm: str) -> str:
-    return cells.METRICS.format(**cell.parameters(), model=cell.model, paradigm=paradigm)
-
-
-def evaluate_rule(paradigm: str) -> str:
-    """The rule that writes a metrics file of ``paradigm`` (and its per-query file): ``evaluate_teacher`` for
-    a teacher cell, ``evaluate`` (one job per student cell, all its paradigms) for the others."""
-    return "evaluate_teacher" if paradigm == "teacher" else "evaluate"
+    return layout.METRICS.format(**cell.parameters(), model=cell.model, paradigm=paradigm)
 
 
 def metrics_targets(config: Mapping) -> list[str]:
@@ -198,23 +179,19 @@ def metrics_targets(config: Mapping) -> list[str]:
 
 
 def per_query_targets(config: Mapping) -> list[str]:
-    """The per-query file beside every metrics file of the grid (rule :func:`evaluate_rule` writes both)."""
-    from brcd.evaluate import per_query_path
-
-    return [str(per_query_path(path)) for path in metrics_targets(config)]
+    """The per-query file beside every metrics file of the grid (rule :func:`brcd.layout.evaluate_rule` writes both)."""
+    return [str(layout.per_query_path(path)) for path in metrics_targets(config)]
 
 
 def timing_targets(config: Mapping) -> list[str]:
     backbones = list(dict.fromkeys([*config["teachers"], *config["students"]]))
-    encoders = [cells.TIMING_ENCODER.format(dataset=d, backbone=b) for d in config["datasets"] for b in backbones]
-    search = [cells.TIMING_SEARCH.format(bits=b) for b in config["bits"]]
+    encoders = [layout.TIMING_ENCODER.format(dataset=d, backbone=b) for d in config["datasets"] for b in backbones]
+    search = [layout.TIMING_SEARCH.format(bits=b) for b in config["bits"]]
     return encoders + search
 
 
 def _benchmark_items(config: Mapping) -> dict[str, list[dict]]:
     """Rule -> the wildcards of each of its jobs in the grid (the rule ``report`` left out)."""
-    from brcd.tuning import SELECTED, tuning_seed
-
     backbones = list(dict.fromkeys([*config["teachers"], *config["students"]]))
     teachers = [{**c.parameters(), "model": c.model} for c in teacher_cells(config)]
     students = [{**c.parameters(), "model": c.model} for c in student_cells(config)]
@@ -238,11 +215,11 @@ def _benchmark_items(config: Mapping) -> dict[str, list[dict]]:
 
 def _fill(rule: str, items) -> list[str]:
     """The benchmark files of a rule's jobs, once each (several cells can share a job)."""
-    return list(dict.fromkeys(cells.BENCHMARKS[rule].format(**item) for item in items))
+    return list(dict.fromkeys(layout.BENCHMARKS[rule].format(**item) for item in items))
 
 
 def benchmark_files(config: Mapping) -> dict[str, list[str]]:
-    """Rule -> the Snakemake benchmark file of each of its jobs in the grid (``cells.BENCHMARKS``),
+    """Rule -> the Snakemake benchmark file of each of its jobs in the grid (``layout.BENCHMARKS``),
     the jobs ``snakemake`` runs for the grid's report; the rule ``report`` itself is left out."""
     files = {rule: _fill(rule, items) for rule, items in _benchmark_items(config).items()}
     return {rule: paths for rule, paths in files.items() if paths}
@@ -264,7 +241,7 @@ def bank_path(config: Mapping, dataset: str, backbone: str) -> list[str]:
     """The feature bank a job needs: one folder in bank mode, nothing online."""
     if config["mode"] != "bank":
         return []
-    return [cells.FEATURES.format(dataset=dataset, backbone=backbone)]
+    return [layout.FEATURES.format(dataset=dataset, backbone=backbone)]
 
 
 def needs_clusters(kd: str) -> bool:
@@ -281,3 +258,58 @@ def option(flag: str, paths) -> str:
     """``--flag path`` when the (possibly empty) input is present, else nothing."""
     paths = [paths] if isinstance(paths, str) else list(paths)
     return f"{flag} {paths[0]}" if paths else ""
+
+
+# --------------------------------------------------------------------------- the report's inputs
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Every file the report of one grid reads (:func:`report_inputs`), keyed by what its place in
+    the layout says it holds: the report checks each file against its key."""
+
+    #: (cell, paradigm) -> metrics file: every teacher run (paradigm ``teacher``), then every student run x paradigm
+    metrics: dict[tuple[cells.Cell, str], str]
+    #: (cell, paradigm) -> the per-query values beside that metrics file
+    per_query: dict[tuple[cells.Cell, str], str]
+    #: (dataset, backbone) -> encoder timing file
+    encoder_timing: dict[tuple[str, str], str]
+    #: bits -> search timing file
+    search_timing: dict[int, str]
+    #: one student cell per method (its first seed's) -> the method's ``selection.json``
+    selections: dict[cells.Cell, str]
+    #: rule -> the benchmark file of each of its jobs (:func:`benchmark_files`)
+    benchmarks: dict[str, list[str]]
+    #: kd -> the benchmark files of its student-training jobs (:func:`student_training_files`)
+    student_training: dict[str, list[str]]
+
+    def required(self) -> list[tuple[str, str]]:
+        """(path, the rule that writes it) of every file the report cannot do without. Benchmark
+        files are left out: a job Snakemake did not run (or ran before they were kept) has none."""
+        return [*((path, layout.evaluate_rule(paradigm)) for (_, paradigm), path in self.metrics.items()),
+                *((path, layout.evaluate_rule(paradigm)) for (_, paradigm), path in self.per_query.items()),
+                *((path, "time_encoder") for path in self.encoder_timing.values()),
+                *((path, "time_search") for path in self.search_timing.values()),
+                *((path, "select_lambda") for path in self.selections.values())]
+
+
+def report_inputs(config: Mapping) -> ReportInputs:
+    """Every input of the report of ``config``'s grid (``brcd report``, rule ``report``): the one
+    place that derives them from the grid, so the report reads exactly these files."""
+    runs = [(cell, "teacher") for cell in teacher_cells(config)]
+    runs += [(cell, paradigm) for cell in student_cells(config) for paradigm in config["paradigms"]]
+    metrics = {run: metrics_path(*run) for run in runs}
+    backbones = list(dict.fromkeys([*config["teachers"], *config["students"]]))
+    methods: dict[str, cells.Cell] = {}
+    for method in student_methods(config):  # one selection per method, whatever the seed
+        methods.setdefault(method.selection_path(), method)
+    return ReportInputs(
+        metrics=metrics,
+        per_query={run: str(layout.per_query_path(path)) for run, path in metrics.items()},
+        encoder_timing={(dataset, backbone): layout.TIMING_ENCODER.format(dataset=dataset, backbone=backbone)
+                        for dataset in config["datasets"] for backbone in backbones},
+        search_timing={int(bits): layout.TIMING_SEARCH.format(bits=bits) for bits in config["bits"]},
+        selections={method: path for path, method in methods.items()},
+        benchmarks=benchmark_files(config),
+        student_training=student_training_files(config),
+    )

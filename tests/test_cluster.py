@@ -10,7 +10,7 @@ from brcd.cluster import (Clusters, bit_mask, build_clusters, cluster_centres, c
                           load_clusters, silhouette_score, write_clusters)
 from brcd.codes import pack_codes, write_codes
 from brcd.config import REPO_ROOT
-from brcd.data.base import create_dataset
+from brcd.data import create_dataset
 from brcd.data.splits import Splits, write_splits
 from brcd.errors import ConfigError, MetadataMismatchError
 

@@ -1,4 +1,4 @@
-"""brcd.conclusions: two runs' findings compared statement by statement (known truth)."""
+"""brcd.report.conclusions: two runs' findings compared statement by statement (known truth)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -6,9 +6,10 @@ from dataclasses import replace
 import pytest
 
 from brcd.cli import main
-from brcd.conclusions import (VS_BEST, VS_BRCD, VS_NO_KD, Statement, compare_conclusions, read_statements,
-                              read_tidy_table, render_agreement, seed_movement, write_statements)
 from brcd.errors import DataError
+from brcd.report.conclusions import compare_conclusions, render_agreement, seed_movement
+from brcd.report.statements import VS_BEST, VS_BRCD, VS_NO_KD, Statement, read_statements, write_statements
+from brcd.report.tidy import read_tidy_table
 
 COLUMN = {"dataset": "fashion_mnist", "hash": "cibhash", "teacher": "lite2", "student": "lite0", "bits": 16,
           "paradigm": "sym"}
@@ -103,7 +104,7 @@ def test_a_threshold_effect_is_told_apart_from_a_disagreement():
 
 def test_the_committed_two_path_comparison_is_generated_from_the_committed_tables():
     """reports/demo-machines.md is `brcd compare-conclusions` of the two committed findings tables
-    (README, "Same conclusions on another machine"), never edited by hand."""
+    (docs/reproducibility.md, "Same conclusions on another machine"), never edited by hand."""
     from pathlib import Path
 
     reports = Path(__file__).resolve().parent.parent / "reports"

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from brcd.cli import main
-from brcd.config import REPO_ROOT, check_config, load_config, validate_schema
+from brcd.checks import check_config, load_checked_config
+from brcd.config import REPO_ROOT, load_config, validate_schema
 from brcd.data.fashion_mnist import DEBIAN_ROOT
 from brcd.errors import ConfigError
 
@@ -27,7 +28,7 @@ def _write(tmp_path, config):
 
 @pytest.mark.parametrize("name", ["demo.yaml", "test.yaml"])
 def test_shipped_configs_are_valid(name):
-    config = load_config(REPO_ROOT / "config" / name)
+    config = load_checked_config(REPO_ROOT / "config" / name)
     assert config["mode"] in ("bank", "online") and config["seeds"]
 
 
@@ -133,7 +134,7 @@ def test_sizes_larger_than_the_dataset_fail_in_check_config(tmp_path, key, value
     config = _config()
     config["datasets"]["synthetic"][key] = value
     with pytest.raises(ConfigError, match=match):
-        load_config(_write(tmp_path, config))
+        load_checked_config(_write(tmp_path, config))
     assert main(["check-config", str(_write(tmp_path, config))]) == 2
 
 

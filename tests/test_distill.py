@@ -27,7 +27,7 @@ def test_registry_holds_brcd_its_ablations_and_eight_baselines():
 
 
 def test_config_axis_kd_is_checked_against_the_registry():
-    from brcd.config import AXIS_REGISTRIES
+    from brcd.checks import AXIS_REGISTRIES
 
     assert AXIS_REGISTRIES["kd"]() == sorted(ALL_METHODS)
 

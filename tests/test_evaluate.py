@@ -11,7 +11,8 @@ from brcd.codes import write_codes
 from brcd.data import create_dataset
 from brcd.data.splits import Splits, write_splits
 from brcd.errors import ConfigError, DataError, MetadataMismatchError
-from brcd.evaluate import PARADIGMS, evaluate_cell, parse_cell
+from brcd.evaluate import evaluate_cell, parse_cell
+from brcd.retrieval.paradigms import PARADIGMS
 from brcd.retrieval import TIE_POLICY
 
 BITS = 16

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from brcd.augment import clean_view
-from brcd.config import check_config
+from brcd.checks import check_config
 from brcd.errors import ConfigError
 from brcd.models import BACKBONE_SOURCES, HEADS, WEIGHT_SOURCES, FrozenBackbone, create_backbone, create_head
 from brcd.models.weights import map_by_position

@@ -20,8 +20,8 @@ HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load
 
 @pytest.fixture(scope="module")
 def configs():
-    return (load_config(REPO_ROOT / "config/paper.yaml", check_registries=False),
-            load_config(REPO_ROOT / "config/study.yaml", check_registries=False))
+    return (load_config(REPO_ROOT / "config/paper.yaml"),
+            load_config(REPO_ROOT / "config/study.yaml"))
 
 
 def test_every_job_of_the_paper_grid_is_priced(configs, tmp_path):

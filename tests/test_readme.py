@@ -1,19 +1,28 @@
-"""Every command README.md shows is run by a test, as written.
+"""Every command the documentation shows is run by a test, as written.
 
-The commands are read from README.md's ```bash blocks when the tests run
-(backslash continuations joined, trailing comments dropped). Each one must be
+The documentation is README.md and every Markdown file under docs/ (docs/runs/
+included). Its commands are read from the shell code blocks (```bash, ```sh,
+```shell, ```console) when the tests run (backslash continuations joined,
+trailing comments dropped). Each one must be
 
-- in ``RUN_HERE``: run here, in README order, in one working directory that
-  holds the tiny synthetic grid, with the argument order as written and only
-  the replacements in ``SUBSTITUTIONS`` (the real demo grid takes minutes);
+- in ``RUN_HERE``: run here, in document order (README.md first, then docs/ by
+  path), in one working directory that holds the tiny synthetic grid, with the
+  argument order as written and only the replacements in ``SUBSTITUTIONS``
+  (the real demo grid takes minutes);
 - in ``VIA_MAKEFILE``: a ``make`` target whose recipe is read from the Makefile
   and run here the same way (``make demo`` builds the tiny grid this way);
 - or in ``RUN_ELSEWHERE``, naming the test (or CI step) that runs it.
 
-A README command in none of them fails ``test_every_readme_command_is_run``
-with a message saying how to add it; an entry whose command left the README
-fails it too. The commands run with a minimal PATH (no activated virtualenv),
-as a reader's fresh shell and ``make demo`` do.
+A documented command in none of them fails ``test_every_documented_command_is_run``
+with a message saying how to add it; an entry whose command left every document
+fails it too. Each (document, command) is its own test case. The commands run
+with a minimal PATH (no activated virtualenv), as a reader's fresh shell and
+``make demo`` do.
+
+Output shown in the documentation goes in ```text blocks; every fenced block
+must name its language, so that no command hides in an untagged block. Every
+relative link of the documentation must point to an existing file (and, into a
+Markdown file, to an existing heading).
 """
 from __future__ import annotations
 
@@ -31,13 +40,14 @@ from tests.conftest import job_stats
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+DOCS = REPO / "docs"
 MAKEFILE = REPO / "Makefile"
 COMMAND_BLOCKS = ("bash", "sh", "shell", "console")
 
 DEMO_CELL = "results/fashion_mnist/64/student/cibhash/lite2/lite0/brcd/lambda1/seed0/metrics/asym.json"
 TEST_CELL = "results/synthetic/16/student/cibhash/tteacher/tstudent/brcd/lambda1/seed0/metrics/asym.json"
 
-#: README text -> what runs here instead (the demo grid takes minutes; the tiny grid has the same rules).
+#: documented text -> what runs here instead (the demo grid takes minutes; the tiny grid has the same rules).
 SUBSTITUTIONS = {
     "config/demo.yaml": "config/test.yaml",
     "config/study.yaml": "config/test.yaml",
@@ -74,8 +84,7 @@ def _plans_paper_grid(workdir: Path, output: str) -> None:
     jobs = job_stats(output)
     assert jobs["train_student"] > 100 and jobs["split"] == 3, jobs
     # the job list the report's time table and benchmarks/paper_gpu_hours.py enumerate is Snakemake's plan
-    planned = {rule: len(paths) for rule, paths in benchmark_files(load_config(REPO / "config/paper.yaml",
-                                                                                check_registries=False)).items()}
+    planned = {rule: len(paths) for rule, paths in benchmark_files(load_config(REPO / "config/paper.yaml")).items()}
     candidates = sum(count for rule, count in jobs.items() if rule.startswith("train_candidates"))
     assert planned == {**{r: c for r, c in jobs.items() if r in planned}, "train_candidates": candidates}, (planned, jobs)
     assert not (workdir / "results/cifar10").exists()  # a dry run builds nothing
@@ -130,7 +139,7 @@ def _same_conclusions(workdir: Path, output: str) -> None:
     assert "Seed by seed" in text and "with one seed" in text  # --tables: the tiny grid has one seed
 
 
-#: README command (as written, whitespace collapsed) -> what it must do when run here.
+#: documented command (as written, whitespace collapsed) -> what it must do when run here.
 RUN_HERE: dict[str, Expect] = {
     ".venv/bin/snakemake --cores 2 --configfile config/demo.yaml": Expect(_grid_built),
     ".venv/bin/snakemake -n --configfile config/paper.yaml": Expect(_plans_paper_grid),
@@ -149,13 +158,13 @@ RUN_HERE: dict[str, Expect] = {
     "--label-a \"this machine\" --label-b \"other machine\" --out demo-machines.md --check": Expect(_same_conclusions),
 }
 
-#: README ``make`` command -> Makefile target whose recipe runs here (its prerequisites `setup` and
+#: documented ``make`` command -> Makefile target whose recipe runs here (its prerequisites `setup` and
 #: `data` install .venv, which runs these tests, and Fashion-MNIST, which config/test.yaml does not use).
 VIA_MAKEFILE: dict[str, str] = {
     "make demo": "demo",  # the tiny grid every other command here works on (the `tiny_grid` fixture)
 }
 
-#: README command -> the test or CI step that runs it.
+#: documented command -> the test or CI step that runs it.
 RUN_ELSEWHERE: dict[str, str] = {
     "make test": "CI: .ci/run runs exactly `make test` (running it from a test would recurse)",
     # the cluster commands need a Slurm cluster: tests/test_slurm.py brings one up (root, apt) and runs them
@@ -174,16 +183,57 @@ RUN_ELSEWHERE: dict[str, str] = {
 }
 
 
-# ---------------------------------------------------------------- reading the README
+# ---------------------------------------------------------------- reading the documentation
+
+
+def documents() -> list[Path]:
+    """README.md, then every Markdown file under docs/ (sorted by path)."""
+    return [README, *sorted(DOCS.rglob("*.md"))]
+
+
+def relative(path: Path) -> str:
+    return path.relative_to(REPO).as_posix()
 
 
 @dataclass(frozen=True)
 class Command:
-    line: int  # README line the command starts on
+    file: str  # document, relative to the repository
+    line: int  # line the command starts on
     text: str  # as written, continuations joined, comment dropped, whitespace collapsed
 
     def __str__(self) -> str:
-        return f"README.md line {self.line}: {self.text}"
+        return f"{self.file} line {self.line}: {self.text}"
+
+
+@dataclass(frozen=True)
+class Fence:
+    line: int  # line of the opening fence
+    end: int  # line of the closing fence
+    kind: str  # its language ("" when it names none)
+    body: list[tuple[int, str]]  # (line number, text) of the lines inside
+
+
+_FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*([\w+-]*)")
+
+
+def fences(text: str) -> list[Fence]:
+    """The fenced code blocks of a Markdown text, in order (an unclosed one runs to the end)."""
+    found: list[Fence] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        opening = _FENCE.match(lines[i])
+        if not opening:
+            i += 1
+            continue
+        marker, start, body = opening.group(1), i + 1, []
+        i += 1
+        while i < len(lines) and not re.match(rf"^\s*{re.escape(marker[0])}{{{len(marker)},}}\s*$", lines[i]):
+            body.append((i + 1, lines[i]))
+            i += 1
+        found.append(Fence(start, i + 1, opening.group(2), body))
+        i += 1
+    return found
 
 
 def _strip_comment(line: str) -> str:
@@ -199,30 +249,23 @@ def _strip_comment(line: str) -> str:
     return line
 
 
-def readme_commands(text: str) -> list[Command]:
-    """Every command of the README's shell code blocks, in order."""
+def doc_commands(text: str, file: str = "README.md") -> list[Command]:
+    """Every command of a document's shell code blocks, in order."""
     commands: list[Command] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        fence = re.match(r"^\s*```\s*(\w*)", lines[i])
-        if not fence:
-            i += 1
+    for fence in fences(text):
+        if fence.kind not in COMMAND_BLOCKS:
             continue
-        kind, i = fence.group(1), i + 1
         pending, start = "", None
-        while i < len(lines) and not re.match(r"^\s*```", lines[i]):
-            if kind in COMMAND_BLOCKS:
-                line = _strip_comment(lines[i]).rstrip()
-                if line.strip():
-                    start = start or i + 1
-                    continued = line.endswith("\\")
-                    pending += " " + (line[:-1] if continued else line)
-                    if not continued:
-                        commands.append(Command(start, " ".join(pending.split())))
-                        pending, start = "", None
-            i += 1
-        i += 1
+        for number, raw in fence.body:
+            line = _strip_comment(raw).rstrip()
+            if not line.strip():
+                continue
+            start = start or number
+            continued = line.endswith("\\")
+            pending += " " + (line[:-1] if continued else line)
+            if not continued:
+                commands.append(Command(file, start, " ".join(pending.split())))
+                pending, start = "", None
     return commands
 
 
@@ -247,32 +290,114 @@ def substitute(command: str) -> str:
     return command
 
 
-COMMANDS = readme_commands(README.read_text())
+COMMANDS = [command for doc in documents() for command in doc_commands(doc.read_text(), relative(doc))]
+
+
+def _case(command: Command):
+    """One test case per (document, command); its id names both, not the line (ids stay stable)."""
+    return pytest.param(command.file, command, id=f"{command.file}: {command.text}")
+
+
+# ---------------------------------------------------------------- links
+
+
+def prose(text: str, code: str = "code") -> list[tuple[int, str]]:
+    """(line number, text) of the lines outside fenced code blocks, each inline code span replaced by
+    ``code`` (``None``: by its content, without the backticks)."""
+    inside = {number for fence in fences(text) for number in range(fence.line, fence.end + 1)}
+    return [(number, re.sub(r"(`+)(.+?)\1", lambda m: m.group(2).strip() if code is None else code, line))
+            for number, line in enumerate(text.splitlines(), 1) if number not in inside]
+
+
+def links(text: str) -> list[tuple[int, str]]:
+    """(line number, target) of every inline Markdown link ``[text](target)`` outside code."""
+    return [(number, match.group(1)) for number, line in prose(text)
+            for match in re.finditer(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", line)]
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown text (duplicates get -1, -2, ...)."""
+    seen: dict[str, int] = {}
+    for _, line in prose(text, code=None):
+        heading = re.match(r"^ {0,3}#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not heading:
+            continue
+        title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.group(1))  # a link's text only
+        slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        seen[slug] = seen.get(slug, -1) + 1
+    found = set()
+    for slug, count in seen.items():
+        found |= {slug, *(f"{slug}-{n}" for n in range(1, count + 1))}
+    return found
+
+
+def broken_links(doc: Path) -> list[str]:
+    """The relative links of ``doc`` whose file (or heading) does not exist."""
+    broken = []
+    for number, target in links(doc.read_text()):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:
+            continue
+        path, _, fragment = target.partition("#")
+        file = (doc.parent / path).resolve() if path else doc
+        where = f"{relative(doc)} line {number}: ({target})"
+        if not file.exists():
+            broken.append(f"{where}: no file {path}")
+        elif fragment and file.suffix == ".md" and fragment not in anchors(file.read_text()):
+            broken.append(f"{where}: {path or relative(doc)} has no heading with anchor #{fragment}")
+    return broken
 
 
 # ---------------------------------------------------------------- coverage
 
 
-def test_readme_parser_joins_continuations_and_drops_comments():
-    text = "x\n```bash\nmake demo    # a # comment\nsnakemake --a \\\n    b   # one\necho '# kept'\n```\n```yaml\nk: v\n```\n"
-    assert readme_commands(text) == [Command(3, "make demo"), Command(4, "snakemake --a b"),
-                                     Command(6, "echo '# kept'")]
+def test_parser_joins_continuations_and_drops_comments():
+    text = ("x\n```bash\nmake demo    # a # comment\nsnakemake --a \\\n    b   # one\necho '# kept'\n```\n"
+            "```yaml\nk: v\n```\n  ```sh\n  ls -l\n  ```\n")
+    assert doc_commands(text, "docs/x.md") == [
+        Command("docs/x.md", 3, "make demo"), Command("docs/x.md", 4, "snakemake --a b"),
+        Command("docs/x.md", 6, "echo '# kept'"), Command("docs/x.md", 12, "ls -l")]
 
 
-def test_every_readme_command_is_run():
+def test_link_parser_and_anchors():
+    text = ("# Run `one` cell, partial reruns\n\nSee [a](docs/a.md#x) and `[not](a link)`.\n"
+            "```bash\n# not a heading\necho [no](link)\n```\n## Run `one` cell, partial reruns\n")
+    assert links(text) == [(3, "docs/a.md#x")]
+    assert anchors(text) == {"run-one-cell-partial-reruns", "run-one-cell-partial-reruns-1"}
+    assert "student_lrpy-the-students-learning-rate" in anchors("## `student_lr.py`: the students' learning rate\n")
+
+
+def test_documents_are_read():
+    files = {relative(doc) for doc in documents()}
+    assert "README.md" in files and any(name.startswith("docs/") for name in files), files
+    assert {c.file for c in COMMANDS} >= {"README.md"}, "README.md shows no command any more?"
+
+
+def test_every_documented_command_is_run():
     known = {**RUN_HERE, **VIA_MAKEFILE, **RUN_ELSEWHERE}
     missing = [str(c) for c in COMMANDS if c.text not in known]
     assert not missing, (
-        "README commands that no test runs:\n  " + "\n  ".join(missing) + "\nAdd each to tests/test_readme.py: "
+        "documented commands that no test runs:\n  " + "\n  ".join(missing) + "\nAdd each to tests/test_readme.py: "
         "to RUN_HERE (with an Expect saying what it must do; it then runs in the tiny-grid working directory, "
         "after the replacements in SUBSTITUTIONS, which you may extend), to VIA_MAKEFILE (a `make` target), "
-        "or to RUN_ELSEWHERE with the test that runs it."
+        "or to RUN_ELSEWHERE with the test that runs it. Output that is not a command goes in a ```text block."
     )
-    in_readme = {c.text for c in COMMANDS}
-    stale = [text for text in known if text not in in_readme]
-    assert not stale, ("tests/test_readme.py lists commands the README no longer shows; update or remove them:\n  "
-                       + "\n  ".join(stale))
+    documented = {c.text for c in COMMANDS}
+    stale = [text for text in known if text not in documented]
+    assert not stale, ("tests/test_readme.py lists commands that neither README.md nor docs/ shows any more; "
+                       "update or remove them:\n  " + "\n  ".join(stale))
     assert not set(RUN_HERE) & set(RUN_ELSEWHERE), "a command is both run here and elsewhere"
+
+
+def test_every_code_block_names_its_language():
+    untagged = [f"{relative(doc)} line {fence.line}" for doc in documents() for fence in fences(doc.read_text())
+                if not fence.kind]
+    assert not untagged, ("code blocks without a language (commands go in ```bash, output in ```text):\n  "
+                          + "\n  ".join(untagged))
+
+
+def test_relative_links_point_to_existing_files():
+    broken = [line for doc in documents() for line in broken_links(doc)]
+    assert not broken, "broken links in the documentation:\n  " + "\n  ".join(broken)
 
 
 # ---------------------------------------------------------------- running them
@@ -305,14 +430,15 @@ def tiny_grid(tmp_path_factory):
     return workdir
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c.text in VIA_MAKEFILE], ids=str)
-def test_make_target_runs(tiny_grid, command):
+@pytest.mark.parametrize(("document", "command"), [_case(c) for c in COMMANDS if c.text in VIA_MAKEFILE])
+def test_make_target_runs(tiny_grid, document, command):
     """`make demo`: its recipe (run by the fixture) built the whole tiny grid."""
     _grid_built(tiny_grid, "")
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c.text in RUN_HERE], ids=str)
-def test_readme_command_runs(tiny_grid, command):
+@pytest.mark.parametrize(("document", "command"), [_case(c) for c in COMMANDS if c.text in RUN_HERE])
+def test_documented_command_runs(tiny_grid, document, command):
+    """A documented command, run as written (after SUBSTITUTIONS) in the tiny-grid working directory."""
     expect = RUN_HERE[command.text]
     expect.before(tiny_grid)
     output = run(tiny_grid, substitute(command.text))

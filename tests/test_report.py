@@ -13,7 +13,8 @@ from brcd import workflow
 from brcd.cli import main
 from brcd.config import REPO_ROOT, load_config
 from brcd.errors import DataError, MetadataMismatchError
-from brcd.report import load_results, write_report
+from brcd.report.document import write_report
+from brcd.report.results import load_results
 
 TOPK = 10
 BITS = (16, 32)
@@ -97,7 +98,8 @@ def metrics_record(cell, paradigm: str) -> dict:
 
 def write_selection(root, method) -> None:
     """λ = 2 chosen for every method and paradigm, as `brcd select` writes it."""
-    from brcd.tuning import lambda_grid, select_lambda, write_selection as write
+    from brcd.tuning import select_lambda, write_selection as write
+    from brcd.lambdas import lambda_grid
 
     grid = lambda_grid(CONFIG, method.kd)
     scores = {lam: {p: 0.5 + 0.1 * lam for p in ("sym", "asym")} for lam in grid}
@@ -109,7 +111,8 @@ def write_selection(root, method) -> None:
 
 def write_metrics(root, cell, paradigm: str, record: dict | None = None) -> None:
     """A metrics file and its per-query file, as `brcd evaluate` writes them."""
-    from brcd.evaluate import per_query_path, write_per_query
+    from brcd.evaluate import write_per_query
+    from brcd.layout import per_query_path
 
     record = record or metrics_record(cell, paradigm)
     path = root / workflow.metrics_path(cell, paradigm)
@@ -276,7 +279,7 @@ def test_figures_are_linked_pngs(report):
 
 def test_same_inputs_give_the_same_report(report, tmp_path):
     root, config_path, out, text = report
-    again = write_report(load_config(config_path, check_registries=False), tmp_path / "tiny.md", root)
+    again = write_report(load_config(config_path), tmp_path / "tiny.md", root)
     assert again.read_text() == text
     for figure in sorted((out.parent / "tiny").glob("*.png")):  # figures too, byte for byte
         assert (tmp_path / "tiny" / figure.name).read_bytes() == figure.read_bytes()
@@ -308,7 +311,7 @@ def test_one_seed_says_what_the_intervals_cover(tmp_path):
     config = {**CONFIG, "seeds": [0]}
     (root / "one.yaml").write_text(yaml.safe_dump(config))
     make_results(root)
-    write_report(load_config(root / "one.yaml", check_registries=False), root / "one.md", root)
+    write_report(load_config(root / "one.yaml"), root / "one.md", root)
     text = (root / "one.md").read_text()
     assert "one seed: intervals and significance cover query sampling only" in text
     _, rows = table_after(text, "### Main results: mAP@10")
@@ -353,13 +356,13 @@ def test_bold_of_the_tables_is_the_findings_tied_group(report):
 
 
 def test_missing_per_query_file_is_named(tmp_path):
-    from brcd.evaluate import per_query_path
+    from brcd.layout import per_query_path
 
     make_results(tmp_path)
     missing = per_query_path(workflow.metrics_path(workflow.student_cells(CONFIG)[0], "sym"))
     (tmp_path / missing).unlink()
     with pytest.raises(DataError, match=re.escape(str(missing)) + r"  \(rule `evaluate`\)"):
-        load_results(load_config(tmp_path / "tiny.yaml", check_registries=False), tmp_path)
+        load_results(load_config(tmp_path / "tiny.yaml"), tmp_path)
 
 
 def test_missing_metrics_file_names_file_and_rule(tmp_path, capsys):
@@ -367,7 +370,7 @@ def test_missing_metrics_file_names_file_and_rule(tmp_path, capsys):
     cell = workflow.student_cells(CONFIG)[1]
     missing = workflow.metrics_path(cell, "asym")
     (tmp_path / missing).unlink()
-    config = load_config(tmp_path / "tiny.yaml", check_registries=False)
+    config = load_config(tmp_path / "tiny.yaml")
     with pytest.raises(DataError, match=re.escape(missing)) as error:
         load_results(config, tmp_path)
     assert "rule `evaluate`" in str(error.value) and "snakemake" in str(error.value)
@@ -381,7 +384,7 @@ def test_missing_timing_file_names_its_rule(tmp_path):
     make_results(tmp_path)
     (tmp_path / "results/timing/search/32.json").unlink()
     with pytest.raises(DataError, match=r"results/timing/search/32.json  \(rule `time_search`\)"):
-        load_results(load_config(tmp_path / "tiny.yaml", check_registries=False), tmp_path)
+        load_results(load_config(tmp_path / "tiny.yaml"), tmp_path)
 
 
 def test_misplaced_metrics_or_timing_file_is_rejected(tmp_path):
@@ -392,11 +395,11 @@ def test_misplaced_metrics_or_timing_file_is_rejected(tmp_path):
     record["seed"] = 7
     path.write_text(json.dumps(record))
     with pytest.raises(MetadataMismatchError, match="seed"):
-        load_results(load_config(tmp_path / "tiny.yaml", check_registries=False), tmp_path)
+        load_results(load_config(tmp_path / "tiny.yaml"), tmp_path)
     path.write_text(json.dumps({**record, "seed": 0}))
     write(tmp_path / "results/timing/encoder/synthetic/ss.json", encoder_record("tt", 40.0, 100.0))  # a copy
     with pytest.raises(MetadataMismatchError, match=r"backbone = 'tt'.*time_encoder"):
-        load_results(load_config(tmp_path / "tiny.yaml", check_registries=False), tmp_path)
+        load_results(load_config(tmp_path / "tiny.yaml"), tmp_path)
 
 
 def test_findings_are_generated_from_the_intervals(report):
@@ -423,7 +426,7 @@ def test_time_per_stage_from_benchmark_files(tmp_path):
     runs from the first job's start (end − seconds) to the last job's end."""
     import os
 
-    from brcd.report import load_results, stage_time_section
+    from brcd.report.costs import stage_time_section
 
     config_path = make_results(tmp_path)
     files = workflow.benchmark_files(CONFIG)
@@ -438,7 +441,7 @@ def test_time_per_stage_from_benchmark_files(tmp_path):
         os.utime(path, (ended, ended))
     (tmp_path / files["train_student"][0]).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / files["train_student"][0]).write_text(header)  # a job killed before its record: ignored
-    text = "\n".join(stage_time_section(load_results(load_config(config_path, check_registries=False), tmp_path)))
+    text = "\n".join(stage_time_section(load_results(load_config(config_path), tmp_path)))
     assert "**5 min 02 s** from the first job's start" in text  # first start 998 s, last end 1300 s
     # idle between 1000 s and 1070 s and between 1100 s and 1250 s: a grid built in separate runs
     assert "jobs were running during **1 min 22 s** of it" in text
@@ -460,7 +463,8 @@ def test_time_per_stage_from_benchmark_files(tmp_path):
 
 
 def test_busy_time_is_the_union_of_the_jobs_intervals():
-    from brcd.report import BenchmarkRow, busy_time, run_span, span_text
+    from brcd.report.costs import busy_time, run_span, span_text
+    from brcd.report.grid import BenchmarkRow
 
     class Results:  # what the three functions read of GridResults
         def __init__(self, *jobs):
@@ -477,7 +481,7 @@ def test_busy_time_is_the_union_of_the_jobs_intervals():
 
 
 def test_a_significant_interval_never_prints_a_zero_bound():
-    from brcd.report import interval_text
+    from brcd.report.format import interval_text
     from brcd.stats import Comparison
 
     close = Comparison(delta=0.0021, low=0.00004, high=0.0041, p_improvement=0.99, n_seeds=3, n_queries=10)
@@ -487,7 +491,7 @@ def test_a_significant_interval_never_prints_a_zero_bound():
 
 
 def test_schedule_note_states_each_roles_stopping_rule():
-    from brcd.report import schedule_note
+    from brcd.report.header import schedule_note
 
     config = load_config("config/study.yaml")
     study = schedule_note(config)
@@ -501,7 +505,7 @@ def test_schedule_note_states_each_roles_stopping_rule():
 def test_findings_table_holds_the_findings_statements(report, tmp_path, capsys):
     """reports/{name}.findings.parquet has one row per statement of the findings section, and a
     run compared with itself reaches the same conclusions in every column."""
-    from brcd.conclusions import VS_BEST, VS_BRCD, VS_NO_KD, read_statements
+    from brcd.report.statements import VS_BEST, VS_BRCD, VS_NO_KD, read_statements
 
     root, _, out, text = report
     path = out.with_suffix(".findings.parquet")
@@ -537,7 +541,7 @@ def test_committed_report_comes_from_the_committed_config(name, table_name):
     from brcd.cells import Cell
     from brcd.config import load_config
 
-    config = load_config(REPO_ROOT / "config" / f"{name}.yaml", check_registries=False)
+    config = load_config(REPO_ROOT / "config" / f"{name}.yaml")
     table = pd.read_parquet(REPO_ROOT / "reports" / f"{table_name}.parquet")
     stale = []
     for row in table.itertuples():

@@ -14,8 +14,8 @@ cluster on a fresh machine adds about 20 s, taking it down 10 s):
 - the teacher cell of config/test.yaml (split, features, train_teacher,
   encode_teacher, evaluate_teacher): a SUBSET of the test grid, named by its metrics
   file, with the profile exactly as written and its five jobs GROUPED into one
-  sbatch (the README's grouping command);
-- a site copy of the profile (README: account, partition choice, squeue status
+  sbatch (the grouping command of docs/cluster.md);
+- a site copy of the profile (docs/cluster.md: account, partition choice, squeue status
   command) building the split and the student's feature bank, one sbatch each;
 - a local run of the teacher cell: the reference for the results.
 
@@ -51,14 +51,14 @@ TEST_CONFIG = REPO_ROOT / "config" / "test.yaml"
 TEACHER = "results/synthetic/16/teacher/cibhash/tteacher/seed0"
 TEACHER_METRICS = f"{TEACHER}/metrics/teacher.json"
 TEACHER_CELL_JOBS = {"split": 1, "features": 1, "train_teacher": 1, "encode_teacher": 1, "evaluate_teacher": 1}
-# README "Running on a cluster", grouping: a cell's short jobs in one sbatch.
+# docs/cluster.md, "Grouping short jobs": a cell's short jobs in one sbatch.
 GROUPS = ["--groups", "split=cell", "features=cell", "train_teacher=cell", "encode_teacher=cell",
           "evaluate_teacher=cell"]
 # Test-only settings: the first status check after 2 s (plugin default 40 s), Slurm logs kept.
 FAST_POLLING = ["--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2",
                 "--slurm-keep-successful-logs"]
 PROFILE_MAX_MB = 8000  # the largest mem_mb in the profile (test_profile_resources_fit_a_24gb_node)
-RUN_TIMEOUT = 420  # s; a run that never notices its jobs finished (README, pitfalls) fails instead of hanging
+RUN_TIMEOUT = 420  # s; a run that never notices its jobs finished (docs/cluster.md, pitfalls) fails instead of hanging
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
@@ -195,7 +195,7 @@ def cluster():
 
 
 def site_profile(directory: Path) -> Path:
-    """A copy of the profile with the site settings the README describes: the account,
+    """A copy of the profile with the site settings docs/cluster.md describes: the account,
     and the plugin's partition choice from partitions.yaml (test cluster: cpu, gpu)."""
     copy = directory / "my-slurm"
     shutil.copytree(PROFILE, copy)
@@ -223,10 +223,10 @@ def runs(cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm")
     dirs = {name: root / name for name in ("cell", "site", "local")}
     commands = {
-        # README: the profile's command, on one cell of the test grid, grouped.
+        # docs/cluster.md: the profile's command, on one cell of the test grid, grouped.
         "cell": snakemake_cmd(dirs["cell"], TEACHER_METRICS, "--workflow-profile", str(PROFILE),
                               "--configfile", str(TEST_CONFIG), "--max-threads", "1", *GROUPS, *FAST_POLLING),
-        # README: a site copy of the profile, and squeue for job status.
+        # docs/cluster.md: a site copy of the profile, and squeue for job status.
         "site": snakemake_cmd(dirs["site"], "results/synthetic/split.parquet", "results/synthetic/features/tstudent",
                               "--workflow-profile", str(site_profile(root)), "--configfile", str(TEST_CONFIG),
                               "--max-threads", "1", "--slurm-status-command", "squeue", *FAST_POLLING),

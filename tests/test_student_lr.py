@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from brcd import cells
+from brcd import layout
 from brcd.config import REPO_ROOT, validate_schema
 from brcd.errors import DataError
 from tests.conftest import build_teacher_grid
@@ -28,11 +28,11 @@ def grid(tmp_path_factory):
         config["train"][role].update(epochs=6, min_epochs=3, eval_every=3, patience=1)
     build_teacher_grid(root / "built", config)
     cell = student_lr.no_kd_cell(config, 16)
-    layout = {cells.SPLIT.format(dataset="synthetic"): "split.parquet",
-              cells.TEACHER_MODEL.format(**cell.teacher_cell().parameters()): "teacher.pt",
-              cells.FEATURES.format(dataset="synthetic", backbone="tteacher"): "tteacher",
-              cells.FEATURES.format(dataset="synthetic", backbone="tstudent"): "tstudent"}
-    for path, built in layout.items():
+    links = {layout.SPLIT.format(dataset="synthetic"): "split.parquet",
+              layout.TEACHER_MODEL.format(**cell.teacher_cell().parameters()): "teacher.pt",
+              layout.FEATURES.format(dataset="synthetic", backbone="tteacher"): "tteacher",
+              layout.FEATURES.format(dataset="synthetic", backbone="tstudent"): "tstudent"}
+    for path, built in links.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         os.symlink(root / "built" / built, root / path)
     config_file = root / "grid.yaml"

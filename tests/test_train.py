@@ -16,7 +16,8 @@ from brcd.encode import encode_model
 from brcd.errors import ConfigError, DataError, MetadataMismatchError
 from brcd.features import BankSource, bank_metadata, build_bank, create_source
 from brcd.retrieval.metrics import map_at_k
-from brcd.train import LossIsNotFinite, TrainSettings, fit, sample_view_pairs, train_teacher
+from brcd.train import LossIsNotFinite, fit, sample_view_pairs, train_teacher
+from brcd.config import TrainSettings
 
 CELL = Cell("synthetic", 16, "cibhash", "tteacher", 0)
 

@@ -10,11 +10,13 @@ import yaml
 
 from brcd.cells import Cell
 from brcd.cli import main
+from brcd.checks import load_checked_config
 from brcd.config import REPO_ROOT, load_config, validate_schema
 from brcd.data.splits import Splits
 from brcd.distill.train_student import train_student
 from brcd.errors import ConfigError
-from brcd.tuning import candidate_lambda, format_lambda, lambda_grid, select_lambda, variant_of, variants
+from brcd.lambdas import candidate_lambda, format_lambda, lambda_grid, variant_of, variants
+from brcd.tuning import select_lambda
 from tests.conftest import build_teacher_grid, rewrite_split_labels
 
 TEACHER = Cell("synthetic", 16, "cibhash", "tteacher", 0)
@@ -63,7 +65,7 @@ def _config_with(tmp_path, **changes):
 def test_check_config_names_bad_tuning_settings(tmp_path, capsys, changes, expected):
     path = _config_with(tmp_path, **changes)
     with pytest.raises(ConfigError, match=expected):
-        load_config(path)
+        load_checked_config(path)
     assert main(["check-config", str(path)]) == 2
     assert "Traceback" not in capsys.readouterr().err
 

@@ -94,10 +94,3 @@ def one_hot(targets: np.ndarray, num_classes: int) -> np.ndarray:
     labels = np.zeros((len(targets), num_classes), dtype=np.uint8)
     labels[np.arange(len(targets)), targets] = 1
     return labels
-
-
-def create_dataset(name: str, options: Mapping | None = None) -> ImageDataset:
-    """Build the dataset registered as ``name`` from its config entry ``options``."""
-    import brcd.data  # noqa: F401  (registers the built-in loaders)
-
-    return DATASETS.get(name)(dict(options or {}))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brcd.cells import SPLIT
+from brcd.layout import SPLIT
 from brcd.data.base import DATASETS, ImageDataset, to_rgb
 from brcd.errors import DataError
 

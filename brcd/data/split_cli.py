@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from brcd.config import dataset_options, load_config
-from brcd.data.base import create_dataset
+from brcd.data import create_dataset
 from brcd.data.splits import write_splits
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,7 @@ def configure_parser(parser) -> None:
 
 
 def run(args) -> None:
-    config = load_config(args.config, check_registries=False)
+    config = load_config(args.config)
     options = dataset_options(config, args.dataset)
     dataset = create_dataset(args.dataset, options)
     splits = write_splits(args.out, dataset, options, seed=config["split_seed"])

@@ -31,7 +31,8 @@ from brcd.distill import KD_LOSSES, KDBatch, create_distill_loss
 from brcd.features import NUM_ROTATIONS, create_source
 from brcd.errors import ConfigError
 from brcd.hashing import codes_from_logits, create_objective
-from brcd.train import TrainSettings, encode_features, fit, split_validator, two_views, write_history
+from brcd.train import encode_features, fit, split_validator, two_views, write_history
+from brcd.config import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def load_cell_clusters(path: str, config: Mapping, cell: Cell, splits: Splits):
 def student_lambdas(config: Mapping, cell: Cell, selection_path: str | None) -> dict[str, float]:
     """Head (paradigm) -> the λ it is trained with: a candidate cell's own λ for both heads, or the
     λ selected per paradigm (``selection.json`` of rule ``select_lambda``) for a ``selected`` cell."""
-    from brcd.tuning import METHOD_KEYS, PARADIGM_HEADS, candidate_lambda, check_selection, read_selection, selected_lambdas
+    from brcd.lambdas import candidate_lambda
+    from brcd.tuning import METHOD_KEYS, PARADIGM_HEADS, check_selection, read_selection, selected_lambdas
 
     lam = candidate_lambda(cell.variant)
     if lam is not None:

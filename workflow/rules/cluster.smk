@@ -3,14 +3,14 @@
 
 rule cluster:
     input:
-        split=cells.SPLIT,
-        codes=cells.TEACHER_CODES,
+        split=layout.SPLIT,
+        codes=layout.TEACHER_CODES,
     output:
-        cells.CLUSTERS,
+        layout.CLUSTERS,
     log:
         "logs/cluster/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.log",
     benchmark:
-        cells.BENCHMARKS["cluster"]
+        layout.BENCHMARKS["cluster"]
     threads: 1
     conda:
         "../../environment.yml"

@@ -3,12 +3,13 @@
 from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
-from brcd import cells
+from brcd import cells, layout
 from brcd.cluster import cluster_settings
-from brcd.config import check_config, validate_schema
+from brcd.checks import check_config
+from brcd.config import validate_schema
 from dataclasses import replace
 
-from brcd.tuning import SELECTED, candidate_groups, candidate_paths, format_lambda, lambda_grid, tuning_seed, variant_of
+from brcd.lambdas import SELECTED, candidate_groups, candidate_paths, format_lambda, lambda_grid, tuning_seed, variant_of
 from brcd.workflow import (
     BRCD_COMMAND,
     bank_path,
@@ -66,7 +67,7 @@ if _claim_problem:
 prepare_job_environment(CONFIG_FILE)
 BRCD = BRCD_COMMAND
 
-# Paths of cells and their files (SPEC §9) are defined once, in brcd.cells.
+# Paths of cells and their files (SPEC §9) are defined once, in brcd.layout.
 
 
 def teacher_cell(w):
@@ -85,7 +86,7 @@ def selection_input(cell):
 def candidate_models(w):
     """The tuning seed's model.pt of every λ candidate of one method, in grid order (rule select_lambda)."""
     method = cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, tuning_seed(config), w.student, w.kd)
-    return [cells.STUDENT_MODEL.format(**replace(method, variant=variant_of(lam)).parameters())
+    return [layout.STUDENT_MODEL.format(**replace(method, variant=variant_of(lam)).parameters())
             for lam in lambda_grid(config, w.kd)]
 
 
@@ -97,14 +98,14 @@ def cell_hash(wildcards):
 def candidate_inputs(w):
     """What a student run of one method and seed reads, whatever its λ (rules train_candidates*)."""
     inputs = {
-        "split": cells.SPLIT.format(dataset=w.dataset),
-        "teacher": cells.TEACHER_MODEL.format(**w),
+        "split": layout.SPLIT.format(dataset=w.dataset),
+        "teacher": layout.TEACHER_MODEL.format(**w),
         "student_bank": bank_path(config, w.dataset, w.student),
         "teacher_bank": bank_path(config, w.dataset, w.teacher),
         "clusters": [],
     }
     if needs_clusters(w.kd):
-        inputs["clusters"] = [cells.CLUSTERS.format(**w)]
+        inputs["clusters"] = [layout.CLUSTERS.format(**w)]
     return inputs
 
 
@@ -122,13 +123,13 @@ def candidate_hashes(w, grid):
 def evaluate_inputs(w):
     cell = model_cell(w)
     inputs = {
-        "split": cells.SPLIT.format(dataset=w.dataset),
-        "teacher_codes": cells.TEACHER_CODES.format(**cell.teacher_cell().parameters()),
+        "split": layout.SPLIT.format(dataset=w.dataset),
+        "teacher_codes": layout.TEACHER_CODES.format(**cell.teacher_cell().parameters()),
     }
     if cell.role == "student":
-        # rule evaluate: the code file of each paradigm of the grid (its head), in config order
+        # for rule evaluate, the code file of each paradigm of the grid (its head), in config order
         inputs["student_codes"] = [
-            (cells.STUDENT_CODES_ASYM if paradigm == "asym" else cells.STUDENT_CODES).format(**cell.parameters())
+            (layout.STUDENT_CODES_ASYM if paradigm == "asym" else layout.STUDENT_CODES).format(**cell.parameters())
             for paradigm in config["paradigms"]
         ]
         # a selected run's metrics file records the choice (λ and every candidate's validation score);

@@ -7,7 +7,7 @@ rule split:
     log:
         "logs/split/{dataset}.log",
     benchmark:
-        cells.BENCHMARKS["split"]
+        layout.BENCHMARKS["split"]
     conda:
         "../../environment.yml"
     params:

@@ -17,16 +17,16 @@ for _rule_name, (_grid, _methods) in candidate_groups(config).items():
         input:
             unpack(candidate_inputs),
         output:
-            model=candidate_paths(cells.STUDENT_MODEL, _grid),
-            history=candidate_paths(cells.STUDENT_HISTORY, _grid),
-            sym=candidate_paths(cells.STUDENT_CODES, _grid),
-            asym=candidate_paths(cells.STUDENT_CODES_ASYM, _grid),
+            model=candidate_paths(layout.STUDENT_MODEL, _grid),
+            history=candidate_paths(layout.STUDENT_HISTORY, _grid),
+            sym=candidate_paths(layout.STUDENT_CODES, _grid),
+            asym=candidate_paths(layout.STUDENT_CODES_ASYM, _grid),
         wildcard_constraints:
             kd="|".join(_methods),
         log:
             "logs/train_candidates/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/seed{seed}.log",
         benchmark:
-            cells.BENCHMARKS["train_candidates"]
+            layout.BENCHMARKS["train_candidates"]
         threads: 1
         resources:
             mem_mb=4000,
@@ -54,18 +54,18 @@ rule train_student:
     input:
         unpack(student_inputs),
     output:
-        model=cells.STUDENT_MODEL,
-        history=cells.STUDENT_HISTORY,
+        model=layout.STUDENT_MODEL,
+        history=layout.STUDENT_HISTORY,
         # both heads' codes (selected for sym and for asym), written by the same job from the features it
         # already holds: a separate encode job would pay start-up and bank loading again (issue: demo budget)
-        sym=cells.STUDENT_CODES,
-        asym=cells.STUDENT_CODES_ASYM,
+        sym=layout.STUDENT_CODES,
+        asym=layout.STUDENT_CODES_ASYM,
     wildcard_constraints:
         variant=SELECTED,
     log:
         "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/{variant}/seed{seed}.log",
     benchmark:
-        cells.BENCHMARKS["train_student"]
+        layout.BENCHMARKS["train_student"]
     threads: 1
     resources:
         mem_mb=4000,
@@ -92,11 +92,11 @@ rule select_lambda:
     input:
         candidate_models,
     output:
-        cells.SELECTION,
+        layout.SELECTION,
     log:
         "logs/select_lambda/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}.log",
     benchmark:
-        cells.BENCHMARKS["select_lambda"]
+        layout.BENCHMARKS["select_lambda"]
     threads: 1
     conda:
         "../../environment.yml"

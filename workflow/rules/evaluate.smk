@@ -11,14 +11,14 @@ rule evaluate_teacher:
     input:
         unpack(evaluate_inputs),
     output:
-        metrics=cells.METRICS.replace("{paradigm}", "teacher"),
-        queries=cells.PER_QUERY.replace("{paradigm}", "teacher"),
+        metrics=layout.METRICS.replace("{paradigm}", "teacher"),
+        queries=layout.PER_QUERY.replace("{paradigm}", "teacher"),
     wildcard_constraints:
         model=r"teacher/[^/]+/[^/]+",
     log:
         "logs/evaluate_teacher/{dataset}/{bits}/{model}/seed{seed}.log",
     benchmark:
-        cells.BENCHMARKS["evaluate_teacher"]
+        layout.BENCHMARKS["evaluate_teacher"]
     threads: 1
     resources:
         mem_mb=2000,
@@ -40,14 +40,14 @@ rule evaluate:
         unpack(evaluate_inputs),
     output:
         # one of each per paradigm of the grid, in config order (the order of --paradigm and --student-codes)
-        metrics=expand(cells.METRICS, paradigm=config["paradigms"], allow_missing=True),
-        queries=expand(cells.PER_QUERY, paradigm=config["paradigms"], allow_missing=True),
+        metrics=expand(layout.METRICS, paradigm=config["paradigms"], allow_missing=True),
+        queries=expand(layout.PER_QUERY, paradigm=config["paradigms"], allow_missing=True),
     wildcard_constraints:
         model=r"student/[^/]+/[^/]+/[^/]+/[^/]+/(lambda[0-9.e+-]+|selected)",
     log:
         "logs/evaluate/{dataset}/{bits}/{model}/seed{seed}.log",
     benchmark:
-        cells.BENCHMARKS["evaluate"]
+        layout.BENCHMARKS["evaluate"]
     threads: 1
     resources:
         mem_mb=2000,

@@ -3,13 +3,13 @@
 
 rule features:
     input:
-        split=cells.SPLIT,
+        split=layout.SPLIT,
     output:
-        directory(cells.FEATURES),
+        directory(layout.FEATURES),
     log:
         "logs/features/{dataset}/{backbone}.log",
     benchmark:
-        cells.BENCHMARKS["features"]
+        layout.BENCHMARKS["features"]
     # A fixed count, not workflow.cores (which fails at parse time when no --cores is
     # given, as on Slurm): locally Snakemake caps it at --cores; the slurm profile sets its own.
     threads: 8

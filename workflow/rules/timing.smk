@@ -4,13 +4,13 @@
 
 rule time_encoder:
     input:
-        split=cells.SPLIT,
+        split=layout.SPLIT,
     output:
-        cells.TIMING_ENCODER,
+        layout.TIMING_ENCODER,
     log:
         "logs/time_encoder/{dataset}/{backbone}.log",
     benchmark:
-        cells.BENCHMARKS["time_encoder"]
+        layout.BENCHMARKS["time_encoder"]
     # "Every core": Snakemake caps threads at --cores, so locally this job holds all
     # of them and runs alone (workflow.cores would fail at parse time without --cores,
     # as on Slurm, where the profile sets 8 threads and an exclusive node instead).
@@ -29,11 +29,11 @@ rule time_encoder:
 
 rule time_search:
     output:
-        cells.TIMING_SEARCH,
+        layout.TIMING_SEARCH,
     log:
         "logs/time_search/{bits}.log",
     benchmark:
-        cells.BENCHMARKS["time_search"]
+        layout.BENCHMARKS["time_search"]
     # "Every core": Snakemake caps threads at --cores, so locally this job holds all
     # of them and runs alone (workflow.cores would fail at parse time without --cores,
     # as on Slurm, where the profile sets 8 threads and an exclusive node instead).

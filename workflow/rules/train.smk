@@ -3,15 +3,15 @@
 
 rule train_teacher:
     input:
-        split=cells.SPLIT,
+        split=layout.SPLIT,
         bank=lambda w: bank_path(config, w.dataset, w.teacher),
     output:
-        model=cells.TEACHER_MODEL,
-        history=cells.TEACHER_HISTORY,
+        model=layout.TEACHER_MODEL,
+        history=layout.TEACHER_HISTORY,
     log:
         "logs/train_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.log",
     benchmark:
-        cells.BENCHMARKS["train_teacher"]
+        layout.BENCHMARKS["train_teacher"]
     threads: 1
     resources:
         mem_mb=4000,
@@ -30,15 +30,15 @@ rule train_teacher:
 
 rule encode_teacher:
     input:
-        split=cells.SPLIT,
-        model=cells.TEACHER_MODEL,
+        split=layout.SPLIT,
+        model=layout.TEACHER_MODEL,
         bank=lambda w: bank_path(config, w.dataset, w.teacher),
     output:
-        cells.TEACHER_CODES,
+        layout.TEACHER_CODES,
     log:
         "logs/encode_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.log",
     benchmark:
-        cells.BENCHMARKS["encode_teacher"]
+        layout.BENCHMARKS["encode_teacher"]
     threads: 1
     conda:
         "../../environment.yml"

@@ -1,14 +1,8 @@
-"""``brcd compare-conclusions``: a report's conclusions as data, and whether two runs share them.
+"""``brcd compare-conclusions``: whether two runs of one grid share a report's conclusions.
 
-The findings of a report (:func:`brcd.report.findings_section`) are statements read off
-paired 95% intervals of Δ mAP@K. The report also writes them, one row per statement, to
-``reports/{name}.findings.parquet`` (:data:`brcd.cells.REPORT_FINDINGS`):
-
-- ``vs_no_kd``: a KD method against the student without KD: ``better``, ``worse`` or
-  ``level`` (the interval contains 0);
-- ``vs_best``: every student against the best of its column: ``best``, ``tied`` (not
-  significantly worse: the bold of the tables) or ``below``;
-- ``vs_brcd``: each BRCD ablation against full ``brcd``: ``better``, ``worse``, ``level``.
+A report's findings are statements read off paired 95% intervals of Δ mAP@K, written one
+row per statement to ``reports/{name}.findings.parquet`` (:mod:`brcd.report.statements`
+describes them and their table).
 
 Two runs of one grid — on two machines, with two library versions, under two floating-point
 paths — *reach the same conclusions* when, in every column, the same methods are significantly
@@ -31,107 +25,14 @@ draw of the training noise rather than a small correction of the same one.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from brcd.errors import DataError
-
-VS_NO_KD = "vs_no_kd"
-VS_BEST = "vs_best"
-VS_BRCD = "vs_brcd"
-KINDS = (VS_NO_KD, VS_BEST, VS_BRCD)
-#: what identifies a column of the report's tables
-COLUMN_KEYS = ("dataset", "hash", "teacher", "student", "bits", "paradigm")
-#: file-format version of the findings table
-FORMAT = 1
-#: how to rebuild a report's findings or tidy table that cannot be read
-REGENERATE = "regenerate it with the report rule (`snakemake ... reports/{name}.md`) or `brcd report`"
-
-
-@dataclass(frozen=True)
-class Statement:
-    """One finding: ``method`` compared with ``reference`` in one column, with the paired
-    interval of ``delta`` = mean(method) − mean(reference) and its ``verdict``."""
-
-    dataset: str
-    hash: str
-    teacher: str
-    student: str
-    bits: int
-    paradigm: str
-    kind: str
-    method: str
-    reference: str
-    mean: float  # the method's mean mAP@K over seeds and queries
-    delta: float
-    low: float
-    high: float
-    verdict: str
-
-    @property
-    def column(self) -> tuple:
-        return tuple(getattr(self, key) for key in COLUMN_KEYS)
-
-    @property
-    def significant(self) -> bool:  # as brcd.stats.Comparison's: report.interval_text reads it
-        from brcd.stats import excludes_zero
-
-        return excludes_zero(self.low, self.high)
-
-    @classmethod
-    def compared(cls, column: Mapping, kind: str, method: str, reference: str, mean: float, c) -> "Statement":
-        """From a :class:`brcd.stats.Comparison` ``c`` of ``method`` − ``reference``."""
-        if kind == VS_BEST:
-            verdict = "tied" if c.not_worse else "below"
-        else:
-            verdict = "level" if not c.significant else "better" if c.delta > 0 else "worse"
-        return cls(**column, kind=kind, method=method, reference=reference, mean=mean,
-                   delta=float(c.delta), low=float(c.low), high=float(c.high), verdict=verdict)
-
-    @classmethod
-    def best(cls, column: Mapping, method: str, mean: float) -> "Statement":
-        return cls(**column, kind=VS_BEST, method=method, reference=method, mean=mean,
-                   delta=0.0, low=0.0, high=0.0, verdict="best")
-
-
-def column_label(column: tuple) -> str:
-    values = dict(zip(COLUMN_KEYS, column))
-    return (f"{values['dataset']}, `{values['teacher']}` → `{values['student']}` ({values['hash']}), "
-            f"{values['bits']} bits {values['paradigm']}")
-
-
-# --------------------------------------------------------------------------- the table
-
-
-def write_statements(path: str | os.PathLike, statements: Sequence[Statement], name: str) -> None:
-    import pandas as pd
-    import pyarrow as pa
-
-    from brcd.io import write_parquet
-
-    frame = pd.DataFrame([asdict(s) for s in statements], columns=[f.name for f in fields(Statement)])
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    write_parquet(path, table, {"name": name, "kind": "findings", "format": FORMAT})
-
-
-def read_statements(path: str | os.PathLike) -> tuple[str, list[Statement]]:
-    """(grid name, statements) of a findings table; a file that is not one is a named error."""
-    from brcd.io import read_parquet
-
-    table, metadata = read_parquet(path, "findings table", REGENERATE,
-                                   columns=[f.name for f in fields(Statement)])
-    if metadata.get("kind") != "findings":
-        raise DataError(f"{path} is not a findings table (reports/{{name}}.findings.parquet); {REGENERATE}")
-    rows = table.to_pylist()
-    unknown = sorted({row["kind"] for row in rows} - set(KINDS))
-    if unknown:
-        raise DataError(f"{path}: unknown statement kinds {unknown}; {REGENERATE}")
-    return str(metadata.get("name")), [Statement(**{f.name: row[f.name] for f in fields(Statement)}) for row in rows]
-
-
-# --------------------------------------------------------------------------- comparing two runs
+from brcd.report.format import interval_text
+from brcd.report.statements import COLUMN_KEYS, VS_BEST, VS_BRCD, VS_NO_KD, Statement, column_label, read_statements
+from brcd.report.tidy import read_tidy_table
 
 
 @dataclass(frozen=True)
@@ -222,8 +123,7 @@ def _names(methods: Iterable[str]) -> str:
 
 
 def _statement_text(s: Statement) -> str:
-    from brcd.report import interval_text  # the report's own Δ [low, high] format
-
+    """The verdict and the report's own Δ [low, high] text."""
     return f"{s.verdict} ({interval_text(s)})"
 
 
@@ -365,15 +265,6 @@ def seed_movement(table_a, table_b) -> SeedMovement:
     ratio = np.sqrt(np.mean(moves ** 2, axis=1))[spread] / sd[spread]
     return SeedMovement(len(statements), len(seeds), rms, float(np.median(sd)),
                         float(np.median(ratio)) if ratio.size else None)
-
-
-def read_tidy_table(path: str | os.PathLike):
-    """A report's tidy table (``reports/{name}.parquet``) and its grid name."""
-    from brcd.io import read_parquet
-
-    table, metadata = read_parquet(path, "tidy table", REGENERATE,
-                                   columns=[*COLUMN_KEYS, "kd", "seed", "in_tables", "map_at_k"])
-    return str(metadata.get("name")), table
 
 
 # --------------------------------------------------------------------------- CLI

@@ -1,0 +1,104 @@
+"""The result layout (SPEC §9): every path a rule writes, and the rule that writes it.
+
+This module is the one definition of where things live. The Snakemake rules
+(``workflow/rules/*.smk``), the stages, the report and the error hints all ask
+it: :data:`SPLIT` ... :data:`REPORT_FINDINGS` are the path templates,
+:func:`producing_rule` says which rule writes a given path (for "rebuild it
+with ..." hints), :func:`evaluate_rule` which rule writes a paradigm's
+metrics, and the ``*_path`` helpers derive the files that sit beside another.
+It imports nothing from the rest of ``brcd``: it is pure vocabulary.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SPLIT = "results/{dataset}/split.parquet"
+FEATURES = "results/{dataset}/features/{backbone}"
+TEACHER_DIR = "results/{dataset}/{bits}/teacher/{hash}/{teacher}/seed{seed}"
+CLUSTERS = "results/{dataset}/{bits}/clusters/{hash}/{teacher}/seed{seed}/clusters.parquet"
+STUDENT_DIR = "results/{dataset}/{bits}/student/{hash}/{teacher}/{student}/{kd}/{variant}/seed{seed}"
+#: the λ chosen per paradigm for one method, from the tuning seed's candidates (brcd.tuning)
+SELECTION = "results/{dataset}/{bits}/student/{hash}/{teacher}/{student}/{kd}/selection.json"
+TEACHER_MODEL = TEACHER_DIR + "/model.pt"
+TEACHER_HISTORY = TEACHER_DIR + "/history.tsv"
+TEACHER_CODES = TEACHER_DIR + "/codes.parquet"
+STUDENT_MODEL = STUDENT_DIR + "/model.pt"
+STUDENT_HISTORY = STUDENT_DIR + "/history.tsv"
+STUDENT_CODES = STUDENT_DIR + "/codes.parquet"
+STUDENT_CODES_ASYM = STUDENT_DIR + "/codes_asym.parquet"
+#: any model's metrics; {model} is teacher/{hash}/{teacher} or student/{hash}/{teacher}/{student}/{kd}/{variant}
+METRICS = "results/{dataset}/{bits}/{model}/seed{seed}/metrics/{paradigm}.json"
+#: the per-query values behind a metrics file (:func:`per_query_path`)
+PER_QUERY = "results/{dataset}/{bits}/{model}/seed{seed}/metrics/{paradigm}.queries.parquet"
+TIMING_ENCODER = "results/timing/encoder/{dataset}/{backbone}.json"
+TIMING_SEARCH = "results/timing/search/{bits}.json"
+REPORT = "reports/{name}.md"
+#: the tidy results table the report is rendered from (:func:`table_path_for`)
+REPORT_TABLE = "reports/{name}.parquet"
+#: the report's findings, one row per statement (:func:`findings_path_for`)
+REPORT_FINDINGS = "reports/{name}.findings.parquet"
+#: Snakemake's benchmark file of each rule's jobs (wall time, memory, CPU time of the job): the
+#: report's time-per-stage table reads those of the grid's jobs (brcd.workflow.benchmark_files)
+BENCHMARKS = {
+    "split": "logs/split/{dataset}.bench.tsv",
+    "features": "logs/features/{dataset}/{backbone}.bench.tsv",
+    "train_teacher": "logs/train_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv",
+    "encode_teacher": "logs/encode_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv",
+    "evaluate_teacher": "logs/evaluate_teacher/{dataset}/{bits}/{model}/seed{seed}.bench.tsv",
+    "cluster": "logs/cluster/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv",
+    "train_candidates": "logs/train_candidates/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/seed{seed}.bench.tsv",
+    "select_lambda": "logs/select_lambda/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}.bench.tsv",
+    "train_student": "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/{variant}/seed{seed}.bench.tsv",
+    "evaluate": "logs/evaluate/{dataset}/{bits}/{model}/seed{seed}.bench.tsv",
+    "time_encoder": "logs/time_encoder/{dataset}/{backbone}.bench.tsv",
+    "time_search": "logs/time_search/{bits}.bench.tsv",
+}
+
+
+def evaluate_rule(paradigm: str | None) -> str:
+    """The rule that writes a metrics file of ``paradigm`` (and its per-query file): ``evaluate_teacher`` for
+    a teacher cell, ``evaluate`` (one job per student cell, all its paradigms) for the others."""
+    return "evaluate_teacher" if paradigm == "teacher" else "evaluate"
+
+
+def producing_rule(path: str | os.PathLike) -> str | None:
+    """The Snakemake rule that writes ``path`` (by the templates above), if known."""
+    path = Path(path)
+    parts, name = path.parts, path.name
+    if name == "split.parquet":
+        return "split"
+    if name == "clusters.parquet":
+        return "cluster"
+    if name in ("codes.parquet", "codes_asym.parquet"):  # a student's codes come from its training job
+        return "train_student" if "student" in parts else "encode_teacher" if "teacher" in parts else None
+    if name == "selection.json":
+        return "select_lambda"
+    if name == "model.pt":
+        return "train_student" if "student" in parts else "train_teacher" if "teacher" in parts else None
+    if name.endswith(".queries.parquet") or (len(parts) > 1 and parts[-2] == "metrics"):
+        return evaluate_rule(name.split(".", 1)[0])
+    if len(parts) > 1 and parts[-2] == "features":
+        return "features"
+    return None
+
+
+def per_query_path(metrics_path: str | os.PathLike) -> Path:
+    """``metrics/{paradigm}.json`` -> ``metrics/{paradigm}.queries.parquet`` (:data:`PER_QUERY`)."""
+    path = Path(metrics_path)
+    return path.with_name(path.name.removesuffix(".json") + ".queries.parquet")
+
+
+def table_path_for(report: str | os.PathLike) -> Path:
+    """``reports/{name}.md`` -> ``reports/{name}.parquet`` (:data:`REPORT_TABLE`)."""
+    return Path(report).with_suffix(".parquet")
+
+
+def findings_path_for(report: str | os.PathLike) -> Path:
+    """``reports/{name}.md`` -> ``reports/{name}.findings.parquet`` (:data:`REPORT_FINDINGS`)."""
+    return Path(report).with_suffix(".findings.parquet")
+
+
+def figures_dir_for(report: str | os.PathLike) -> Path:
+    """``reports/{name}.md`` -> ``reports/{name}/``, the folder of its figures."""
+    return Path(report).with_suffix("")

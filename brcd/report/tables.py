@@ -1,0 +1,157 @@
+"""The accuracy tables of the report: mAP and the other metrics per method and column, Δ against a
+reference, the λ chosen on validation and how much it matters, and every cell's config hash.
+
+Rows are :class:`~brcd.report.grid.Method`s, columns bits x paradigm. Bold marks the
+tied-with-best group of a column (:func:`brcd.report.significance.tied_with_best`),
+the same group the findings name.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Mapping, Sequence
+
+from brcd.cells import Cell
+from brcd.report.format import DIGITS, MISSING, UNCONVERGED, interval_digits, markdown_table, signed
+from brcd.report.grid import (GridResults, Method, Pairing, column_header, columns, metric_value, student_methods,
+                              teacher_row)
+from brcd.report.significance import BOOTSTRAP_SEED, summarize, tied_with_best
+from brcd.lambdas import NO_KD, format_lambda
+
+
+def metric_table(results: GridResults, dataset: str, pairing: Pairing, methods: Sequence[Method], key: str,
+                 higher_is_better: bool = True, contenders: Sequence[Method] | None = None) -> str:
+    """Rows methods, columns bits x paradigm, cells mean ± 95% CI half-width over seeds.
+
+    Bold: per column, the best of the ``contenders`` (default: this table's
+    students) and every contender not significantly worse than it (the
+    tied-with-best group), where they are rows of this table; † marks a cell
+    with an unconverged seed. The main and ablation tables take every student
+    of the grid as contenders, so that their bold is one group per column, the
+    findings' "tied with the best".
+    """
+    cols = columns(results)
+    contenders = [m for m in (methods if contenders is None else contenders) if not m.is_teacher]
+    rows = []
+    bold = [set() for _ in methods]
+    for j, (bits, paradigm) in enumerate(cols):
+        samples = {m.kd: results.samples(dataset, pairing, m, bits, paradigm, key) for m in contenders}
+        group = tied_with_best(samples, higher_is_better)
+        for i, method in enumerate(methods):
+            if not method.is_teacher and method.kd in group:
+                bold[i].add(j)
+    for i, method in enumerate(methods):
+        cells = []
+        for j, (bits, paradigm) in enumerate(cols):
+            summary = summarize(results.values(dataset, pairing, method, bits, paradigm, key))
+            text = MISSING if summary is None else summary.text(DIGITS)
+            text = f"**{text}**" if j in bold[i] else text
+            if results.unconverged(dataset, pairing, method, bits, paradigm):
+                text += UNCONVERGED
+            cells.append(text)
+        rows.append([method.label, *cells])
+    return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
+
+
+def delta_table(results: GridResults, dataset: str, pairing: Pairing, methods: Sequence[Method],
+                reference: Method) -> str:
+    """Δ mAP@K of each method against ``reference`` per column: paired bootstrap over seeds and
+    queries (:func:`brcd.stats.compare`), its 95% interval and P(method > reference)."""
+    from brcd.stats import compare
+
+    cols = columns(results)
+    rows = []
+    for method in methods:
+        cells = []
+        for bits, paradigm in cols:
+            a = results.samples(dataset, pairing, method, bits, paradigm, "map@K")
+            b = results.samples(dataset, pairing, reference, bits, paradigm, "map@K")
+            if a is None or b is None:
+                cells.append(MISSING)
+                continue
+            c = compare(a, b, seed=BOOTSTRAP_SEED)
+            digits = interval_digits(c)
+            delta = f"**{signed(c.delta, digits)}**" if c.significant else signed(c.delta, digits)
+            cells.append(f"{delta} [{signed(c.low, digits)}, {signed(c.high, digits)}] P={c.p_improvement:.2f}")
+        rows.append([method.label, *cells])
+    return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
+
+
+def lambda_table(results: GridResults, dataset: str, pairing: Pairing) -> str:
+    """The λ selected on validation for each distilled method and column."""
+    cols = columns(results)
+    rows = []
+    for kd in [kd for kd in results.config["kd"] if kd != NO_KD]:
+        cell = Cell(dataset, 0, pairing.hash, pairing.teacher, 0, pairing.student, kd)
+        rows.append([f"`{kd}`", *(format_lambda(results.selected_lambda(replace(cell, bits=b), p)) for b, p in cols)])
+    return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
+
+
+def spread_table(results: GridResults, dataset: str, pairing: Pairing) -> str:
+    """Per method and column, how much test (and validation) mAP moves over the λ grid:
+    max − min over the candidates of the tuning seed. Small = robust to λ, large = fragile."""
+    cols = columns(results)
+    rows = []
+    for kd in [kd for kd in results.config["kd"] if kd != NO_KD]:
+        cells = []
+        for bits, paradigm in cols:
+            runs = results.candidates(dataset, pairing, kd, bits, paradigm)
+            test = [metric_value(run, "map@K") for _, run in runs]
+            val = [(run.get("training") or {}).get("val_map") for _, run in runs]
+            val_text = f" ({max(val) - min(val):.{DIGITS}f})" if None not in val else ""
+            cells.append(f"{max(test) - min(test):.{DIGITS}f}{val_text}")
+        rows.append([f"`{kd}`", *cells])
+    return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
+
+
+def interval_note(results: GridResults) -> str:
+    if len(results.config["seeds"]) > 1:
+        return ("intervals are 95% paired bootstrap intervals over seeds and queries (`brcd.stats.compare`); "
+                "P is the bootstrap probability that the method beats the reference")
+    return ("one seed: intervals cover query sampling only (a bootstrap over queries), not training randomness; "
+            "P is the bootstrap probability that the method beats the reference")
+
+
+def precision_cutoffs(results: GridResults, dataset: str) -> list[str]:
+    found = {k for (cell, _), record in results.metrics.items() if cell.dataset == dataset
+             for k in record["metrics"].get("precision@k", {})}
+    return sorted(found, key=int)
+
+
+def secondary_table(results: GridResults, dataset: str, pairing: Pairing, paradigm: str) -> str:
+    """Tie-aware mAP beside the conventional value, and precision@k (means over seeds)."""
+    cutoffs = precision_cutoffs(results, dataset)
+    keys = ["map@K", "map@K_tie_aware", "map_all", "map_all_tie_aware", *(f"precision@k/{k}" for k in cutoffs)]
+    k = results.topk(dataset)
+    headers = ["method", "bits", f"mAP@{k}", f"mAP@{k} tie-aware", "mAP@all", "mAP@all tie-aware",
+               *(f"P@{c}" for c in cutoffs)]
+    rows = []
+    for bits in results.config["bits"]:
+        for method in [teacher_row(pairing), *student_methods(results, pairing)]:
+            row = [method.label, str(bits)]
+            for key in keys:
+                values = [_optional_metric(run, key)
+                          for run in results.runs(dataset, pairing, method, bits, paradigm)]
+                summary = summarize(values)
+                row.append(MISSING if summary is None else f"{summary.mean:.{DIGITS}f}")
+            rows.append(row)
+    return markdown_table(headers, rows)
+
+
+def _optional_metric(record: Mapping, key: str) -> float | None:
+    """Precision cut-offs larger than a database are absent by design: show a dash."""
+    if key.startswith("precision@k/") and key.split("/")[1] not in record["metrics"].get("precision@k", {}):
+        return None
+    return metric_value(record, key)
+
+
+def config_hash_table(results: GridResults) -> str:
+    """cell -> config hash; a student's paradigm files share their model's hash."""
+    hashes: dict[Cell, list[str]] = {}
+    for (cell, paradigm), record in results.metrics.items():
+        value = str(record.get("config_hash"))
+        hashes.setdefault(cell, [])
+        if value not in hashes[cell]:
+            hashes[cell].append(value)
+    rows = [[c.dataset, str(c.bits), f"`{c.model}`", str(c.seed), ", ".join(f"`{h}`" for h in hashes[c])]
+            for c in hashes]
+    return markdown_table(["dataset", "bits", "model", "seed", "config hash"], rows, numeric_from=5)
