@@ -29,7 +29,8 @@ from torch import Tensor
 
 from brcd.distill.base import (KD_LOSSES, DistillLoss, KDBatch, check_positions, safe_cosine,
                                safe_cosine_matrix)
-from brcd.errors import ConfigError, MetadataMismatchError
+from brcd.errors import MetadataMismatchError
+from brcd.options import Number, Options
 
 
 def check_clusters(clusters, bits: int, num_train: int) -> None:
@@ -53,23 +54,18 @@ class BRCD(DistillLoss):
     needs_clusters = True
     use_clusters = True  # offset-positive detection and false-negative removal
     use_mask = True
-    defaults = {"alpha": 0.8, "tau": 0.3}
+    settings = Options(alpha=Number(0.8, "weight of the individual term of a positive that stayed in its cluster",
+                                    minimum=0, maximum=1),
+                       tau=Number(0.3, "temperature of the cosines", minimum=0, exclusive_minimum=True))
 
     @classmethod
-    def resolve_options(cls, name: str, settings: Mapping[str, Any]) -> dict:
+    def resolve_options(cls, name: str, settings: Mapping[str, Any], where: str | None = None) -> dict:
         # alpha and tau live directly in the config's `brcd` section (the
-        # other keys there, clusters/margin/lambda, are not the loss's business);
+        # other keys there, clusters/margin, are not the loss's business);
         # settings[name], if given, overrides them for one variant.
-        overrides = settings.get(name, {})
-        if not isinstance(overrides, Mapping):
-            raise ConfigError(f"settings for distillation method {name!r} must be a mapping; got {overrides!r}")
-        top_level = {key: settings[key] for key in cls.defaults if key in settings}
-        options = super().resolve_options(name, {name: {**top_level, **overrides}})
-        if not 0.0 <= float(options["alpha"]) <= 1.0:
-            raise ConfigError(f"`brcd.alpha` must lie in [0, 1]; got {options['alpha']}")
-        if not float(options["tau"]) > 0.0:
-            raise ConfigError(f"`brcd.tau` must be positive; got {options['tau']}")
-        return options
+        options = super().resolve_options(name, settings, where)  # the defaults, overridden by settings[name]
+        top_level = cls.settings.parse({key: settings[key] for key in cls.settings if key in settings}, "brcd")
+        return {**options, **{key: value for key, value in top_level.items() if key not in settings.get(name, {})}}
 
     def __init__(self, name, bits, num_train, options, clusters=None):
         super().__init__(name, bits, num_train, options)
@@ -81,7 +77,7 @@ class BRCD(DistillLoss):
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:
         check_positions(batch.index, self.num_train, self.name)
-        alpha, tau = float(self.options["alpha"]), float(self.options["tau"])
+        alpha, tau = self.options["alpha"], self.options["tau"]
         s = batch.s_codes[0]
         t = batch.t_codes[0].detach().to(s.dtype)
         t_aug = batch.t_codes[1].detach().to(s.dtype)
