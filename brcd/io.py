@@ -121,18 +121,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None, needed: int 
     path = Path(path)
     _writable_folder(path)
     existed = path.exists()
-    try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent
-        )
-    except OSError as exc:
-        if exc.errno in NOT_WRITABLE_ERRNOS:
-            raise not_writable_error(path.parent, path, exc) from exc
-        if is_disk_full(exc):
-            raise disk_full_error(path, needed, existed, what) from exc
-        raise
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temporary_file(path, suffix or path.suffix or ".tmp", needed, existed, what)
     try:
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes files owner-only; outputs are for sharing
         yield tmp_path
@@ -144,6 +133,34 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None, needed: int 
         raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _temporary_file(path: Path, suffix: str, needed: int | None = None, existed: bool = False,
+                    what: str = "output", folder: Path | None = None) -> Path:
+    """A new empty file beside ``path`` (in ``folder``, default its parent); a folder that takes no new
+    file and a full disk raise :class:`OutputError` naming them."""
+    folder = path.parent if folder is None else folder
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=folder)
+    except OSError as exc:
+        if exc.errno in NOT_WRITABLE_ERRNOS:
+            raise not_writable_error(folder, path, exc) from exc
+        if is_disk_full(exc):
+            raise disk_full_error(path, needed, existed, what) from exc
+        raise
+    os.close(fd)
+    return Path(tmp)
+
+
+def check_writable(paths: Sequence[str | os.PathLike]) -> None:
+    """Before any work: the folder of every output in ``paths`` (and an output that is an existing
+    folder, e.g. a feature bank) takes a new file, by creating and removing one. The error is the one
+    writing would raise at the end (:class:`OutputError`, naming the folder and the fix), raised
+    before a job spends its time."""
+    for path in map(Path, paths):
+        _writable_folder(path)
+        for folder in [path.parent, *([path] if path.is_dir() else [])]:
+            _temporary_file(path, ".probe", folder=folder).unlink()
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, what: str = "output") -> None:

@@ -249,3 +249,48 @@ def test_a_config_that_is_not_utf8_is_named_with_its_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{path} is not UTF-8 text: byte 0xe9 on line 4" in err and "save the file as UTF-8" in err, err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- BRCD's clusters against the training split (issue 28)
+
+
+def test_more_clusters_than_training_images_fail_at_parse_time(tmp_path, capsys):
+    """The tiny grid draws 40 images per class x 4 classes = 160 training images: K = 500 cannot work. It
+    used to pass the check and fail in the cluster job, after features and teacher training."""
+    config = _config()
+    config["brcd"]["clusters"] = 500
+    path = _write(tmp_path, config)
+    with pytest.raises(ConfigError, match=r"`datasets.synthetic` draws 160 training images: `brcd.clusters` = 500 "
+                                          r"exceeds the 160 training images; lower `brcd.clusters` to at most 160"):
+        load_checked_config(path)
+    assert main(["check-config", str(path)]) == 2
+    config["brcd"].update(clusters="auto", cluster_range=[200, 300])
+    with pytest.raises(ConfigError, match=r"`brcd.cluster_range` = \[200, 300\] leaves no feasible K for 160"):
+        check_config(validate_schema(config))
+    config["kd"] = ["none"]  # no method of the grid clusters: nothing to check
+    check_config(validate_schema(config))
+
+
+def test_list_file_clusters_are_checked_by_the_split_job_or_from_its_split_file(tmp_path, monkeypatch):
+    """NUS-WIDE & co.: the split job (the grid's first) checks K against the training split it draws; once
+    a split file of this draw exists, the parse-time check reads its size from there."""
+    import argparse
+
+    from brcd.data.split_cli import run as split
+    from tests.test_data import _write_list_dataset
+
+    _write_list_dataset(tmp_path)  # 12 labelled images
+    config = _config()
+    config["datasets"] = {"nuswide": {"root": str(tmp_path), "lists": ["database.txt", "test.txt"], "train": 4,
+                                      "query": 2, "val": 2, "topk": 4}}
+    config["brcd"]["clusters"] = 6
+    monkeypatch.chdir(tmp_path)
+    check_config(validate_schema(config))  # the sizes are unknown before the lists are read
+    path = _write(tmp_path, config)
+    out = tmp_path / "results" / "nuswide" / "split.parquet"
+    with pytest.raises(ConfigError, match=r"`datasets.nuswide` draws 4 training images: `brcd.clusters` = 6 exceeds"):
+        split(argparse.Namespace(config=str(path), dataset="nuswide", out=str(out)))
+    with pytest.raises(ConfigError, match=r"`datasets.nuswide` draws 4 training images: `brcd.clusters` = 6"):
+        check_config(validate_schema(config))  # the split file of this draw is there: its size is known
+    config["datasets"]["nuswide"]["train"] = 5  # another draw: the split job will tell
+    check_config(validate_schema(config))

@@ -478,3 +478,57 @@ def test_cancelled_bank_job_removes_its_partial_folder(bank_inputs, tmp_path):
             job.kill()
             job.wait()
     assert listing(out.parent) == []
+
+
+# ---------------------------------------------------------------- issue 28: unwritable outputs, before the work
+
+
+def _refuse_writes_in(monkeypatch, folder: Path) -> None:
+    """Make ``folder`` refuse new files, as a read-only folder does (chmod does not stop root, who runs
+    the tests on some machines): mkstemp there fails with EACCES."""
+    import errno
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve() == folder.resolve():
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def test_an_unwritable_output_folder_stops_a_training_job_before_it_reads_anything(tmp_path, monkeypatch, capsys):
+    """Issue 28: the history.tsv folder was found unwritable only after every epoch had run. Every stage
+    names its outputs (brcd.cli.OUTPUT_OPTIONS); they are checked before the stage starts, so the error
+    comes before the job reads its inputs (here: none exist) or trains."""
+    from brcd.cli import main
+
+    out = tmp_path / "teacher"
+    out.mkdir()
+    _refuse_writes_in(monkeypatch, out)
+    code = main(["train-teacher", "--config", str(tmp_path / "absent.yaml"), "--dataset", "synthetic", "--bits", "16",
+                 "--teacher", "t", "--split", str(tmp_path / "absent.parquet"), "--out", str(out / "model.pt"),
+                 "--log", str(out / "history.tsv")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"cannot write {out / 'model.pt'}: the output folder {out} is not writable" in err, err
+    assert "chmod u+w" in err and "not found" not in err  # before the config or the split was read
+    assert list(out.iterdir()) == []  # no probe left behind
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_stops_a_job_before_it_starts(tmp_path, capsys):
+    from brcd.cli import main
+
+    out = tmp_path / "codes"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        assert main(["encode", "--config", "absent.yaml", "--dataset", "synthetic", "--bits", "16", "--model",
+                     "teacher/cibhash/t", "--split", "absent.parquet", "--checkpoint", "absent.pt",
+                     "--out", str(out / "codes.parquet")]) == 2
+    finally:
+        out.chmod(0o755)
+    assert "is not writable" in capsys.readouterr().err

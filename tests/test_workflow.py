@@ -149,12 +149,41 @@ def _bad_config(tmp_path, mutate):
     (lambda c: c["datasets"]["synthetic"].update(query=500), r"`datasets.synthetic.query` asks for 500 .* at most 200"),
     (lambda c: c["datasets"]["synthetic"].update(topk=1000), r"`datasets.synthetic.topk` asks for 1000 .* at most 300"),
     (lambda c: c["datasets"]["synthetic"].update(num_clases=4), r"`datasets.synthetic` has unknown key `num_clases`"),
+    # issue 28: values that passed the check and failed late, in a training job or with a MissingInputException
+    (lambda c: c.update(kd_settings={"crd": {"negatives": -5}}), r"`kd_settings.crd.negatives` must be an integer in "
+                                                                 r"\[1, 100000\]; got -5"),
+    (lambda c: c.update(**{"lambda": float("inf")}), r"key `lambda`: inf is not a finite number >= 0"),
+    (lambda c: c.update(seeds=[99999999999999999999]), r"key `seeds.0`: 99999999999999999999 is greater than"),
+    (lambda c: c["brcd"].update(clusters=500), r"`brcd.clusters` = 500 exceeds the 160 training images"),
+    (lambda c: c["datasets"]["synthetic"].update(train_size=10_000_000_000),
+     r"`datasets.synthetic.train_size` must be an integer in \[1, 1000000\]; got 10000000000"),
+    (lambda c: c.update(name="x" * 5000), r"key `name`: .* of at most 100 characters"),
 ])
 def test_bad_config_fails_before_any_job(tmp_path, mutate, expected):
     result = snakemake(tmp_path, "-n", "--configfile", str(_bad_config(tmp_path, mutate)), check=False)
     assert result.returncode != 0
     assert re.search(expected, result.stdout + result.stderr), result.stdout + result.stderr
     assert not (tmp_path / "results" / "synthetic").exists()
+
+
+def test_whole_number_floats_and_config_overrides_plan_the_grid(tmp_path):
+    """Issue 28: `bits: [16.0]`, `seeds: [0.0]` and `topk: 50.0` are read as integers (they failed the dry
+    run with a MissingInputException, or reran the grid and failed in evaluate_teacher), and
+    `--config 'bits=[16]'`, whose list items Snakemake passes as strings, narrows the grid."""
+    def mutate(config):
+        config.update(bits=[16.0, 32], seeds=[0.0])
+        config["datasets"]["synthetic"]["topk"] = 50.0
+
+    path = _bad_config(tmp_path, mutate)
+    both = job_stats(snakemake(tmp_path, "-n", "--configfile", str(path)).stdout)
+    narrowed = snakemake(tmp_path, "-n", "--configfile", str(path), "--config", "bits=[16]").stdout
+    assert both["time_search"] == 2 and job_stats(narrowed)["time_search"] == 1, (both, narrowed)
+    assert "results/synthetic/16/teacher" in narrowed and "results/synthetic/32/" not in narrowed
+    effective = yaml.safe_load(next((tmp_path / "results" / ".config").glob("test-*.yaml")).read_text())
+    assert effective["seeds"] == [0] and effective["datasets"]["synthetic"]["topk"] == 50
+    wrong = snakemake(tmp_path, "-n", "--configfile", str(path), "--config", "bits=[16.5]", check=False)
+    output = wrong.stdout + wrong.stderr
+    assert wrong.returncode != 0 and "key `bits.0`: '16.5' is not an integer in [8, 4096]" in output, output
 
 
 @pytest.fixture(scope="module")

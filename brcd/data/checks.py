@@ -10,14 +10,20 @@ the split job's own: it names the key and the largest valid value. Datasets
 whose sizes are only known after reading their files (the list-file datasets)
 are checked by the split job, the first job of the grid, before anything else
 reads them.
+
+:func:`known_train_size` tells the checks of other settings (BRCD's number of
+clusters) how many training images the config draws, when that is known
+without running the split job.
 """
 from __future__ import annotations
 
 from typing import Mapping, MutableMapping
 
 from brcd.data.base import DATASETS, SPLIT_KEYS
-from brcd.data.splits import PROTOCOLS, make_splits
-from brcd.errors import ConfigError
+from brcd.data.splits import PROTOCOLS, SIZE_KEYS, make_splits
+from brcd.errors import BrcdError, ConfigError
+from brcd.io import read_parquet_metadata
+from brcd.layout import SPLIT
 
 
 def allowed_keys(name: str) -> list[str]:
@@ -62,3 +68,20 @@ def check_dataset_entries(config: Mapping, source: str = "config") -> None:
             continue
         check_dataset_keys(name, options, source)
         check_dataset_sizes(name, options, int(config.get("split_seed", 0)), source)
+
+
+def known_train_size(name: str, options: Mapping, split_seed: int) -> int | None:
+    """The training images of the split the config draws for dataset ``name``: from the sizes the
+    dataset declares, else from its split file (``results/{dataset}/split.parquet`` under the working
+    directory) when that holds this very draw; None when only the split job can tell."""
+    stand_in = DATASETS.get(name).labels_only(options)
+    if stand_in is not None:
+        return len(make_splits(stand_in, options, split_seed)["train"])
+    try:
+        metadata = read_parquet_metadata(SPLIT.format(dataset=name), "split file")
+    except BrcdError:  # none yet, or damaged: the split job draws (and checks) it
+        return None
+    same_draw = metadata.get("seed") == split_seed and \
+        metadata.get("sizes") == {key: options[key] for key in SIZE_KEYS if key in options}
+    train = metadata.get("counts", {}).get("train") if same_draw else None
+    return train if isinstance(train, int) else None
