@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from brcd.errors import BrcdError, DataError, MetadataMismatchError
-from brcd.layout import producing_rule
+from brcd.layout import written_by
 
 METADATA_KEY = b"brcd"
 T = TypeVar("T")
@@ -158,8 +159,9 @@ def check_writable(paths: Sequence[str | os.PathLike]) -> None:
     writing would raise at the end (:class:`OutputError`, naming the folder and the fix), raised
     before a job spends its time."""
     for path in map(Path, paths):
-        _writable_folder(path)
-        for folder in [path.parent, *([path] if path.is_dir() else [])]:
+        # the folder the output goes in, or the folder that will hold it, since the stage creates the missing
+        # ones (nothing is created here: a command refused later leaves no trace)
+        for folder in [_first_existing(path.parent), *([path] if path.is_dir() else [])]:
             _temporary_file(path, ".probe", folder=folder).unlink()
 
 
@@ -223,14 +225,35 @@ def workflow_target(path: str | os.PathLike) -> str:
     return str(path)
 
 
-def _rule_note(path: str | os.PathLike) -> str:
-    rule = producing_rule(path)
-    return f" (the `{rule}` rule writes it)" if rule else ""
+def snakemake_command(target: str | os.PathLike | None = None, forcerun: str | os.PathLike | None = None,
+                      config: str | os.PathLike | None = None) -> str:
+    """The one form of every Snakemake command a message of brcd advises, written so that it works as
+    typed: ``snakemake --cores N [TARGET] [--forcerun FILE] --configfile CONFIG``.
+
+    ``--configfile`` comes last because it reads every word after it as a config file (a target
+    after it is taken for a second config, the trap the README warns about), and ``--forcerun``
+    after the target because it, too, takes every word after it. ``N`` and ``CONFIG`` (when
+    ``config`` is not known) are for the reader to fill in; paths are made relative to the workflow
+    root (:func:`workflow_target`) and quoted for the shell.
+    """
+    words = ["snakemake", "--cores", "N"]
+    if target is not None:
+        words.append(shlex.quote(workflow_target(target)))
+    if forcerun is not None:
+        words += ["--forcerun", shlex.quote(workflow_target(forcerun))]
+    words += ["--configfile", shlex.quote(str(config)) if config is not None else "CONFIG"]
+    return " ".join(words)
 
 
 def build_hint(path: str | os.PathLike) -> str:
-    """How to produce a missing output."""
-    return f"build it first with `snakemake --cores N --configfile CONFIG {workflow_target(path)}`{_rule_note(path)}"
+    """How to produce a missing output: Snakemake with the rule output that is or holds it as the target
+    (a file missing from a folder output that exists is a damaged folder: :func:`rebuild_hint`)."""
+    output = written_by(path)
+    if output is None:
+        return "check the path (it is not a path of the workflow's layout, results/... or reports/...)"
+    if Path(output.target) != Path(path) and Path(output.target).exists():
+        return rebuild_hint(path)
+    return f"build it first with `{snakemake_command(output.target)}` (the `{output.rule}` rule writes it)"
 
 
 def rebuild_hint(path: str | os.PathLike) -> str:
@@ -241,8 +264,11 @@ def rebuild_hint(path: str | os.PathLike) -> str:
     be done"); ``--forcerun`` with the file rebuilds it and reruns the jobs
     that read it.
     """
-    return (f"rebuild it{_rule_note(path)} with "
-            f"`snakemake --cores N --configfile CONFIG --forcerun {workflow_target(path)}` "
+    output = written_by(path)
+    if output is None:
+        return ("replace it with an intact copy (it is not a path of the workflow's layout, results/... or "
+                "reports/..., which a Snakemake command could rebuild)")
+    return (f"rebuild it (the `{output.rule}` rule writes it) with `{snakemake_command(forcerun=output.target)}` "
             "(CONFIG: your grid config; this also reruns what was built from it). Deleting the file alone "
             "is not enough once later results exist: Snakemake then reports 'Nothing to be done'")
 

@@ -86,7 +86,7 @@ READERS = {
     "codes": ("results/synthetic/16/teacher/h/t/seed0/codes.parquet", _code_file, _read_codes, "code file",
               "`encode_teacher` rule"),
     "student_codes": ("results/synthetic/16/student/h/t/s/brcd/lambda1/seed0/codes.parquet", _code_file, _read_codes,
-                      "code file", "`train_student` rule"),
+                      "code file", "`train_candidates` rule"),
     "clusters": ("results/synthetic/16/clusters/h/t/seed0/clusters.parquet", _clusters_file, _read_clusters,
                  "clusters file", "--forcerun"),
 }
@@ -166,15 +166,18 @@ def test_rebuild_hint_is_a_forcerun_snakemake_can_match(tmp_path, monkeypatch):
     path = tmp_path / "results/synthetic/16/teacher/h/t/seed0/codes.parquet"
     hint = rebuild_hint(path)
     # Snakemake ignores absolute paths in --forcerun: the hint gives the path relative to the workflow root
-    assert "--forcerun results/synthetic/16/teacher/h/t/seed0/codes.parquet`" in hint and "`encode_teacher` rule" in hint
+    assert "`snakemake --cores N --forcerun results/synthetic/16/teacher/h/t/seed0/codes.parquet --configfile CONFIG`" \
+        in hint and "`encode_teacher` rule" in hint
     assert "Nothing to be done" in hint
-    assert "CONFIG results/synthetic/split.parquet` (the `split` rule" in build_hint("results/synthetic/split.parquet")
+    # the target before --configfile, which reads every word after it as a config file (issue 28)
+    assert "`snakemake --cores N results/synthetic/split.parquet --configfile CONFIG` (the `split` rule" \
+        in build_hint("results/synthetic/split.parquet")
 
 
 def test_damaged_checkpoint_names_file_and_rule(tmp_path):
     from brcd.checkpoint import load_checkpoint
 
-    path = tmp_path / "results/synthetic/16/student/h/t/s/brcd/seed0/model.pt"
+    path = tmp_path / "results/synthetic/16/student/h/t/s/brcd/selected/seed1/model.pt"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DataError, match=r"model.pt cannot be read.*corrupt or truncated.*`train_student` rule"):
@@ -432,10 +435,10 @@ def test_damaged_bank_file_names_the_bank(bank_inputs, tmp_path):
     from brcd.features import BankSource, bank_metadata
 
     config, split = bank_inputs
-    out = build(bank_inputs, tmp_path / "features" / "tteacher")
+    out = build(bank_inputs, tmp_path / "results" / "synthetic" / "features" / "tteacher")
     truncate(out / "views.npy")
     with pytest.raises(DataError, match=r"feature bank file .*views.npy is corrupt or truncated.*`features` rule.*"
-                                        r"--forcerun .*features/tteacher`"):
+                                        r"--forcerun .*features/tteacher --configfile CONFIG`"):
         BankSource(out, bank_metadata(config, "synthetic", "tteacher", Splits(split)))
 
 

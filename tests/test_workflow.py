@@ -325,20 +325,130 @@ def test_dry_run_of_an_edited_config_changes_nothing_a_run_reads(tiny_run, tmp_p
     assert "Nothing to be done" in up_to_date.stdout + up_to_date.stderr
 
 
-def test_clusters_mismatch_names_a_command_that_rebuilds_them(tiny_run, monkeypatch, tmp_path):
+def _commands(message: str) -> list[str]:
+    """The Snakemake commands a message advises (in backquotes)."""
+    commands = re.findall(r"`(snakemake [^`]+)`", message)
+    assert commands, message
+    return commands
+
+
+def run_as_written(workdir: Path, command: str) -> dict[str, int]:
+    """Dry-run an advised command with its words in the order written, N and CONFIG filled in: the planned
+    jobs (rule -> count). In this process (Snakemake's own command line, `snakemake.cli.main`, which the
+    `snakemake` script runs): a fresh Snakemake per command would cost ~6 s each."""
+    import contextlib
+    import io
+    import os
     import shlex
 
+    from snakemake.cli import main as snakemake_main
+
+    words = shlex.split(command)
+    assert words[0] == "snakemake", command
+    args = [{"N": "2", "CONFIG": str(TEST_CONFIG)}.get(word, word) for word in words[1:]]
+    cwd, environ, path = os.getcwd(), dict(os.environ), list(sys.path)
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            snakemake_main(["-s", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir), "-n", *args])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(environ)
+        sys.path[:] = path
+    text = output.getvalue()
+    assert code == 0, f"`{command}` failed as written:\n{text}"
+    return job_stats(text) if "Job stats:" in text else {}
+
+
+def _plans(jobs: dict[str, int], rule: str) -> bool:
+    """Whether the plan runs ``rule`` (``train_candidates``: any candidates rule, e.g. train_candidates_none)."""
+    return any(name == rule or (rule == "train_candidates" and name.startswith(rule)) for name in jobs)
+
+
+def _tiny_grid_outputs() -> dict[str, str]:
+    """One path of the tiny grid per output template of the layout (brcd.layout.WRITTEN_BY), and a file
+    inside a feature bank: every kind of path a hint can name."""
+    from brcd import layout
+
+    teacher = {"dataset": "synthetic", "bits": 16, "hash": "cibhash", "teacher": "tteacher", "seed": 0}
+    student = {**teacher, "student": "tstudent", "kd": "brcd", "variant": "lambda1"}
+    none = {**student, "kd": "none", "variant": "lambda0"}
+    fields = {layout.SPLIT: teacher, layout.FEATURES: {"dataset": "synthetic", "backbone": "tstudent"},
+              layout.TIMING_ENCODER: {"dataset": "synthetic", "backbone": "tstudent"}, layout.REPORT: {"name": "test"},
+              layout.REPORT_TABLE: {"name": "test"}, layout.REPORT_FINDINGS: {"name": "test"},
+              layout.METRICS: {**student, "model": "student/cibhash/tteacher/tstudent/brcd/lambda1", "paradigm": "asym"},
+              layout.PER_QUERY: {**teacher, "model": "teacher/cibhash/tteacher", "paradigm": "teacher"},
+              layout.STUDENT_HISTORY: none}
+    paths = {template: template.format(**fields.get(template, student)) for template in layout.WRITTEN_BY}
+    return {**paths, "a file of a feature bank": paths[layout.FEATURES] + "/meta.json"}
+
+
+def test_every_hint_runs_as_written(tiny_run, monkeypatch, capsys):
+    """Issue 28: every "run this" hint is built by brcd.io.snakemake_command, target before --configfile
+    (which reads every word after it as a config file). Each hint the code can produce -- to build a
+    missing file and to rebuild a damaged one, for every kind of path the layout has; the report's
+    missing-inputs advice (one file, the whole grid); the report's own header -- runs as written on
+    the tiny grid and plans the rule that writes the file."""
+    from brcd.cli import main
+    from brcd.io import build_hint, rebuild_hint
+    from brcd.layout import written_by
+
+    monkeypatch.chdir(tiny_run)  # paths as the jobs see them
+    for name, path in _tiny_grid_outputs().items():
+        rule = written_by(path).rule
+        (command,) = _commands(rebuild_hint(path))
+        assert _plans(run_as_written(tiny_run, command), rule), (name, command)
+        parked = tiny_run / "parked"
+        Path(path).rename(parked)  # a missing file (or folder): how read_checked finds it
+        try:
+            (command,) = _commands(build_hint(path))
+            assert _plans(run_as_written(tiny_run, command), rule), (name, command)
+        finally:
+            parked.rename(path)
+    metrics = _tiny_grid_outputs()["results/{dataset}/{bits}/{model}/seed{seed}/metrics/{paradigm}.json"]
+    Path(metrics).rename("parked")
+    try:
+        assert main(["report", "--config", str(TEST_CONFIG), "--out", "reports/again.md"]) == 2
+        one_file, whole_grid = _commands(capsys.readouterr().err)
+        assert _plans(run_as_written(tiny_run, one_file), "evaluate")
+        assert {"evaluate", "report"} <= set(run_as_written(tiny_run, whole_grid))
+    finally:
+        Path("parked").rename(metrics)
+    (header,) = _commands((tiny_run / "reports" / "test.md").read_text().split("\n\n")[1])
+    assert run_as_written(tiny_run, header) == {}  # up to date: nothing to do, and no error
+
+
+def test_every_advised_snakemake_command_comes_from_one_function():
+    """No message of brcd spells a Snakemake command itself: brcd.io.snakemake_command builds them all."""
+    import ast
+
+    spelled = []
+    for path in sorted((REPO_ROOT / "brcd").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body
+                      and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings \
+                    and re.search(r"snakemake (--|\.\.\.)|`snakemake [^`]", node.value):
+                spelled.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {node.value!r}")
+    assert spelled == [], "build these with brcd.io.snakemake_command:\n" + "\n".join(spelled)
+
+
+def test_clusters_mismatch_names_a_command_that_rebuilds_them(tiny_run, monkeypatch, tmp_path):
     from brcd.cluster import load_clusters
     from brcd.errors import BrcdError
 
     monkeypatch.chdir(tiny_run)  # paths as the jobs see them
     with pytest.raises(BrcdError) as error:
         load_clusters(CLUSTERS_FILE, {"teacher": "teacher/cibhash/another"})
-    command = re.search(r"`(snakemake [^`]+)`", str(error.value))
-    assert command, str(error.value)
-    args = [{"N": "2", "CONFIG": str(TEST_CONFIG)}.get(arg, arg) for arg in shlex.split(command.group(1))[1:]]
-    assert args[-2:] == ["--forcerun", CLUSTERS_FILE]
-    jobs = job_stats(snakemake(tiny_run, "-n", *args).stdout)
+    (command,) = _commands(str(error.value))
+    assert command == f"snakemake --cores N --forcerun {CLUSTERS_FILE} --configfile CONFIG"
+    jobs = run_as_written(tiny_run, command)
     assert jobs["cluster"] == 1 and jobs["train_candidates"] >= 1 and set(jobs) <= {"cluster"} | STUDENT_AND_AFTER, jobs
     # what the message used to advise: deleting the file rebuilds nothing
     backup = tmp_path / "clusters.parquet"
@@ -347,7 +457,7 @@ def test_clusters_mismatch_names_a_command_that_rebuilds_them(tiny_run, monkeypa
         (tiny_run / CLUSTERS_FILE).unlink()
         deleted = snakemake(tiny_run, "-n", "--configfile", str(TEST_CONFIG))
         assert "Nothing to be done" in deleted.stdout + deleted.stderr
-        assert job_stats(snakemake(tiny_run, "-n", *args).stdout) == jobs
+        assert run_as_written(tiny_run, command) == jobs
     finally:
         shutil.copy(backup, tiny_run / CLUSTERS_FILE)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brcd.io import snakemake_command
 from brcd.layout import SPLIT
 from brcd.data.base import DATASETS, ImageDataset, to_rgb
 from brcd.errors import DataError
@@ -112,12 +113,12 @@ class ListFileDataset(ImageDataset):
         # PIL reports undecodable files as UnidentifiedImageError / OSError (truncated data),
         # SyntaxError or ValueError (broken headers) and DecompressionBombError (absurd sizes).
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            split = SPLIT.format(dataset=self.name)
             raise DataError(
                 f"image {path} ({self.listed_at(index)}) cannot be decoded ({type(exc).__name__}: {exc}); "
                 f"replace it with an intact copy (re-extract the dataset under `datasets.{self.name}.root`), "
                 "or delete that line from the list file and, since that renumbers the pool, rebuild the split "
-                "(`split` rule) and everything after it with `snakemake --cores N --configfile CONFIG "
-                f"--forcerun {SPLIT.format(dataset=self.name)}`"
+                f"(`split` rule) and everything after it with `{snakemake_command(forcerun=split)}`"
             ) from None
 
 
