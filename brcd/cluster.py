@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from brcd.distill.brcd import DEFAULT_MARGIN, check_k_feasible, cluster_settings
-from brcd.errors import ConfigError, DataError, MetadataMismatchError
+from brcd.errors import DataError, MetadataMismatchError
 from brcd.io import check_metadata, read_parquet, rebuild_hint, stable_hash, write_parquet
 from brcd.layout import CLUSTERS
 

@@ -83,7 +83,7 @@ import numpy as np
 
 from brcd.argtypes import positive_int
 from brcd.errors import ConfigError, DataError, MetadataMismatchError
-from brcd.layout import evaluate_rule, per_query_path
+from brcd.layout import per_query_path
 from brcd.retrieval.paradigms import PARADIGMS, Paradigm
 
 log = logging.getLogger(__name__)
