@@ -411,8 +411,11 @@ def test_relative_links_point_to_existing_files():
 
 
 def _environment() -> dict[str, str]:
-    """A fresh shell's environment: no virtualenv on PATH, one thread per job."""
-    keep = {key: os.environ[key] for key in ("HOME", "LANG", "TMPDIR", "HF_HOME", "TORCH_HOME") if key in os.environ}
+    """A fresh shell's environment: no virtualenv on PATH, one thread per job. PYTHONPATH is kept when set:
+    the commands must run the `brcd` these tests import (a checkout sharing another one's virtualenv sets
+    it to its own tree; without it, the environment's editable install would name the other tree's code)."""
+    keep = {key: os.environ[key] for key in ("HOME", "LANG", "TMPDIR", "HF_HOME", "TORCH_HOME", "PYTHONPATH")
+            if key in os.environ}
     return {**keep, "PATH": "/usr/local/bin:/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
