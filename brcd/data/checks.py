@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Mapping, MutableMapping
 
 from brcd.data.base import DATASETS, SPLIT_KEYS
-from brcd.data.splits import PROTOCOLS, SIZE_KEYS, make_splits
+from brcd.data.splits import PROTOCOLS, draw_of, make_splits
 from brcd.errors import BrcdError, ConfigError
 from brcd.io import read_parquet_metadata
 from brcd.layout import SPLIT
@@ -81,7 +81,6 @@ def known_train_size(name: str, options: Mapping, split_seed: int) -> int | None
         metadata = read_parquet_metadata(SPLIT.format(dataset=name), "split file")
     except BrcdError:  # none yet, or damaged: the split job draws (and checks) it
         return None
-    same_draw = metadata.get("seed") == split_seed and \
-        metadata.get("sizes") == {key: options[key] for key in SIZE_KEYS if key in options}
+    same_draw = {key: metadata.get(key) for key in ("seed", "sizes")} == draw_of(options, split_seed)
     train = metadata.get("counts", {}).get("train") if same_draw else None
     return train if isinstance(train, int) else None
