@@ -55,6 +55,16 @@ def _check_datasets(config: Mapping, source: str) -> None:
     check_dataset_entries(config, source)
 
 
+def _check_cluster_counts(config: Mapping, source: str) -> None:
+    from brcd.data.checks import known_train_size
+    from brcd.distill.brcd import check_cluster_count
+
+    for name, options in config.get("datasets", {}).items():
+        num_train = known_train_size(name, options, int(config.get("split_seed", 0)))
+        if num_train is not None:
+            check_cluster_count(config, name, num_train, source)
+
+
 def _check_kd_settings(config: Mapping, source: str) -> None:
     from brcd.distill import check_kd_settings
 
@@ -110,5 +120,6 @@ def check_config(config: Mapping, source: str = "config") -> None:
 
 
 #: whole-config checks beyond the axes: dataset entries (keys, sizes), backbone model names and weights,
-#: per-method distillation settings and the λ grids.
-CONFIG_CHECKS: list[Callable[[Mapping, str], None]] = [_check_datasets, _check_backbones, _check_kd_settings, _check_lambda]
+#: per-method distillation settings, BRCD's number of clusters against the training split, the λ grids.
+CONFIG_CHECKS: list[Callable[[Mapping, str], None]] = [_check_datasets, _check_backbones, _check_kd_settings,
+                                                       _check_cluster_counts, _check_lambda]

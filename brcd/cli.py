@@ -33,6 +33,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 log = logging.getLogger("brcd")
 
+#: the options through which every stage names what it writes: each is checked writable before the
+#: stage starts (brcd.io.check_writable), so that a read-only folder stops a job before its work, not
+#: after hours of training
+OUTPUT_OPTIONS = ("out", "out_asym", "out_queries", "log", "codes", "codes_asym")
+
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -54,6 +59,15 @@ def _selected_command(argv: list[str]) -> str | None:
     return next((arg for arg in argv if arg in COMMANDS), None)
 
 
+def output_paths(args: argparse.Namespace) -> list[str]:
+    """Every path the parsed command will write (:data:`OUTPUT_OPTIONS`)."""
+    paths = []
+    for option in OUTPUT_OPTIONS:
+        value = getattr(args, option, None)
+        paths += [value] if isinstance(value, str) else list(value or [])
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = _selected_command(argv)
@@ -64,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
+        from brcd.io import check_writable  # here, not at the top: `brcd --help` imports no pyarrow
+
+        check_writable(output_paths(args))
         importlib.import_module(COMMANDS[args.command][0]).run(args)
     except BrcdError as exc:
         print(f"brcd {args.command}: error: {exc}", file=sys.stderr)

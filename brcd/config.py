@@ -8,7 +8,6 @@ registries.
 """
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from dataclasses import dataclass
@@ -26,35 +25,36 @@ def _schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def _validator_with_defaults():
-    """A Draft 2020-12 validator (as snakemake uses) that also fills in schema ``default`` values."""
-    from jsonschema import Draft202012Validator, validators
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, subschema in properties.items():
-                if "default" in subschema and name not in instance:
-                    instance[name] = copy.deepcopy(subschema["default"])
-        yield from Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, schema)
-
-    return validators.extend(Draft202012Validator, {"properties": set_defaults})
-
-
 def validate_schema(config: dict, source: str = "config") -> dict:
-    """Validate ``config`` in place against the schema and fill in defaults."""
-    from jsonschema import ValidationError
+    """Validate ``config`` in place against the schema, after applying the numeric rule
+    (:mod:`brcd.options`: ``16.0`` and ``"16"`` are read as ``16`` where an integer is wanted), and
+    fill in defaults. A failure names the key, the value and the allowed form."""
+    from brcd.schema import apply_numeric_rule, error_message, validator_class
 
     if isinstance(config.get("brcd"), Mapping) and "lambda" in config["brcd"]:
         raise ConfigError(f"{source}: key `brcd.lambda` moved to the top-level `lambda` (a number, a list of "
                           "candidates, or a mapping with `default` and per-method entries), which every "
                           "distillation method reads; move it there")
-    validator = _validator_with_defaults()(_schema())
-    try:
-        validator.validate(config)
-    except ValidationError as exc:
-        key = ".".join(str(p) for p in exc.absolute_path) or "<top level>"
-        raise ConfigError(f"{source}: key `{key}`: {exc.message}") from None
+    schema = _schema()
+    apply_numeric_rule(config, schema)
+    error = next(validator_class()(schema).iter_errors(config), None)
+    if error is not None:
+        raise ConfigError(f"{source}: {error_message(error, schema)}")
     return config
+
+
+def _read_yaml(path: Path):
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path} is not UTF-8 text: byte {data[exc.start]:#04x} on line {line} (offset "
+                          f"{exc.start}) is not UTF-8; save the file as UTF-8 (or remove that character)") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
 
 
 def load_config(path: str | os.PathLike) -> dict:
@@ -70,10 +70,7 @@ def load_config(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; pass one of config/*.yaml")
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    config = _read_yaml(path)
     if not isinstance(config, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys")
     return validate_schema(config, str(path))

@@ -83,7 +83,7 @@ import numpy as np
 
 from brcd.argtypes import positive_int
 from brcd.errors import ConfigError, DataError, MetadataMismatchError
-from brcd.layout import evaluate_rule, per_query_path
+from brcd.layout import per_query_path
 from brcd.retrieval.paradigms import PARADIGMS, Paradigm
 
 log = logging.getLogger(__name__)
@@ -389,12 +389,11 @@ def write_per_query(path, per_query: Mapping[str, np.ndarray], result: Mapping) 
 
 def read_per_query(path, expected: Mapping) -> dict[str, np.ndarray]:
     """Columns of a per-query file, after checking its metadata against ``expected``."""
-    from brcd.io import check_metadata, read_parquet
+    from brcd.io import check_metadata, read_parquet, rebuild_hint
 
     table, metadata = read_parquet(path)
     check_metadata(metadata, expected, f"per-query file {path}",
-                   "It belongs to another cell or config; delete it and rebuild it with snakemake "
-                   f"(rule `{evaluate_rule(expected.get('paradigm'))}`).")
+                   f"It belongs to another cell or config; {rebuild_hint(path)}.")
     return {name: table.column(name).to_numpy() for name in table.column_names}
 
 

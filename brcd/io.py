@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from brcd.errors import BrcdError, DataError, MetadataMismatchError
-from brcd.layout import producing_rule
+from brcd.layout import written_by
 
 METADATA_KEY = b"brcd"
 T = TypeVar("T")
@@ -121,18 +122,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None, needed: int 
     path = Path(path)
     _writable_folder(path)
     existed = path.exists()
-    try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent
-        )
-    except OSError as exc:
-        if exc.errno in NOT_WRITABLE_ERRNOS:
-            raise not_writable_error(path.parent, path, exc) from exc
-        if is_disk_full(exc):
-            raise disk_full_error(path, needed, existed, what) from exc
-        raise
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temporary_file(path, suffix or path.suffix or ".tmp", needed, existed, what)
     try:
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes files owner-only; outputs are for sharing
         yield tmp_path
@@ -144,6 +134,35 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None, needed: int 
         raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _temporary_file(path: Path, suffix: str, needed: int | None = None, existed: bool = False,
+                    what: str = "output", folder: Path | None = None) -> Path:
+    """A new empty file beside ``path`` (in ``folder``, default its parent); a folder that takes no new
+    file and a full disk raise :class:`OutputError` naming them."""
+    folder = path.parent if folder is None else folder
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=folder)
+    except OSError as exc:
+        if exc.errno in NOT_WRITABLE_ERRNOS:
+            raise not_writable_error(folder, path, exc) from exc
+        if is_disk_full(exc):
+            raise disk_full_error(path, needed, existed, what) from exc
+        raise
+    os.close(fd)
+    return Path(tmp)
+
+
+def check_writable(paths: Sequence[str | os.PathLike]) -> None:
+    """Before any work: the folder of every output in ``paths`` (and an output that is an existing
+    folder, e.g. a feature bank) takes a new file, by creating and removing one. The error is the one
+    writing would raise at the end (:class:`OutputError`, naming the folder and the fix), raised
+    before a job spends its time."""
+    for path in map(Path, paths):
+        # the folder the output goes in, or the folder that will hold it, since the stage creates the missing
+        # ones (nothing is created here: a command refused later leaves no trace)
+        for folder in [_first_existing(path.parent), *([path] if path.is_dir() else [])]:
+            _temporary_file(path, ".probe", folder=folder).unlink()
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, what: str = "output") -> None:
@@ -206,14 +225,35 @@ def workflow_target(path: str | os.PathLike) -> str:
     return str(path)
 
 
-def _rule_note(path: str | os.PathLike) -> str:
-    rule = producing_rule(path)
-    return f" (the `{rule}` rule writes it)" if rule else ""
+def snakemake_command(target: str | os.PathLike | None = None, forcerun: str | os.PathLike | None = None,
+                      config: str | os.PathLike | None = None) -> str:
+    """The one form of every Snakemake command a message of brcd advises, written so that it works as
+    typed: ``snakemake --cores N [TARGET] [--forcerun FILE] --configfile CONFIG``.
+
+    ``--configfile`` comes last because it reads every word after it as a config file (a target
+    after it is taken for a second config, the trap the README warns about), and ``--forcerun``
+    after the target because it, too, takes every word after it. ``N`` and ``CONFIG`` (when
+    ``config`` is not known) are for the reader to fill in; paths are made relative to the workflow
+    root (:func:`workflow_target`) and quoted for the shell.
+    """
+    words = ["snakemake", "--cores", "N"]
+    if target is not None:
+        words.append(shlex.quote(workflow_target(target)))
+    if forcerun is not None:
+        words += ["--forcerun", shlex.quote(workflow_target(forcerun))]
+    words += ["--configfile", shlex.quote(str(config)) if config is not None else "CONFIG"]
+    return " ".join(words)
 
 
 def build_hint(path: str | os.PathLike) -> str:
-    """How to produce a missing output."""
-    return f"build it first with `snakemake --cores N --configfile CONFIG {workflow_target(path)}`{_rule_note(path)}"
+    """How to produce a missing output: Snakemake with the rule output that is or holds it as the target
+    (a file missing from a folder output that exists is a damaged folder: :func:`rebuild_hint`)."""
+    output = written_by(path)
+    if output is None:
+        return "check the path (it is not a path of the workflow's layout, results/... or reports/...)"
+    if Path(output.target) != Path(path) and Path(output.target).exists():
+        return rebuild_hint(path)
+    return f"build it first with `{snakemake_command(output.target)}` (the `{output.rule}` rule writes it)"
 
 
 def rebuild_hint(path: str | os.PathLike) -> str:
@@ -224,8 +264,11 @@ def rebuild_hint(path: str | os.PathLike) -> str:
     be done"); ``--forcerun`` with the file rebuilds it and reruns the jobs
     that read it.
     """
-    return (f"rebuild it{_rule_note(path)} with "
-            f"`snakemake --cores N --configfile CONFIG --forcerun {workflow_target(path)}` "
+    output = written_by(path)
+    if output is None:
+        return ("replace it with an intact copy (it is not a path of the workflow's layout, results/... or "
+                "reports/..., which a Snakemake command could rebuild)")
+    return (f"rebuild it (the `{output.rule}` rule writes it) with `{snakemake_command(forcerun=output.target)}` "
             "(CONFIG: your grid config; this also reruns what was built from it). Deleting the file alone "
             "is not enough once later results exist: Snakemake then reports 'Nothing to be done'")
 

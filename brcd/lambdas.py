@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from brcd.errors import ConfigError
+from brcd.options import as_number
 
 #: the kd method without a distillation term: its only λ is 0
 NO_KD = "none"
@@ -32,8 +33,7 @@ def _as_grid(value, key: str) -> list[float]:
         raise ConfigError(f"`{key}` is an empty list; give at least one λ")
     grid = []
     for item in values:
-        if isinstance(item, bool) or not isinstance(item, (int, float)) or item < 0:
-            raise ConfigError(f"`{key}` must hold non-negative numbers; got {item!r}")
+        item = as_number(item, key, minimum=0)  # finite: a λ names a path
         if float(format_lambda(item)) != float(item):  # a λ is named by its text in paths and checkpoints
             raise ConfigError(f"`{key}`: λ {item!r} needs more than 6 significant digits; round it "
                               f"(e.g. {format_lambda(item)})")

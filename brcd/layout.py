@@ -3,15 +3,18 @@
 This module is the one definition of where things live. The Snakemake rules
 (``workflow/rules/*.smk``), the stages, the report and the error hints all ask
 it: :data:`SPLIT` ... :data:`REPORT_FINDINGS` are the path templates,
-:func:`producing_rule` says which rule writes a given path (for "rebuild it
-with ..." hints), :func:`evaluate_rule` which rule writes a paradigm's
-metrics, and the ``*_path`` helpers derive the files that sit beside another.
-It imports nothing from the rest of ``brcd``: it is pure vocabulary.
+:func:`written_by` says which rule writes a given path and which of its
+outputs holds it (for "rebuild it with ..." hints), :func:`evaluate_rule`
+which rule writes a paradigm's metrics, and the ``*_path`` helpers derive the
+files that sit beside another. It imports nothing from the rest of ``brcd``:
+it is pure vocabulary.
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 SPLIT = "results/{dataset}/split.parquet"
 FEATURES = "results/{dataset}/features/{backbone}"
@@ -62,24 +65,65 @@ def evaluate_rule(paradigm: str | None) -> str:
     return "evaluate_teacher" if paradigm == "teacher" else "evaluate"
 
 
-def producing_rule(path: str | os.PathLike) -> str | None:
-    """The Snakemake rule that writes ``path`` (by the templates above), if known."""
-    path = Path(path)
-    parts, name = path.parts, path.name
-    if name == "split.parquet":
-        return "split"
-    if name == "clusters.parquet":
-        return "cluster"
-    if name in ("codes.parquet", "codes_asym.parquet"):  # a student's codes come from its training job
-        return "train_student" if "student" in parts else "encode_teacher" if "teacher" in parts else None
-    if name == "selection.json":
-        return "select_lambda"
-    if name == "model.pt":
-        return "train_student" if "student" in parts else "train_teacher" if "teacher" in parts else None
-    if name.endswith(".queries.parquet") or (len(parts) > 1 and parts[-2] == "metrics"):
-        return evaluate_rule(name.split(".", 1)[0])
-    if len(parts) > 1 and parts[-2] == "features":
-        return "features"
+def _student_rule(fields: dict) -> str:
+    """A λ candidate's files come from its method's candidates job (rules ``train_candidates*``), a
+    ``selected`` run's from ``train_student``."""
+    return "train_student" if fields["variant"] == "selected" else "train_candidates"
+
+
+#: every file (or folder) a rule writes: its template -> the rule, or a function of the template's
+#: fields giving the rule. A file inside a folder output (a feature bank's) is written by the folder's rule.
+WRITTEN_BY: dict[str, str | Callable[[dict], str]] = {
+    SPLIT: "split",
+    FEATURES: "features",
+    TEACHER_MODEL: "train_teacher",
+    TEACHER_HISTORY: "train_teacher",
+    TEACHER_CODES: "encode_teacher",
+    CLUSTERS: "cluster",
+    SELECTION: "select_lambda",
+    # a student's codes come from its training job, which encodes with the heads it holds
+    STUDENT_MODEL: _student_rule,
+    STUDENT_HISTORY: _student_rule,
+    STUDENT_CODES: _student_rule,
+    STUDENT_CODES_ASYM: _student_rule,
+    METRICS: lambda fields: evaluate_rule(fields["paradigm"]),
+    PER_QUERY: lambda fields: evaluate_rule(fields["paradigm"]),
+    TIMING_ENCODER: "time_encoder",
+    TIMING_SEARCH: "time_search",
+    REPORT: "report",
+    REPORT_TABLE: "report",
+    REPORT_FINDINGS: "report",
+}
+#: the outputs that are folders: a path inside one belongs to it
+FOLDER_OUTPUTS = (FEATURES,)
+
+
+class Output(NamedTuple):
+    """The rule that writes a path, and the output of that rule which is or holds the path (the target
+    to name to Snakemake)."""
+
+    rule: str
+    target: str
+
+
+def _pattern(template: str, inside: bool) -> re.Pattern:
+    """``template`` as a regex matching a path ending in it (absolute or relative), fields captured."""
+    parts = re.split(r"\{(\w+)\}", template)
+    regex = "".join(re.escape(part) if i % 2 == 0 else (f"(?P<{part}>.+?)" if part == "model" else f"(?P<{part}>[^/]+?)")
+                    for i, part in enumerate(parts))
+    return re.compile(rf"(?P<output>(?:^|.*/){regex})" + ("/[^/]+$" if inside else "$"))
+
+
+def written_by(path: str | os.PathLike) -> Output | None:
+    """The rule that writes ``path`` and its output holding it, by the templates of :data:`WRITTEN_BY`;
+    None for a path of no template (not a file of the workflow)."""
+    text = Path(path).as_posix()
+    for template, rule in WRITTEN_BY.items():
+        for inside in ((False, True) if template in FOLDER_OUTPUTS else (False,)):
+            match = _pattern(template, inside).match(text)
+            if match:
+                fields = {key: value for key, value in match.groupdict().items() if key != "output"}
+                return Output(rule(fields) if callable(rule) else rule, match.group("output"))
     return None
 
 

@@ -89,29 +89,29 @@ def read_selection(path, expected: Mapping | None = None) -> dict:
     import json
     from pathlib import Path
 
-    from brcd.io import check_metadata
+    from brcd.io import build_hint, check_metadata, rebuild_hint
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"λ selection {path} not found; run rule `select_lambda` (snakemake builds it from the "
-                        "tuning seed's candidates)")
+        raise DataError(f"λ selection {path} not found; {build_hint(path)}")
     try:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); delete it and rerun snakemake") from None
+        raise DataError(f"{path} is not valid JSON ({exc}); {rebuild_hint(path)}") from None
     if expected:
         check_metadata(record, expected, f"λ selection {path}",
-                       "It belongs to another cell; delete it and rerun snakemake (rule `select_lambda`).")
+                       f"It belongs to another cell; {rebuild_hint(path)}.")
     return record
 
 
 def check_selection(record: Mapping, config: Mapping, kd: str, path) -> None:
     """A selection made from another λ grid or tuning seed than the config's is stale."""
+    from brcd.io import rebuild_hint
+
     grid, seed = lambda_grid(config, kd), tuning_seed(config)
     if record["grid"] != grid or int(record["tuning_seed"]) != seed:
         raise ConfigError(f"{path} chose among λ {record['grid']} with seed {record['tuning_seed']}, but the config's "
-                          f"grid for {kd!r} is {grid} with tuning seed {seed}; rerun snakemake so that rule "
-                          "`select_lambda` redoes it")
+                          f"grid for {kd!r} is {grid} with tuning seed {seed}; {rebuild_hint(path)}")
 
 
 def selected_lambdas(record: Mapping) -> dict[str, float]:

@@ -11,6 +11,10 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
+#: the committed reports the tests check (the demo's and the study's, their tables, the two-path comparison):
+#: in a folder no run writes, so that a user's `make demo` (which writes reports/) cannot change them
+#: (docs/outputs.md, "Reference reports")
+REFERENCE = REPO / "reference"
 
 
 def job_stats(output: str) -> dict[str, int]:

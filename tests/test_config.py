@@ -42,7 +42,7 @@ def test_defaults_filled_in():
 @pytest.mark.parametrize("mutate,match", [
     (lambda c: c.update(bits=[12]), r"key `bits.0`: 12 is not a multiple of 8"),
     (lambda c: c.update(kd=[]), r"key `kd`: \[\] should be non-empty"),
-    (lambda c: c.update(mode="fast"), r"key `mode`: 'fast' is not one of \['bank', 'online'\]"),
+    (lambda c: c.update(mode="fast"), r"key `mode`: 'fast' is not one of bank, online"),
     (lambda c: c.update(colour="red"), r"Additional properties are not allowed \('colour'"),
     (lambda c: c["datasets"]["synthetic"].pop("topk"), r"key `datasets.synthetic`: 'topk' is a required property"),
     (lambda c: c.pop("teachers"), r"'teachers' is a required property"),
@@ -98,10 +98,10 @@ def test_cli_help_lists_subcommands(capsys):
 
 @pytest.mark.parametrize("dataset,key,match", [
     ("synthetic", "num_clases", r"`datasets.synthetic` has unknown key `num_clases` \(did you mean `num_classes`\?\); "
-                                r"a synthetic entry accepts: train, .*topk, protocol, num_classes, train_size"),
-    ("synthetic", "roots", r"`datasets.synthetic` has unknown key `roots`; a synthetic entry accepts: .*noise$"),
+                                r"accepted keys: train, .*topk, protocol, num_classes, train_size"),
+    ("synthetic", "roots", r"`datasets.synthetic` has unknown key `roots`; accepted keys: .*noise$"),
     ("fashion_mnist", "roots", r"`datasets.fashion_mnist` has unknown key `roots` \(did you mean `root`\?\); "
-                               r"a fashion_mnist entry accepts: .*protocol, root, download$"),
+                               r"accepted keys: .*protocol, root, download$"),
     ("nuswide", "list", r"unknown key `list` \(did you mean `lists`\?\).*root, lists, num_classes$"),
 ])
 def test_dataset_entry_rejects_unknown_keys(dataset, key, match):
@@ -116,9 +116,12 @@ def test_every_dataset_declares_its_keys():
     from brcd.data import DATASETS
     from brcd.data.base import SPLIT_KEYS
 
+    from brcd.options import Option
+
     for name in DATASETS:
-        keys = DATASETS.get(name).config_keys
+        keys = DATASETS.get(name).options
         assert keys and not set(keys) & set(SPLIT_KEYS), name
+        assert all(isinstance(option, Option) and option.help for option in keys.values()), name
 
 
 @pytest.mark.parametrize("key,value,match", [
@@ -189,3 +192,105 @@ def test_validation_never_shrinks_topk():
     labels = np.eye(4, dtype=np.uint8)
     with pytest.raises(ConfigError, match=r"`topk` 5 is larger than the database \(4 images\).* at most 4"):
         Validator(np.zeros((2, 3)), labels[:2], np.zeros((4, 3)), labels, 5, {"sym": None})
+
+
+# ---------------------------------------------------------------- one numeric rule (issue 28)
+
+
+def test_whole_numbers_are_read_as_integers_everywhere(tmp_path):
+    """16.0 (YAML) and "16" (how `--config 'bits=[16]'` passes a list item) are 16 wherever the config
+    wants an integer: the axes, the dataset entries, the per-method settings; the checked config holds ints."""
+    config = _config()
+    config.update(bits=[16.0], seeds=["0", 1.0], kd=["none", "crd"], kd_settings={"crd": {"negatives": "7"}})
+    config["datasets"]["synthetic"].update(topk=50.0, num_classes="4")
+    checked = load_checked_config(_write(tmp_path, config))
+    assert checked["bits"] == [16] and checked["seeds"] == [0, 1]
+    assert checked["datasets"]["synthetic"]["topk"] == 50 and checked["datasets"]["synthetic"]["num_classes"] == 4
+    assert checked["kd_settings"]["crd"]["negatives"] == 7
+    for value in (checked["bits"][0], checked["seeds"][0], checked["datasets"]["synthetic"]["topk"],
+                  checked["kd_settings"]["crd"]["negatives"]):
+        assert type(value) is int
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda c: c.update(bits=[16.5]), r"key `bits.0`: 16.5 is not an integer in \[8, 4096\], a multiple of 8"),
+    (lambda c: c.update(bits=16), r"key `bits`: 16 is not a non-empty list .* \(e.g. \[16, 32, 64\]\)"),
+    (lambda c: c.update(seeds=[99999999999999999999]),
+     r"key `seeds.0`: 99999999999999999999 is greater than the maximum of 2147483647; allowed: an integer in "
+     r"\[0, 2147483647\]"),
+    (lambda c: c.update(seeds=[0, 0.0]), r"key `seeds`: \[0, 0\] has non-unique elements; allowed: a non-empty list "
+                                         r"of distinct values"),
+    (lambda c: c["train"]["student"].update(lr=float("nan")), r"key `train.student.lr`: nan is not a finite number > 0"),
+    (lambda c: c.update(name="x" * 5000), r"key `name`: 'xxx.*\(5002 characters\) is not a string .* of at most 100 "
+                                          r"characters"),
+    (lambda c: c["datasets"]["synthetic"].update(train_size=10_000_000_000),
+     r"`datasets.synthetic.train_size` must be an integer in \[1, 1000000\]; got 10000000000"),
+    (lambda c: c["datasets"]["synthetic"].update(num_classes="four"),
+     r"`datasets.synthetic.num_classes` must be an integer in \[1, 1000\]; got 'four'"),
+    (lambda c: c["backbones"]["tstudent"].update(hidden=10**9), r"key `backbones.tstudent.hidden`: 1000000000 is "
+                                                                r"greater than the maximum of 65536"),
+])
+def test_numbers_out_of_form_are_named_with_the_allowed_form(tmp_path, capsys, mutate, match):
+    """Issue 28: each value fails at parse time (`brcd check-config`, the Snakefile), naming the key,
+    the value and the allowed form -- not a MissingInputException, a MemoryError or a traceback later."""
+    config = _config()
+    mutate(config)
+    path = _write(tmp_path, config)
+    with pytest.raises(ConfigError, match=match):
+        load_checked_config(path)
+    assert main(["check-config", str(path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_config_that_is_not_utf8_is_named_with_its_line(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(TEST_CONFIG.read_bytes().replace(b"name: test", b"name: test\ndescription: caf\xe9"))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is not UTF-8 text: byte 0xe9 on line 4" in err and "save the file as UTF-8" in err, err
+    assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- BRCD's clusters against the training split (issue 28)
+
+
+def test_more_clusters_than_training_images_fail_at_parse_time(tmp_path, capsys):
+    """The tiny grid draws 40 images per class x 4 classes = 160 training images: K = 500 cannot work. It
+    used to pass the check and fail in the cluster job, after features and teacher training."""
+    config = _config()
+    config["brcd"]["clusters"] = 500
+    path = _write(tmp_path, config)
+    with pytest.raises(ConfigError, match=r"`datasets.synthetic` draws 160 training images: `brcd.clusters` = 500 "
+                                          r"exceeds the 160 training images; lower `brcd.clusters` to at most 160"):
+        load_checked_config(path)
+    assert main(["check-config", str(path)]) == 2
+    config["brcd"].update(clusters="auto", cluster_range=[200, 300])
+    with pytest.raises(ConfigError, match=r"`brcd.cluster_range` = \[200, 300\] leaves no feasible K for 160"):
+        check_config(validate_schema(config))
+    config["kd"] = ["none"]  # no method of the grid clusters: nothing to check
+    check_config(validate_schema(config))
+
+
+def test_list_file_clusters_are_checked_by_the_split_job_or_from_its_split_file(tmp_path, monkeypatch):
+    """NUS-WIDE & co.: the split job (the grid's first) checks K against the training split it draws; once
+    a split file of this draw exists, the parse-time check reads its size from there."""
+    import argparse
+
+    from brcd.data.split_cli import run as split
+    from tests.test_data import _write_list_dataset
+
+    _write_list_dataset(tmp_path)  # 12 labelled images
+    config = _config()
+    config["datasets"] = {"nuswide": {"root": str(tmp_path), "lists": ["database.txt", "test.txt"], "train": 4,
+                                      "query": 2, "val": 2, "topk": 4}}
+    config["brcd"]["clusters"] = 6
+    monkeypatch.chdir(tmp_path)
+    check_config(validate_schema(config))  # the sizes are unknown before the lists are read
+    path = _write(tmp_path, config)
+    out = tmp_path / "results" / "nuswide" / "split.parquet"
+    with pytest.raises(ConfigError, match=r"`datasets.nuswide` draws 4 training images: `brcd.clusters` = 6 exceeds"):
+        split(argparse.Namespace(config=str(path), dataset="nuswide", out=str(out)))
+    with pytest.raises(ConfigError, match=r"`datasets.nuswide` draws 4 training images: `brcd.clusters` = 6"):
+        check_config(validate_schema(config))  # the split file of this draw is there: its size is known
+    config["datasets"]["nuswide"]["train"] = 5  # another draw: the split job will tell
+    check_config(validate_schema(config))

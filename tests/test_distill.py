@@ -342,13 +342,24 @@ def test_views_first_reads_view_one_only_and_both_reads_both(cell, name):
 
 @pytest.mark.parametrize("settings, match", [
     ({"kd": {"views": "second"}}, r"`kd\.views` must be one of first, both"),
-    ({"crcd": {"anchors": 0}}, r"`crcd\.anchors` must be \"all\" or a positive number"),
+    ({"crcd": {"anchors": 0}}, r"`crcd\.anchors` must be \"all\" or an integer in \[1, 100000\]; got 0"),
     ({"crcd": {"self_pairs": "yes"}}, r"`crcd\.self_pairs` must be true or false"),
-    ({"sskd": {"ss_ratio": 1.5}}, r"`sskd\.ss_ratio` must be a fraction in \[0, 1\]"),
+    ({"sskd": {"ss_ratio": 1.5}}, r"`sskd\.ss_ratio` must be a finite number in \[0, 1\]; got 1.5"),
     ({"sp": {"gram": "image"}}, r"`sp\.gram` must be one of batch, per_image"),
-    ({"packd": {"pos_k": -1}}, r"`packd\.pos_k` must be an integer >= 0"),
+    ({"packd": {"pos_k": -1}}, r"`packd\.pos_k` must be an integer in \[0, 100000\]; got -1"),
     ({"packd": {"teacher_embed": "mlp"}}, r"`packd\.teacher_embed` must be one of auto, linear, identity"),
     ({"packd": {"pu_temperature": 0.05}}, "unknown setting"),
+    # issue 28: values that passed the check and then crashed (or trained silently) in the training job
+    ({"crd": {"negatives": -5}}, r"`crd\.negatives` must be an integer in \[1, 100000\]; got -5"),
+    ({"crd": {"negatives": "many"}}, r"`crd\.negatives` must be an integer in \[1, 100000\]; got 'many'"),
+    ({"crd": {"negatives": 500.5}}, r"`crd\.negatives` must be an integer"),
+    ({"kd": {"temperature": 0}}, r"`kd\.temperature` must be a finite number > 0; got 0"),
+    ({"kd": {"temperature": -1}}, r"`kd\.temperature` must be a finite number > 0; got -1"),
+    ({"kd": {"temperature": float("inf")}}, r"`kd\.temperature` must be a finite number > 0; got inf"),
+    ({"crd": {"nce_t": 0}}, r"`crd\.nce_t` must be a finite number > 0"),
+    ({"crd": {"momentum": 1.5}}, r"`crd\.momentum` must be a finite number in \[0, 1\]"),
+    ({"rkd": {"angle_weight": -1}}, r"`rkd\.angle_weight` must be a finite number >= 0"),
+    ({"brcd": {"tau": 0}}, r"`brcd\.tau` must be a finite number > 0"),
 ])
 def test_bad_option_values_name_the_key(settings, match):
     name = next(iter(settings))
@@ -583,3 +594,23 @@ def test_sinkhorn_plan_has_the_uniform_marginals_and_ignores_missing_columns():
     assert torch.allclose(plan.sum(-2), torch.where(valid, 1 / counts, torch.zeros(())), atol=1e-4)
     # cheaper pairs get more mass
     assert plan[0, 0, cost[0, 0].argmin()] > plan[0, 0, cost[0, 0].argmax()]
+
+
+def test_options_are_typed_once_and_the_loss_reads_them_as_typed():
+    """Whole numbers and numeric strings (as `--config` passes them) are read as their values by the
+    one numeric rule; the loss gets ints and floats, never strings to re-parse."""
+    loss = create_distill_loss("crd", BITS, N, {"crd": {"negatives": "7", "feat_dim": 16.0, "nce_t": "0.1"}})
+    assert loss.options["negatives"] == 7 and type(loss.options["negatives"]) is int
+    assert loss.options["feat_dim"] == 16 and type(loss.options["feat_dim"]) is int
+    assert loss.options["nce_t"] == 0.1
+    crcd = create_distill_loss("crcd", BITS, N, {"crcd": {"self_pairs": "false", "anchors": "4"}})
+    assert crcd.options["self_pairs"] is False and crcd.options["anchors"] == 4
+
+
+def test_every_method_declares_typed_settings():
+    from brcd.options import Option
+
+    for name in KD_LOSSES:
+        cls = KD_LOSSES.get(name)
+        assert all(isinstance(option, Option) and option.help for option in cls.settings.values()), name
+        assert cls.defaults == {key: option.default for key, option in cls.settings.items()}, name

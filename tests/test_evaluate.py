@@ -171,7 +171,7 @@ def test_per_query_file_matches_the_metrics(files, tmp_path):
     assert (tmp_path / "first/metrics" / name).read_bytes() == (tmp_path / "second/metrics" / name).read_bytes()
     second = json.loads(outputs[1].read_text())
     assert {**second, "per_query": None} == {**result, "per_query": None}  # only the output folder differs
-    with pytest.raises(MetadataMismatchError, match=r"per-query file .*\(rule `evaluate`\)"):
+    with pytest.raises(MetadataMismatchError, match=r"per-query file .*another cell or config; replace it"):
         read_per_query(queries, {**CELL, "kd": "rkd"})
 
 

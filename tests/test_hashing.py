@@ -132,3 +132,18 @@ def test_objective_registry_errors():
         create_objective("cibhash", bits=16, temperature=0.2)
     with pytest.raises(ConfigError, match="multiple of 8"):
         create_objective("cibhash", bits=10)
+
+
+def test_objectives_declare_typed_settings():
+    """Each objective's settings are declared with their types and ranges (brcd.options), and checked
+    by name: no objective re-parses or re-checks a value itself."""
+    from brcd.options import Option
+
+    for name in OBJECTIVES:
+        declared = OBJECTIVES.get(name).settings
+        assert declared and all(isinstance(option, Option) and option.help for option in declared.values()), name
+    with pytest.raises(ConfigError, match=r"`cibhash.tau` must be a finite number > 0; got 0"):
+        create_objective("cibhash", bits=16, tau=0)
+    with pytest.raises(ConfigError, match=r"`greedyhash.alpha` must be a finite number >= 0; got 'abc'"):
+        create_objective("greedyhash", bits=16, alpha="abc")
+    assert create_objective("greedyhash", bits=16, alpha="2").alpha == 2

@@ -86,7 +86,7 @@ READERS = {
     "codes": ("results/synthetic/16/teacher/h/t/seed0/codes.parquet", _code_file, _read_codes, "code file",
               "`encode_teacher` rule"),
     "student_codes": ("results/synthetic/16/student/h/t/s/brcd/lambda1/seed0/codes.parquet", _code_file, _read_codes,
-                      "code file", "`train_student` rule"),
+                      "code file", "`train_candidates` rule"),
     "clusters": ("results/synthetic/16/clusters/h/t/seed0/clusters.parquet", _clusters_file, _read_clusters,
                  "clusters file", "--forcerun"),
 }
@@ -166,15 +166,18 @@ def test_rebuild_hint_is_a_forcerun_snakemake_can_match(tmp_path, monkeypatch):
     path = tmp_path / "results/synthetic/16/teacher/h/t/seed0/codes.parquet"
     hint = rebuild_hint(path)
     # Snakemake ignores absolute paths in --forcerun: the hint gives the path relative to the workflow root
-    assert "--forcerun results/synthetic/16/teacher/h/t/seed0/codes.parquet`" in hint and "`encode_teacher` rule" in hint
+    assert "`snakemake --cores N --forcerun results/synthetic/16/teacher/h/t/seed0/codes.parquet --configfile CONFIG`" \
+        in hint and "`encode_teacher` rule" in hint
     assert "Nothing to be done" in hint
-    assert "CONFIG results/synthetic/split.parquet` (the `split` rule" in build_hint("results/synthetic/split.parquet")
+    # the target before --configfile, which reads every word after it as a config file (issue 28)
+    assert "`snakemake --cores N results/synthetic/split.parquet --configfile CONFIG` (the `split` rule" \
+        in build_hint("results/synthetic/split.parquet")
 
 
 def test_damaged_checkpoint_names_file_and_rule(tmp_path):
     from brcd.checkpoint import load_checkpoint
 
-    path = tmp_path / "results/synthetic/16/student/h/t/s/brcd/seed0/model.pt"
+    path = tmp_path / "results/synthetic/16/student/h/t/s/brcd/selected/seed1/model.pt"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DataError, match=r"model.pt cannot be read.*corrupt or truncated.*`train_student` rule"):
@@ -432,10 +435,10 @@ def test_damaged_bank_file_names_the_bank(bank_inputs, tmp_path):
     from brcd.features import BankSource, bank_metadata
 
     config, split = bank_inputs
-    out = build(bank_inputs, tmp_path / "features" / "tteacher")
+    out = build(bank_inputs, tmp_path / "results" / "synthetic" / "features" / "tteacher")
     truncate(out / "views.npy")
     with pytest.raises(DataError, match=r"feature bank file .*views.npy is corrupt or truncated.*`features` rule.*"
-                                        r"--forcerun .*features/tteacher`"):
+                                        r"--forcerun .*features/tteacher --configfile CONFIG`"):
         BankSource(out, bank_metadata(config, "synthetic", "tteacher", Splits(split)))
 
 
@@ -478,3 +481,57 @@ def test_cancelled_bank_job_removes_its_partial_folder(bank_inputs, tmp_path):
             job.kill()
             job.wait()
     assert listing(out.parent) == []
+
+
+# ---------------------------------------------------------------- issue 28: unwritable outputs, before the work
+
+
+def _refuse_writes_in(monkeypatch, folder: Path) -> None:
+    """Make ``folder`` refuse new files, as a read-only folder does (chmod does not stop root, who runs
+    the tests on some machines): mkstemp there fails with EACCES."""
+    import errno
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve() == folder.resolve():
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def test_an_unwritable_output_folder_stops_a_training_job_before_it_reads_anything(tmp_path, monkeypatch, capsys):
+    """Issue 28: the history.tsv folder was found unwritable only after every epoch had run. Every stage
+    names its outputs (brcd.cli.OUTPUT_OPTIONS); they are checked before the stage starts, so the error
+    comes before the job reads its inputs (here: none exist) or trains."""
+    from brcd.cli import main
+
+    out = tmp_path / "teacher"
+    out.mkdir()
+    _refuse_writes_in(monkeypatch, out)
+    code = main(["train-teacher", "--config", str(tmp_path / "absent.yaml"), "--dataset", "synthetic", "--bits", "16",
+                 "--teacher", "t", "--split", str(tmp_path / "absent.parquet"), "--out", str(out / "model.pt"),
+                 "--log", str(out / "history.tsv")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"cannot write {out / 'model.pt'}: the output folder {out} is not writable" in err, err
+    assert "chmod u+w" in err and "not found" not in err  # before the config or the split was read
+    assert list(out.iterdir()) == []  # no probe left behind
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_stops_a_job_before_it_starts(tmp_path, capsys):
+    from brcd.cli import main
+
+    out = tmp_path / "codes"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        assert main(["encode", "--config", "absent.yaml", "--dataset", "synthetic", "--bits", "16", "--model",
+                     "teacher/cibhash/t", "--split", "absent.parquet", "--checkpoint", "absent.pt",
+                     "--out", str(out / "codes.parquet")]) == 2
+    finally:
+        out.chmod(0o755)
+    assert "is not writable" in capsys.readouterr().err

@@ -26,7 +26,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "brcd"
 #: (floor, units), from the ground up
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ground", ("brcd", "brcd.errors")),
-    ("pure helpers", ("brcd.argtypes", "brcd.layout", "brcd.lambdas", "brcd.registry", "brcd.stats")),
+    ("value rules", ("brcd.options",)),
+    ("pure helpers", ("brcd.argtypes", "brcd.layout", "brcd.lambdas", "brcd.registry", "brcd.schema", "brcd.stats")),
     ("files", ("brcd.io",)),
     ("vocabulary", ("brcd.config", "brcd.codes")),
     ("cells and runtime", ("brcd.cells", "brcd.runtime")),

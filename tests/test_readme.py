@@ -103,6 +103,12 @@ def _html_report(workdir: Path, output: str) -> None:
     assert (workdir / "report.html").stat().st_size > 10_000
 
 
+def _narrowed_to_the_built_grid(workdir: Path, output: str) -> None:
+    # the tiny grid has bits [16] only: narrowed to [16] (passed as the string '16'), it is the grid already
+    # built, with the same config hashes -- nothing to do
+    assert "Nothing to be done" in output, output
+
+
 def _printed_config(workdir: Path, output: str) -> None:
     assert "name: test" in output and "split_seed: 0" in output
 
@@ -146,6 +152,7 @@ RUN_HERE: dict[str, Expect] = {
     f".venv/bin/snakemake --cores 2 {DEMO_CELL} --configfile config/demo.yaml":
         Expect(_rebuilt_only_that_cell, before=_remove_cell_metrics),
     ".venv/bin/snakemake --cores 2 --configfile config/demo.yaml --report report.html": Expect(_html_report),
+    ".venv/bin/snakemake -n --configfile config/demo.yaml --config 'bits=[16]'": Expect(_narrowed_to_the_built_grid),
     ".venv/bin/brcd check-config config/demo.yaml": Expect(_printed_config),
     ".venv/bin/snakemake --cores 2 --configfile config/study.yaml": Expect(_grid_built),
     ".venv/bin/python benchmarks/student_lr.py --config config/study.yaml --lr 0.001 0.002 0.004 0.008 0.016":
@@ -404,8 +411,11 @@ def test_relative_links_point_to_existing_files():
 
 
 def _environment() -> dict[str, str]:
-    """A fresh shell's environment: no virtualenv on PATH, one thread per job."""
-    keep = {key: os.environ[key] for key in ("HOME", "LANG", "TMPDIR", "HF_HOME", "TORCH_HOME") if key in os.environ}
+    """A fresh shell's environment: no virtualenv on PATH, one thread per job. PYTHONPATH is kept when set:
+    the commands must run the `brcd` these tests import (a checkout sharing another one's virtualenv sets
+    it to its own tree; without it, the environment's editable install would name the other tree's code)."""
+    keep = {key: os.environ[key] for key in ("HOME", "LANG", "TMPDIR", "HF_HOME", "TORCH_HOME", "PYTHONPATH")
+            if key in os.environ}
     return {**keep, "PATH": "/usr/local/bin:/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 

@@ -15,6 +15,7 @@ from brcd.config import REPO_ROOT, load_config
 from brcd.errors import DataError, MetadataMismatchError
 from brcd.report.document import write_report
 from brcd.report.results import load_results
+from tests.conftest import REFERENCE
 
 TOPK = 10
 BITS = (16, 32)
@@ -526,7 +527,7 @@ def test_findings_table_holds_the_findings_statements(report, tmp_path, capsys):
 @pytest.mark.parametrize("name", ["demo", "study"])
 def test_committed_report_bolds_the_findings_groups(name):
     """The committed reports, as `make demo` and the study wrote them: bold and findings agree."""
-    text = (REPO_ROOT / "reports" / f"{name}.md").read_text()
+    text = (REFERENCE / f"{name}.md").read_text()
     groups = findings_groups(text)
     assert len(groups) == 4 and bold_groups(text) == groups
 
@@ -542,7 +543,7 @@ def test_committed_report_comes_from_the_committed_config(name, table_name):
     from brcd.config import load_config
 
     config = load_config(REPO_ROOT / "config" / f"{name}.yaml")
-    table = pd.read_parquet(REPO_ROOT / "reports" / f"{table_name}.parquet")
+    table = pd.read_parquet(REFERENCE / f"{table_name}.parquet")
     stale = []
     for row in table.itertuples():
         student = row.student if isinstance(row.student, str) else None
@@ -550,4 +551,19 @@ def test_committed_report_comes_from_the_committed_config(name, table_name):
                     row.kd if student else None, row.variant if student else None)
         if cell.config_hash(config) != row.config_hash:
             stale.append(f"{cell.model} seed {cell.seed}")
-    assert not stale, f"reports/{table_name}.parquet is not from config/{name}.yaml as committed: {stale[:5]}"
+    assert not stale, f"reference/{table_name}.parquet is not from config/{name}.yaml as committed: {stale[:5]}"
+
+
+def test_a_users_runs_cannot_change_the_reference_reports():
+    """Issue 28: `make demo` then `make test` failed on another machine, and left the committed reports
+    modified: the demo rewrote reports/demo.* with that machine's numbers, and a test rebuilt the committed
+    comparison from them. The reports the tests check now live in reference/, which no output template of
+    the workflow names, and the runs' own reports/ is ignored by git like results/."""
+    from brcd.layout import WRITTEN_BY
+
+    assert not [template for template in WRITTEN_BY if template.startswith(f"{REFERENCE.name}/")]
+    for name in ("demo.md", "demo.parquet", "demo.findings.parquet", "demo-machines.md", "study.md", "study.parquet",
+                 "study.findings.parquet", "demo.aten-default.parquet", "demo.aten-default.findings.parquet"):
+        assert (REFERENCE / name).is_file(), name
+    ignored = (REPO_ROOT / ".gitignore").read_text().split()
+    assert {"/results/", "/reports/"} <= set(ignored)

@@ -52,14 +52,29 @@ def _config_with(tmp_path, **changes):
 
 
 @pytest.mark.parametrize("changes,expected", [
-    ({"kd_settings": {"crd": {"negativs": 4096}}}, r"kd_settings.crd.*unknown setting.*'negativs'.*allowed: .*negatives"),
+    ({"kd_settings": {"crd": {"negativs": 4096}}},
+     r"`kd_settings.crd` has unknown setting `negativs` \(did you mean `negatives`\?\); accepted settings: .*negatives"),
     ({"kd_settings": {"crdd": {}}}, r"kd_settings.crdd.*no distillation method 'crdd'; allowed: brcd"),
     ({"lambda": {"default": [1], "rkdd": [1]}}, r"`lambda` names 'rkdd'.*allowed keys: default, none, brcd"),
     ({"lambda": {"default": 1, "none": 1}}, r"lambda.none.*no L_kd"),
     ({"lambda": {"brcdd": [1]}}, r"`lambda` gives no `default` and no entry for brcd"),
     ({"lambda": [0.1234567, 1]}, r"λ 0.1234567 needs more than 6 significant digits"),
-    ({"lambda": [1, 1.0]}, r"key `lambda`"),
-    ({"lambda": -1}, r"key `lambda`"),
+    # issue 28: each λ failure says the allowed form, not "is not valid under any of the given schemas"
+    ({"lambda": [1, 1.0]}, r"key `lambda`: \[1, 1.0\] has non-unique elements; allowed: a non-empty list of distinct "
+                           r"values, each a finite number >= 0"),
+    ({"lambda": -1}, r"key `lambda`: -1 is less than the minimum of 0; allowed: a finite number >= 0"),
+    ({"lambda": "abc"}, r"key `lambda`: 'abc' is not a finite number >= 0, or a non-empty list .* \(e.g. 1.0 or "),
+    ({"lambda": []}, r"key `lambda`: \[\] should be non-empty; allowed: a non-empty list of distinct values"),
+    ({"lambda": float("inf")}, r"key `lambda`: inf is not a finite number >= 0, or "),
+    ({"lambda": float("nan")}, r"key `lambda`: nan is not a finite number >= 0, or "),
+    ({"lambda": {"default": [1, float("inf")]}}, r"key `lambda.default.1`: inf is not a finite number >= 0"),
+    # issue 28: typed per-method settings fail at parse time, naming the key, the value and the range
+    ({"kd_settings": {"crd": {"negatives": -5}}}, r"`kd_settings.crd.negatives` must be an integer in \[1, 100000\]; "
+                                                  r"got -5"),
+    ({"kd_settings": {"crd": {"negatives": "many"}}}, r"`kd_settings.crd.negatives` must be an integer .*; got 'many'"),
+    ({"kd_settings": {"kd": {"temperature": 0}}}, r"`kd_settings.kd.temperature` must be a finite number > 0; got 0"),
+    ({"kd_settings": {"kd": {"temperature": -1}}}, r"`kd_settings.kd.temperature` must be a finite number > 0; got -1"),
+    ({"brcd": {"clusters": 4, "tau": 0}}, r"key `brcd.tau`: 0 is less than or equal to the minimum of 0"),
     ({"brcd": {"clusters": 4, "lambda": 1.0}}, r"`brcd.lambda` moved to the top-level `lambda`"),
 ])
 def test_check_config_names_bad_tuning_settings(tmp_path, capsys, changes, expected):

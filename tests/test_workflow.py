@@ -149,12 +149,41 @@ def _bad_config(tmp_path, mutate):
     (lambda c: c["datasets"]["synthetic"].update(query=500), r"`datasets.synthetic.query` asks for 500 .* at most 200"),
     (lambda c: c["datasets"]["synthetic"].update(topk=1000), r"`datasets.synthetic.topk` asks for 1000 .* at most 300"),
     (lambda c: c["datasets"]["synthetic"].update(num_clases=4), r"`datasets.synthetic` has unknown key `num_clases`"),
+    # issue 28: values that passed the check and failed late, in a training job or with a MissingInputException
+    (lambda c: c.update(kd_settings={"crd": {"negatives": -5}}), r"`kd_settings.crd.negatives` must be an integer in "
+                                                                 r"\[1, 100000\]; got -5"),
+    (lambda c: c.update(**{"lambda": float("inf")}), r"key `lambda`: inf is not a finite number >= 0"),
+    (lambda c: c.update(seeds=[99999999999999999999]), r"key `seeds.0`: 99999999999999999999 is greater than"),
+    (lambda c: c["brcd"].update(clusters=500), r"`brcd.clusters` = 500 exceeds the 160 training images"),
+    (lambda c: c["datasets"]["synthetic"].update(train_size=10_000_000_000),
+     r"`datasets.synthetic.train_size` must be an integer in \[1, 1000000\]; got 10000000000"),
+    (lambda c: c.update(name="x" * 5000), r"key `name`: .* of at most 100 characters"),
 ])
 def test_bad_config_fails_before_any_job(tmp_path, mutate, expected):
     result = snakemake(tmp_path, "-n", "--configfile", str(_bad_config(tmp_path, mutate)), check=False)
     assert result.returncode != 0
     assert re.search(expected, result.stdout + result.stderr), result.stdout + result.stderr
     assert not (tmp_path / "results" / "synthetic").exists()
+
+
+def test_whole_number_floats_and_config_overrides_plan_the_grid(tmp_path):
+    """Issue 28: `bits: [16.0]`, `seeds: [0.0]` and `topk: 50.0` are read as integers (they failed the dry
+    run with a MissingInputException, or reran the grid and failed in evaluate_teacher), and
+    `--config 'bits=[16]'`, whose list items Snakemake passes as strings, narrows the grid."""
+    def mutate(config):
+        config.update(bits=[16.0, 32], seeds=[0.0])
+        config["datasets"]["synthetic"]["topk"] = 50.0
+
+    path = _bad_config(tmp_path, mutate)
+    both = job_stats(snakemake(tmp_path, "-n", "--configfile", str(path)).stdout)
+    narrowed = snakemake(tmp_path, "-n", "--configfile", str(path), "--config", "bits=[16]").stdout
+    assert both["time_search"] == 2 and job_stats(narrowed)["time_search"] == 1, (both, narrowed)
+    assert "results/synthetic/16/teacher" in narrowed and "results/synthetic/32/" not in narrowed
+    effective = yaml.safe_load(next((tmp_path / "results" / ".config").glob("test-*.yaml")).read_text())
+    assert effective["seeds"] == [0] and effective["datasets"]["synthetic"]["topk"] == 50
+    wrong = snakemake(tmp_path, "-n", "--configfile", str(path), "--config", "bits=[16.5]", check=False)
+    output = wrong.stdout + wrong.stderr
+    assert wrong.returncode != 0 and "key `bits.0`: '16.5' is not an integer in [8, 4096]" in output, output
 
 
 @pytest.fixture(scope="module")
@@ -296,20 +325,130 @@ def test_dry_run_of_an_edited_config_changes_nothing_a_run_reads(tiny_run, tmp_p
     assert "Nothing to be done" in up_to_date.stdout + up_to_date.stderr
 
 
-def test_clusters_mismatch_names_a_command_that_rebuilds_them(tiny_run, monkeypatch, tmp_path):
+def _commands(message: str) -> list[str]:
+    """The Snakemake commands a message advises (in backquotes)."""
+    commands = re.findall(r"`(snakemake [^`]+)`", message)
+    assert commands, message
+    return commands
+
+
+def run_as_written(workdir: Path, command: str) -> dict[str, int]:
+    """Dry-run an advised command with its words in the order written, N and CONFIG filled in: the planned
+    jobs (rule -> count). In this process (Snakemake's own command line, `snakemake.cli.main`, which the
+    `snakemake` script runs): a fresh Snakemake per command would cost ~6 s each."""
+    import contextlib
+    import io
+    import os
     import shlex
 
+    from snakemake.cli import main as snakemake_main
+
+    words = shlex.split(command)
+    assert words[0] == "snakemake", command
+    args = [{"N": "2", "CONFIG": str(TEST_CONFIG)}.get(word, word) for word in words[1:]]
+    cwd, environ, path = os.getcwd(), dict(os.environ), list(sys.path)
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            snakemake_main(["-s", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir), "-n", *args])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(environ)
+        sys.path[:] = path
+    text = output.getvalue()
+    assert code == 0, f"`{command}` failed as written:\n{text}"
+    return job_stats(text) if "Job stats:" in text else {}
+
+
+def _plans(jobs: dict[str, int], rule: str) -> bool:
+    """Whether the plan runs ``rule`` (``train_candidates``: any candidates rule, e.g. train_candidates_none)."""
+    return any(name == rule or (rule == "train_candidates" and name.startswith(rule)) for name in jobs)
+
+
+def _tiny_grid_outputs() -> dict[str, str]:
+    """One path of the tiny grid per output template of the layout (brcd.layout.WRITTEN_BY), and a file
+    inside a feature bank: every kind of path a hint can name."""
+    from brcd import layout
+
+    teacher = {"dataset": "synthetic", "bits": 16, "hash": "cibhash", "teacher": "tteacher", "seed": 0}
+    student = {**teacher, "student": "tstudent", "kd": "brcd", "variant": "lambda1"}
+    none = {**student, "kd": "none", "variant": "lambda0"}
+    fields = {layout.SPLIT: teacher, layout.FEATURES: {"dataset": "synthetic", "backbone": "tstudent"},
+              layout.TIMING_ENCODER: {"dataset": "synthetic", "backbone": "tstudent"}, layout.REPORT: {"name": "test"},
+              layout.REPORT_TABLE: {"name": "test"}, layout.REPORT_FINDINGS: {"name": "test"},
+              layout.METRICS: {**student, "model": "student/cibhash/tteacher/tstudent/brcd/lambda1", "paradigm": "asym"},
+              layout.PER_QUERY: {**teacher, "model": "teacher/cibhash/tteacher", "paradigm": "teacher"},
+              layout.STUDENT_HISTORY: none}
+    paths = {template: template.format(**fields.get(template, student)) for template in layout.WRITTEN_BY}
+    return {**paths, "a file of a feature bank": paths[layout.FEATURES] + "/meta.json"}
+
+
+def test_every_hint_runs_as_written(tiny_run, monkeypatch, capsys):
+    """Issue 28: every "run this" hint is built by brcd.io.snakemake_command, target before --configfile
+    (which reads every word after it as a config file). Each hint the code can produce -- to build a
+    missing file and to rebuild a damaged one, for every kind of path the layout has; the report's
+    missing-inputs advice (one file, the whole grid); the report's own header -- runs as written on
+    the tiny grid and plans the rule that writes the file."""
+    from brcd.cli import main
+    from brcd.io import build_hint, rebuild_hint
+    from brcd.layout import written_by
+
+    monkeypatch.chdir(tiny_run)  # paths as the jobs see them
+    for name, path in _tiny_grid_outputs().items():
+        rule = written_by(path).rule
+        (command,) = _commands(rebuild_hint(path))
+        assert _plans(run_as_written(tiny_run, command), rule), (name, command)
+        parked = tiny_run / "parked"
+        Path(path).rename(parked)  # a missing file (or folder): how read_checked finds it
+        try:
+            (command,) = _commands(build_hint(path))
+            assert _plans(run_as_written(tiny_run, command), rule), (name, command)
+        finally:
+            parked.rename(path)
+    metrics = _tiny_grid_outputs()["results/{dataset}/{bits}/{model}/seed{seed}/metrics/{paradigm}.json"]
+    Path(metrics).rename("parked")
+    try:
+        assert main(["report", "--config", str(TEST_CONFIG), "--out", "reports/again.md"]) == 2
+        one_file, whole_grid = _commands(capsys.readouterr().err)
+        assert _plans(run_as_written(tiny_run, one_file), "evaluate")
+        assert {"evaluate", "report"} <= set(run_as_written(tiny_run, whole_grid))
+    finally:
+        Path("parked").rename(metrics)
+    (header,) = _commands((tiny_run / "reports" / "test.md").read_text().split("\n\n")[1])
+    assert run_as_written(tiny_run, header) == {}  # up to date: nothing to do, and no error
+
+
+def test_every_advised_snakemake_command_comes_from_one_function():
+    """No message of brcd spells a Snakemake command itself: brcd.io.snakemake_command builds them all."""
+    import ast
+
+    spelled = []
+    for path in sorted((REPO_ROOT / "brcd").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body
+                      and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings \
+                    and re.search(r"snakemake (--|\.\.\.)|`snakemake [^`]", node.value):
+                spelled.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {node.value!r}")
+    assert spelled == [], "build these with brcd.io.snakemake_command:\n" + "\n".join(spelled)
+
+
+def test_clusters_mismatch_names_a_command_that_rebuilds_them(tiny_run, monkeypatch, tmp_path):
     from brcd.cluster import load_clusters
     from brcd.errors import BrcdError
 
     monkeypatch.chdir(tiny_run)  # paths as the jobs see them
     with pytest.raises(BrcdError) as error:
         load_clusters(CLUSTERS_FILE, {"teacher": "teacher/cibhash/another"})
-    command = re.search(r"`(snakemake [^`]+)`", str(error.value))
-    assert command, str(error.value)
-    args = [{"N": "2", "CONFIG": str(TEST_CONFIG)}.get(arg, arg) for arg in shlex.split(command.group(1))[1:]]
-    assert args[-2:] == ["--forcerun", CLUSTERS_FILE]
-    jobs = job_stats(snakemake(tiny_run, "-n", *args).stdout)
+    (command,) = _commands(str(error.value))
+    assert command == f"snakemake --cores N --forcerun {CLUSTERS_FILE} --configfile CONFIG"
+    jobs = run_as_written(tiny_run, command)
     assert jobs["cluster"] == 1 and jobs["train_candidates"] >= 1 and set(jobs) <= {"cluster"} | STUDENT_AND_AFTER, jobs
     # what the message used to advise: deleting the file rebuilds nothing
     backup = tmp_path / "clusters.parquet"
@@ -318,7 +457,7 @@ def test_clusters_mismatch_names_a_command_that_rebuilds_them(tiny_run, monkeypa
         (tiny_run / CLUSTERS_FILE).unlink()
         deleted = snakemake(tiny_run, "-n", "--configfile", str(TEST_CONFIG))
         assert "Nothing to be done" in deleted.stdout + deleted.stderr
-        assert job_stats(snakemake(tiny_run, "-n", *args).stdout) == jobs
+        assert run_as_written(tiny_run, command) == jobs
     finally:
         shutil.copy(backup, tiny_run / CLUSTERS_FILE)
 

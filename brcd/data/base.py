@@ -1,10 +1,11 @@
 """The uniform dataset interface: decoded RGB images plus multi-hot labels."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import numpy as np
 
+from brcd.options import Options
 from brcd.registry import Registry
 
 DATASETS: Registry = Registry("dataset", config_key="datasets")
@@ -23,19 +24,25 @@ class ImageDataset:
     ``protocol`` names the split protocol of SPEC §5 that applies.
 
     For the checks that run before any job starts, a dataset declares the
-    config keys its entry accepts besides :data:`SPLIT_KEYS` (``config_keys``)
-    and, when its sizes are fixed, the images per class of each partition
-    (``class_counts``, or :meth:`labels_only` when they depend on options).
+    config keys its entry accepts besides :data:`SPLIT_KEYS`, with their types,
+    ranges and defaults (``options``), and, when its sizes are fixed, the
+    images per class of each partition (``class_counts``, or
+    :meth:`labels_only` when they depend on options).
     """
 
     name: str = "dataset"
     protocol: str = "train_test"
-    #: config keys of this dataset's entry besides SPLIT_KEYS -> what they mean
-    config_keys: Mapping[str, str] = {}
+    #: config keys of this dataset's entry besides SPLIT_KEYS, typed (brcd.options)
+    options: ClassVar[Options] = Options()
     #: partition -> images per class, when known without reading the data (None: only after reading it)
     class_counts: Mapping[str, tuple[int, ...]] | None = None
     labels: np.ndarray
     partitions: Mapping[str, np.ndarray]
+
+    @classmethod
+    def own_options(cls, entry: Mapping) -> dict:
+        """This dataset's own keys of its config entry ``entry``, typed, with their defaults."""
+        return cls.options.resolve({key: entry[key] for key in cls.options if key in entry}, f"datasets.{cls.name}")
 
     @classmethod
     def labels_only(cls, options: Mapping) -> "ImageDataset | None":

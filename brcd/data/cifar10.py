@@ -12,6 +12,7 @@ import numpy as np
 
 from brcd.data.base import DATASETS, ImageDataset, one_hot
 from brcd.errors import DataError
+from brcd.options import Flag, Options, Text
 
 HOW_TO_GET = (
     "set `datasets.cifar10.root` to the folder that holds `cifar-10-batches-py` "
@@ -25,17 +26,18 @@ class CIFAR10(ImageDataset):
     name = "cifar10"
     protocol = "train_test"
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-    config_keys = {"root": "folder holding cifar-10-batches-py", "download": "let torchvision fetch it"}
+    options = Options(root=Text(None, "folder holding cifar-10-batches-py"),
+                      download=Flag(False, "let torchvision fetch it"))
     class_counts = {"train": (5000,) * 10, "test": (1000,) * 10}
 
     def __init__(self, options: dict):
         from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
 
-        root = options.get("root")
-        if not root:
+        options = self.own_options(options)
+        if not options["root"]:
             raise DataError(f"CIFAR-10 needs a data folder; {HOW_TO_GET}")
-        root = Path(root)
-        download = bool(options.get("download", False))
+        root = Path(options["root"])
+        download = options["download"]
         if not download and not (root / "cifar-10-batches-py").is_dir():
             raise DataError(f"CIFAR-10 not found: {root / 'cifar-10-batches-py'} does not exist; {HOW_TO_GET}")
         parts = {}

@@ -15,6 +15,7 @@ import numpy as np
 
 from brcd.data.base import DATASETS, ImageDataset, one_hot, to_rgb
 from brcd.errors import DataError
+from brcd.options import Flag, Options, Text
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 FILES = {
@@ -84,14 +85,16 @@ class FashionMNIST(ImageDataset):
     protocol = "train_test"
     classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-    config_keys = {"root": "folder with the four idx files (default: Debian's)", "download": "let torchvision fetch it"}
+    options = Options(root=Text(None, "folder with the four idx files (default: Debian's)"),
+                      download=Flag(False, "let torchvision fetch it"))
     class_counts = {"train": (6000,) * 10, "test": (1000,) * 10}
 
     def __init__(self, options: dict):
-        root = Path(options.get("root") or DEBIAN_ROOT)
+        options = self.own_options(options)
+        root = Path(options["root"] or DEBIAN_ROOT)
         arrays = _load_local(root)
         if arrays is None:
-            if not options.get("download", False):
+            if not options["download"]:
                 raise DataError(f"Fashion-MNIST not found in {root} (`datasets.fashion_mnist.root`); {HOW_TO_GET}")
             arrays = _download(root)
         for part in ("train", "test"):

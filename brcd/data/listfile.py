@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from brcd.io import snakemake_command
 from brcd.layout import SPLIT
 from brcd.data.base import DATASETS, ImageDataset, to_rgb
 from brcd.errors import DataError
+from brcd.options import Int, Options, Text
 
 
 def parse_list_file(path: Path, num_classes: int, key: str) -> tuple[list[str], np.ndarray]:
@@ -49,29 +51,34 @@ def read_list_file(path: Path, num_classes: int, key: str) -> tuple[list[str], n
     return paths, np.asarray(rows, dtype=np.uint8), np.asarray(linenos, dtype=np.int64)
 
 
+def list_file_options(num_classes: int) -> Options:
+    """The keys of a list-file dataset's entry, with its label width as the default ``num_classes``."""
+    return Options(root=Text(None, "image root"),
+                   lists=Text(None, "list file(s), relative to root or absolute", several=True),
+                   num_classes=Int(num_classes, "label width of the list files", minimum=1, maximum=100_000))
+
+
 class ListFileDataset(ImageDataset):
     """Images under ``root`` listed, with labels, in one or more list files."""
 
     protocol = "pool"
-    default_num_classes: int
-    config_keys = {"root": "image root", "lists": "list file(s), relative to root or absolute",
-               "num_classes": "label width of the list files"}
     # class_counts stays None: the sizes are known once the list files are read (the split job checks them)
 
     def __init__(self, options: dict):
         prefix = f"datasets.{self.name}"
-        root = options.get("root")
+        options = self.own_options(options)
+        root = options["root"]
         if not root:
             raise DataError(f"`{prefix}.root` is not set; set it to the folder the list file's image paths are relative to")
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"image root {self.root} (`{prefix}.root`) does not exist")
-        lists = options.get("lists")
+        lists = options["lists"]
         if not lists:
             raise DataError(f"`{prefix}.lists` is not set; give the list file(s), e.g. [database.txt, test.txt]")
         if isinstance(lists, str):
             lists = [lists]
-        num_classes = int(options.get("num_classes", self.default_num_classes))
+        num_classes = options["num_classes"]
         paths, labels, self.list_files, sources, lines = [], [], [], [], []
         for entry in lists:
             list_path = Path(entry) if os.path.isabs(entry) else self.root / entry
@@ -106,28 +113,28 @@ class ListFileDataset(ImageDataset):
         # PIL reports undecodable files as UnidentifiedImageError / OSError (truncated data),
         # SyntaxError or ValueError (broken headers) and DecompressionBombError (absurd sizes).
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            split = SPLIT.format(dataset=self.name)
             raise DataError(
                 f"image {path} ({self.listed_at(index)}) cannot be decoded ({type(exc).__name__}: {exc}); "
                 f"replace it with an intact copy (re-extract the dataset under `datasets.{self.name}.root`), "
                 "or delete that line from the list file and, since that renumbers the pool, rebuild the split "
-                "(`split` rule) and everything after it with `snakemake --cores N --configfile CONFIG "
-                f"--forcerun {SPLIT.format(dataset=self.name)}`"
+                f"(`split` rule) and everything after it with `{snakemake_command(forcerun=split)}`"
             ) from None
 
 
 @DATASETS.register("nuswide")
 class NUSWIDE(ListFileDataset):
     name = "nuswide"
-    default_num_classes = 21
+    options = list_file_options(21)
 
 
 @DATASETS.register("coco")
 class COCO(ListFileDataset):
     name = "coco"
-    default_num_classes = 80
+    options = list_file_options(80)
 
 
 @DATASETS.register("imagenet100")
 class ImageNet100(ListFileDataset):
     name = "imagenet100"
-    default_num_classes = 100
+    options = list_file_options(100)

@@ -1,4 +1,10 @@
-"""``brcd split``: draw and save one dataset's splits (rule ``split``)."""
+"""``brcd split``: draw and save one dataset's splits (rule ``split``).
+
+For a dataset whose sizes are known only once its files are read (the
+list-file datasets), this first job of the grid also checks what depends on
+the training split's size (BRCD's number of clusters), so that a config that
+cannot work stops before any feature bank or teacher is built.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,6 +12,7 @@ import logging
 from brcd.config import dataset_options, load_config
 from brcd.data import create_dataset
 from brcd.data.splits import write_splits
+from brcd.distill.brcd import check_cluster_count
 
 log = logging.getLogger(__name__)
 
@@ -21,5 +28,6 @@ def run(args) -> None:
     options = dataset_options(config, args.dataset)
     dataset = create_dataset(args.dataset, options)
     splits = write_splits(args.out, dataset, options, seed=config["split_seed"])
+    check_cluster_count(config, args.dataset, len(splits["train"]), args.config)
     counts = ", ".join(f"{name} {len(idx)}" for name, idx in splits.items())
     log.info("%s: %d images, %d classes -> %s (%s)", args.dataset, len(dataset), dataset.num_classes, args.out, counts)

@@ -139,6 +139,11 @@ def write_splits(path: str | os.PathLike, ds: ImageDataset, sizes: Mapping, seed
     return splits
 
 
+def draw_of(options: Mapping, seed: int) -> dict:
+    """What identifies the draw a dataset entry asks for, as a split file's metadata records it."""
+    return {"seed": int(seed), "sizes": {key: options[key] for key in SIZE_KEYS if key in options}}
+
+
 class Splits:
     """A loaded ``split.parquet``: index arrays per split plus labels by index."""
 
@@ -168,9 +173,8 @@ class Splits:
 
     def check_config(self, options: Mapping, seed: int) -> None:
         """The file must be the draw the config asks for (same seed and sizes)."""
-        sizes = {k: options[k] for k in SIZE_KEYS if k in options}
         found = {"seed": self.metadata.get("seed"), "sizes": self.metadata.get("sizes")}
-        check_metadata(found, {"seed": int(seed), "sizes": sizes}, f"split file {self.path}",
+        check_metadata(found, draw_of(options, seed), f"split file {self.path}",
                        "Rebuild it with the `split` rule (`brcd split`) for the current config.")
 
     @property

@@ -11,15 +11,18 @@ from __future__ import annotations
 import numpy as np
 
 from brcd.data.base import DATASETS, ImageDataset, LabelsOnly, one_hot
+from brcd.options import MAX_SEED, Int, Number, Options
 
-DEFAULTS = {"num_classes": 10, "train_size": 2000, "test_size": 500, "image_size": 32, "seed": 0, "noise": 0.15}
+#: the largest partition and class count: a synthetic set is for tests and smoke runs, and its labels
+#: (images x classes bytes) are allocated when the config is checked
+MAX_IMAGES, MAX_CLASSES = 1_000_000, 1000
 
 
 def _layout(opts: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Class of every image and the train/test partitions (no pixels: cheap)."""
-    n_train, n_test = int(opts["train_size"]), int(opts["test_size"])
+    n_train, n_test = opts["train_size"], opts["test_size"]
     n = n_train + n_test
-    targets = np.random.default_rng([int(opts["seed"]), 1]).permutation(np.arange(n) % int(opts["num_classes"]))
+    targets = np.random.default_rng([opts["seed"], 1]).permutation(np.arange(n) % opts["num_classes"])
     return targets, {"train": np.arange(n_train), "test": np.arange(n_train, n)}
 
 
@@ -27,22 +30,25 @@ def _layout(opts: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 class Synthetic(ImageDataset):
     name = "synthetic"
     protocol = "train_test"
-    config_keys = {"num_classes": "classes", "train_size": "images in the train partition",
-               "test_size": "images in the test partition", "image_size": "side in pixels",
-               "seed": "generator seed", "noise": "pixel noise"}
+    options = Options(num_classes=Int(10, "classes", minimum=1, maximum=MAX_CLASSES),
+                      train_size=Int(2000, "images in the train partition", minimum=1, maximum=MAX_IMAGES),
+                      test_size=Int(500, "images in the test partition", minimum=1, maximum=MAX_IMAGES),
+                      image_size=Int(32, "side in pixels", minimum=1, maximum=1024),
+                      seed=Int(0, "generator seed", minimum=0, maximum=MAX_SEED),
+                      noise=Number(0.15, "pixel noise", minimum=0))
 
     @classmethod
     def labels_only(cls, options):
-        opts = {**DEFAULTS, **options}
+        opts = cls.own_options(options)
         targets, partitions = _layout(opts)
-        return LabelsOnly(cls.name, cls.protocol, one_hot(targets, int(opts["num_classes"])), partitions)
+        return LabelsOnly(cls.name, cls.protocol, one_hot(targets, opts["num_classes"]), partitions)
 
     def __init__(self, options: dict):
-        opts = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
-        self.num_classes_ = int(opts["num_classes"])
-        self.size = int(opts["image_size"])
-        self.seed = int(opts["seed"])
-        self.noise = float(opts["noise"])
+        opts = self.own_options(options)
+        self.num_classes_ = opts["num_classes"]
+        self.size = opts["image_size"]
+        self.seed = opts["seed"]
+        self.noise = opts["noise"]
         targets, self.partitions = _layout(opts)
         self.targets = targets
         self.labels = one_hot(targets, self.num_classes_)

@@ -27,17 +27,20 @@ __all__ = ["KD_LOSSES", "KDBatch", "DistillLoss", "check_kd_settings", "create_d
 
 def check_kd_settings(config: Mapping[str, Any], source: str = "config") -> None:
     """Config check: every `kd_settings` entry names a registered method, and every setting is one
-    that method declares (its class's ``defaults``); errors name the key and list the allowed ones."""
+    that method declares (its class's ``settings``), of its type and in its range; errors name the key,
+    the value and the allowed form. The typed values are written back (``"100"`` from ``--config``
+    becomes 100), so the jobs read what the check saw."""
     settings = config.get("kd_settings") or {}
-    merged = {**config.get("brcd", {}), **settings}
     for name in settings:
         if name not in KD_LOSSES:
             raise ConfigError(f"{source}: `kd_settings.{name}`: no distillation method {name!r}; "
                               f"allowed: {', '.join(KD_LOSSES.names())}")
         try:
-            KD_LOSSES.get(name).resolve_options(name, merged)
+            settings[name] = {**settings[name], **KD_LOSSES.get(name).settings.parse(settings[name],
+                                                                                      f"kd_settings.{name}")}
+            KD_LOSSES.get(name).resolve_options(name, {**config.get("brcd", {}), **settings}, f"kd_settings.{name}")
         except ConfigError as exc:
-            raise ConfigError(f"{source}: `kd_settings.{name}`: {exc}") from None
+            raise ConfigError(f"{source}: {exc}") from None
 
 
 def create_distill_loss(name: str, bits: int, num_train: int, settings: Mapping[str, Any] | None = None,
@@ -46,10 +49,10 @@ def create_distill_loss(name: str, bits: int, num_train: int, settings: Mapping[
 
     ``settings``: the config's ``brcd`` section (BRCD variants read ``alpha``
     and ``tau``); ``settings[name]`` may hold per-method overrides of the
-    defaults listed in each class's ``defaults``.
+    defaults its class declares (``settings``).
     """
     cls = KD_LOSSES.get(name)
-    settings = dict(settings or {})
+    options = cls.resolve_options(name, dict(settings or {}))
     if num_train < 2:
         raise ConfigError(f"distillation needs at least 2 training images, got {num_train}; enlarge the train split")
     if cls.needs_clusters and clusters is None:
@@ -57,6 +60,5 @@ def create_distill_loss(name: str, bits: int, num_train: int, settings: Mapping[
             f"{name!r}: BRCD needs the teacher's clusters: run the cluster rule / pass --clusters "
             "(clusters.parquet from `brcd cluster`)"
         )
-    options = cls.resolve_options(name, settings)
     return cls(name=name, bits=bits, num_train=num_train, options=options,
                clusters=clusters if cls.needs_clusters else None)

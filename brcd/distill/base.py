@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from brcd.errors import ConfigError
+from brcd.options import Choice, Number, Options
 from brcd.registry import Registry
 
 KD_LOSSES: Registry = Registry("distillation method", config_key="kd")
@@ -48,13 +49,17 @@ class DistillLoss(nn.Module):
     needs_clusters: ClassVar[bool] = False
     #: the trainer must fill ``KDBatch.s_rot_logits`` / ``t_rot_logits``
     needs_rotations: ClassVar[bool] = False
-    #: per-method settings and their defaults (SPEC §4): the single declared
-    #: place of every option a method takes. The defaults are what the public
-    #: reference code ran unless the module docstring says why not.
+    #: per-method settings (SPEC §4), each with its type, range and default: the single declared
+    #: place of every option a method takes, checked at parse time (config key ``kd_settings``) and
+    #: again when the loss is built. The defaults are what the public reference code ran unless the
+    #: module docstring says why not.
+    settings: ClassVar[Options] = Options()
+    #: the defaults of :attr:`settings` (derived)
     defaults: ClassVar[dict] = {}
-    #: allowed values of the method's enumerated options (``features`` and
-    #: ``views`` are checked for every method that declares them)
-    choices: ClassVar[dict[str, tuple]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.defaults = cls.settings.defaults()
 
     def __init__(self, name: str, bits: int, num_train: int, options: Mapping[str, Any], clusters=None):
         super().__init__()
@@ -64,28 +69,14 @@ class DistillLoss(nn.Module):
         self.options = dict(options)
 
     @classmethod
-    def resolve_options(cls, name: str, settings: Mapping[str, Any]) -> dict:
-        """Defaults overridden by ``settings[name]`` (a mapping of per-method values)."""
+    def resolve_options(cls, name: str, settings: Mapping[str, Any], where: str | None = None) -> dict:
+        """Defaults overridden by ``settings[name]`` (a mapping of per-method values), each typed and
+        range-checked by its declared :class:`~brcd.options.Option`; errors name ``where.key``
+        (default ``name.key``)."""
         overrides = settings.get(name, {}) if isinstance(settings, Mapping) else {}
         if not isinstance(overrides, Mapping):
             raise ConfigError(f"settings for distillation method {name!r} must be a mapping; got {overrides!r}")
-        unknown = sorted(set(overrides) - set(cls.defaults))
-        if unknown:
-            raise ConfigError(
-                f"unknown setting(s) {unknown} for distillation method {name!r}; "
-                f"allowed: {', '.join(sorted(cls.defaults)) or 'none'}"
-            )
-        options = {**cls.defaults, **overrides}
-        for key, allowed in {**COMMON_CHOICES, **cls.choices}.items():
-            if key in options and options[key] not in allowed:
-                raise ConfigError(f"`{name}.{key}` must be one of {', '.join(map(str, allowed))}; "
-                                  f"got {options[key]!r}")
-        cls.check_options(name, options)
-        return options
-
-    @classmethod
-    def check_options(cls, name: str, options: Mapping[str, Any]) -> None:
-        """Range checks of numeric options; raise :class:`ConfigError` naming ``name.key``."""
+        return cls.settings.resolve(overrides, where or name)
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -101,17 +92,22 @@ FEATURES = ("codes", "logits")
 #: (the teacher encodes ``raw_imgi``); "both" averages the loss over the two.
 VIEWS: dict[str, tuple[int, ...]] = {"first": (0,), "both": (0, 1)}
 
-COMMON_CHOICES: dict[str, tuple] = {"features": FEATURES, "views": tuple(VIEWS)}
 
 
-def require(ok: bool, name: str, key: str, what: str, value: Any) -> None:
-    """Raise the ConfigError of an out-of-range per-method option."""
-    if not ok:
-        raise ConfigError(f"`{name}.{key}` must be {what}; got {value!r}")
+def features_option(default: str) -> Choice:
+    return Choice(default, "what the loss compares: the codes or the pre-sign logits", FEATURES)
 
 
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def views_option(default: str = "first") -> Choice:
+    return Choice(default, "the augmented views it reads: view 1 only, or both averaged", tuple(VIEWS))
+
+
+#: options of several losses
+TEMPERATURE = "softmax temperature"
+MOMENTUM = Number(0.5, "memory-bank momentum", minimum=0, maximum=1)
+#: an upper bound on sizes that allocate per batch row (negatives, embedding dims): far above the
+#: reference values, low enough that a typo fails at parse time instead of allocating absurd memory
+MAX_SIZE = 100_000
 
 
 def view_features(batch: KDBatch, view: int, features: str) -> tuple[Tensor, Tensor]:

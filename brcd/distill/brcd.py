@@ -30,6 +30,65 @@ from torch import Tensor
 from brcd.distill.base import (KD_LOSSES, DistillLoss, KDBatch, check_positions, safe_cosine,
                                safe_cosine_matrix)
 from brcd.errors import ConfigError, MetadataMismatchError
+from brcd.options import Number, Options
+
+
+#: the clustering settings of the config's `brcd` section (rule cluster, brcd.cluster): the defaults
+DEFAULT_CLUSTERS = 10
+DEFAULT_MARGIN = 0.5
+DEFAULT_CLUSTER_RANGE = (2, 20)
+
+
+def cluster_settings(brcd_section: Mapping | None) -> dict:
+    """The clustering part of the config's ``brcd`` section, with defaults, checked."""
+    section = dict(brcd_section or {})
+    clusters = section.get("clusters", DEFAULT_CLUSTERS)
+    if clusters != "auto" and (isinstance(clusters, bool) or not isinstance(clusters, (int, np.integer)) or clusters < 2):
+        raise ConfigError(f"`brcd.clusters` must be an integer >= 2 or \"auto\"; got {clusters!r}")
+    cluster_range = tuple(int(v) for v in section.get("cluster_range", DEFAULT_CLUSTER_RANGE))
+    if len(cluster_range) != 2 or cluster_range[0] < 2 or cluster_range[1] < cluster_range[0]:
+        raise ConfigError(f"`brcd.cluster_range` must be [low, high] with 2 <= low <= high; got {list(cluster_range)}")
+    margin = float(section.get("margin", DEFAULT_MARGIN))
+    if not 0.0 <= margin <= 1.0:
+        raise ConfigError(f"`brcd.margin` must lie in [0, 1] (centres are means of ±1 codes); got {margin}")
+    return {"clusters": clusters if clusters == "auto" else int(clusters),
+            "cluster_range": list(cluster_range), "margin": margin}
+
+
+def check_k_feasible(k_wanted, cluster_range, n: int, distinct: int) -> list[int] | None:
+    """Raise a ConfigError before any k-means runs when K cannot work."""
+    if k_wanted != "auto":
+        if k_wanted > n:
+            raise ConfigError(
+                f"`brcd.clusters` = {k_wanted} exceeds the {n} training images; lower `brcd.clusters` to at most {n}"
+            )
+        if k_wanted > distinct:
+            raise ConfigError(
+                f"`brcd.clusters` = {k_wanted} exceeds the {distinct} distinct teacher codes of the training images; "
+                f"lower `brcd.clusters` to at most {distinct} (or retrain the teacher)"
+            )
+        return None
+    # A silhouette needs at least one cluster with two members: K <= n - 1.
+    hi = min(cluster_range[1], n - 1, distinct)
+    if hi < cluster_range[0]:
+        raise ConfigError(
+            f"`brcd.cluster_range` = {list(cluster_range)} leaves no feasible K for {n} training images with "
+            f"{distinct} distinct teacher codes; lower `brcd.cluster_range` or set `brcd.clusters` to an integer"
+        )
+    return [cluster_range[0], hi]
+
+
+def check_cluster_count(config: Mapping, dataset: str, num_train: int, source: str = "config") -> None:
+    """Config check: the grid's K (`brcd.clusters`, or `brcd.cluster_range` with `auto`) fits the
+    ``num_train`` training images of ``dataset``, when a method of the grid needs clusters -- before the
+    teacher trains, instead of in the cluster job after it."""
+    if not any(KD_LOSSES.get(kd).needs_clusters for kd in config.get("kd", [])):
+        return
+    settings = cluster_settings(config.get("brcd"))
+    try:
+        check_k_feasible(settings["clusters"], settings["cluster_range"], num_train, num_train)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: `datasets.{dataset}` draws {num_train} training images: {exc}") from None
 
 
 def check_clusters(clusters, bits: int, num_train: int) -> None:
@@ -53,23 +112,18 @@ class BRCD(DistillLoss):
     needs_clusters = True
     use_clusters = True  # offset-positive detection and false-negative removal
     use_mask = True
-    defaults = {"alpha": 0.8, "tau": 0.3}
+    settings = Options(alpha=Number(0.8, "weight of the individual term of a positive that stayed in its cluster",
+                                    minimum=0, maximum=1),
+                       tau=Number(0.3, "temperature of the cosines", minimum=0, exclusive_minimum=True))
 
     @classmethod
-    def resolve_options(cls, name: str, settings: Mapping[str, Any]) -> dict:
+    def resolve_options(cls, name: str, settings: Mapping[str, Any], where: str | None = None) -> dict:
         # alpha and tau live directly in the config's `brcd` section (the
-        # other keys there, clusters/margin/lambda, are not the loss's business);
+        # other keys there, clusters/margin, are not the loss's business);
         # settings[name], if given, overrides them for one variant.
-        overrides = settings.get(name, {})
-        if not isinstance(overrides, Mapping):
-            raise ConfigError(f"settings for distillation method {name!r} must be a mapping; got {overrides!r}")
-        top_level = {key: settings[key] for key in cls.defaults if key in settings}
-        options = super().resolve_options(name, {name: {**top_level, **overrides}})
-        if not 0.0 <= float(options["alpha"]) <= 1.0:
-            raise ConfigError(f"`brcd.alpha` must lie in [0, 1]; got {options['alpha']}")
-        if not float(options["tau"]) > 0.0:
-            raise ConfigError(f"`brcd.tau` must be positive; got {options['tau']}")
-        return options
+        options = super().resolve_options(name, settings, where)  # the defaults, overridden by settings[name]
+        top_level = cls.settings.parse({key: settings[key] for key in cls.settings if key in settings}, "brcd")
+        return {**options, **{key: value for key, value in top_level.items() if key not in settings.get(name, {})}}
 
     def __init__(self, name, bits, num_train, options, clusters=None):
         super().__init__(name, bits, num_train, options)
@@ -81,7 +135,7 @@ class BRCD(DistillLoss):
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:
         check_positions(batch.index, self.num_train, self.name)
-        alpha, tau = float(self.options["alpha"]), float(self.options["tau"])
+        alpha, tau = self.options["alpha"], self.options["tau"]
         s = batch.s_codes[0]
         t = batch.t_codes[0].detach().to(s.dtype)
         t_aug = batch.t_codes[1].detach().to(s.dtype)

@@ -32,7 +32,8 @@ import math
 import torch
 from torch import Tensor
 
-from brcd.distill.base import KD_LOSSES, KDBatch, is_int, nce_loss, normalised_exp, require
+from brcd.distill.base import KD_LOSSES, MAX_SIZE, KDBatch, nce_loss, normalised_exp
+from brcd.options import Either, Flag, Int, Options
 from brcd.distill.crd import ContrastiveMemoryLoss
 
 #: added to every coordinate of every relation, as in the reference code
@@ -190,25 +191,21 @@ def relation_cosines(memory: Tensor, contrast: Tensor, sample: Tensor, anchor_ro
 
 @KD_LOSSES.register("crcd")
 class CRCD(ContrastiveMemoryLoss):
-    defaults = {**ContrastiveMemoryLoss.defaults, "anchors": "all", "self_pairs": True}
-
-    @classmethod
-    def check_options(cls, name, options) -> None:
-        anchors = options["anchors"]
-        require(anchors == "all" or (is_int(anchors) and anchors >= 1), name, "anchors",
-                '"all" or a positive number of anchors per step', anchors)
-        require(isinstance(options["self_pairs"], bool), name, "self_pairs", "true or false", options["self_pairs"])
+    settings = Options(**ContrastiveMemoryLoss.settings,
+                       anchors=Either("all", "anchors per step: every image of the batch, or that many drawn",
+                                      "all", Int(minimum=1, maximum=MAX_SIZE)),
+                       self_pairs=Flag(True, "whether an anchor's relation to itself is one of the pairs"))
 
     def choose_anchors(self, batch_size: int, device) -> Tensor:
         """Rows of the batch that serve as anchors this step."""
         if self.options["anchors"] == "all":
             return torch.arange(batch_size, device=device)
-        return torch.randperm(batch_size, device=device)[: min(int(self.options["anchors"]), batch_size)]
+        return torch.randperm(batch_size, device=device)[: min(self.options["anchors"], batch_size)]
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:
         v_s, v_t, contrast = self.embed(batch)
         positions = batch.index.long()
-        t = float(self.options["nce_t"])
+        t = self.options["nce_t"]
         anchors = positions[self.choose_anchors(len(positions), v_s.device)]
         rel_s = relation_cosines(self.memory_t.memory, contrast, v_s, anchors)  # (B, A, J)
         rel_t = relation_cosines(self.memory_s.memory, contrast, v_t, anchors)

@@ -17,18 +17,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from brcd.distill.base import (KD_LOSSES, DistillLoss, KDBatch, MemoryBank, bank_similarities, check_positions,
-                               l2_normalize, nce_loss, normalised_exp, sample_negatives, view_features)
+from brcd.distill.base import (KD_LOSSES, MAX_SIZE, MOMENTUM, DistillLoss, KDBatch, MemoryBank, bank_similarities,
+                               check_positions, features_option, l2_normalize, nce_loss, normalised_exp,
+                               sample_negatives, view_features)
+from brcd.options import Int, Number, Options
 
 
 class ContrastiveMemoryLoss(DistillLoss):
     """Shared parts of crd and crcd: embeddings, two banks, sampling."""
 
-    defaults = {"feat_dim": 128, "negatives": 500, "nce_t": 0.05, "momentum": 0.5, "features": "codes"}
+    settings = Options(feat_dim=Int(128, "embedding dimension", minimum=1, maximum=MAX_SIZE),
+                       negatives=Int(500, "negatives per anchor", minimum=1, maximum=MAX_SIZE),
+                       nce_t=Number(0.05, "NCE temperature", minimum=0, exclusive_minimum=True),
+                       momentum=MOMENTUM, features=features_option("codes"))
 
     def __init__(self, name, bits, num_train, options, clusters=None):
         super().__init__(name, bits, num_train, options)
-        dim = int(self.options["feat_dim"])
+        dim = self.options["feat_dim"]
         self.embed_s = nn.Linear(bits, dim)
         self.embed_t = nn.Linear(bits, dim)
         self.memory_s = MemoryBank(num_train, dim, self.options["momentum"])
@@ -43,7 +48,7 @@ class ContrastiveMemoryLoss(DistillLoss):
         v_t = l2_normalize(self.embed_t(teacher))
         positions = batch.index.long()
         contrast = torch.cat([positions[:, None],
-                              sample_negatives(positions, int(self.options["negatives"]), self.num_train)], dim=1)
+                              sample_negatives(positions, self.options["negatives"], self.num_train)], dim=1)
         return v_s, v_t, contrast
 
     def update_memory(self, positions: Tensor, v_s: Tensor, v_t: Tensor) -> None:
@@ -56,7 +61,7 @@ class ContrastiveMemoryLoss(DistillLoss):
 class CRD(ContrastiveMemoryLoss):
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:
         v_s, v_t, contrast = self.embed(batch)
-        t = float(self.options["nce_t"])
+        t = self.options["nce_t"]
         # student anchor vs the teacher's bank (positive first), and vice versa
         sim_s = bank_similarities(self.memory_t.memory, contrast, v_s)
         sim_t = bank_similarities(self.memory_s.memory, contrast, v_t)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from brcd.distill.base import KD_LOSSES, DistillLoss, KDBatch, mean_over_views
+from brcd.distill.base import KD_LOSSES, TEMPERATURE, DistillLoss, KDBatch, features_option, mean_over_views, views_option
+from brcd.options import Number, Options
 
 
 def hinton_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -29,10 +30,11 @@ def hinton_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float
 
 @KD_LOSSES.register("kd")
 class HintonKD(DistillLoss):
-    defaults = {"temperature": 4.0, "features": "logits", "views": "first"}
+    settings = Options(temperature=Number(4.0, TEMPERATURE, minimum=0, exclusive_minimum=True),
+                       features=features_option("logits"), views=views_option())
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:
-        t = float(self.options["temperature"])
+        t = self.options["temperature"]
         loss = mean_over_views(batch, self.options["views"], self.options["features"],
                                lambda s, teacher: hinton_kd(s, teacher, t))
         return {"loss": loss}

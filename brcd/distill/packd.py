@@ -56,8 +56,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from brcd.distill.base import (VIEWS, KD_LOSSES, DistillLoss, KDBatch, MemoryBank, bank_similarities,
-                               check_positions, is_int, l2_normalize, require, sample_negatives, view_features)
+from brcd.distill.base import (VIEWS, KD_LOSSES, MAX_SIZE, MOMENTUM, TEMPERATURE, DistillLoss, KDBatch, MemoryBank,
+                               bank_similarities, check_positions, features_option, l2_normalize, sample_negatives,
+                               view_features, views_option)
+from brcd.options import Choice, Flag, Int, Number, Options
 
 TEACHER_EMBEDS = ("auto", "linear", "identity")
 
@@ -93,26 +95,23 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, eps: float, iterations: int, tole
 
 @KD_LOSSES.register("packd")
 class PACKD(DistillLoss):
-    defaults = {"feat_dim": 64, "teacher_embed": "auto", "negatives": 500, "temperature": 0.07,
-                "momentum": 0.5, "bank_warmup": 782, "self_in_denominator": True,
-                "pos_k": 0, "views": "first", "features": "codes",
-                "sinkhorn_eps": 0.1, "sinkhorn_iters": 100, "sinkhorn_tol": 0.1}
-    choices = {"teacher_embed": TEACHER_EMBEDS}
-
-    @classmethod
-    def check_options(cls, name, options) -> None:
-        for key in ("feat_dim", "negatives", "sinkhorn_iters"):
-            require(is_int(options[key]) and options[key] >= 1, name, key, "a positive integer", options[key])
-        for key in ("pos_k", "bank_warmup"):
-            require(is_int(options[key]) and options[key] >= 0, name, key, "an integer >= 0", options[key])
-        for key in ("temperature", "sinkhorn_eps"):
-            require(isinstance(options[key], (int, float)) and options[key] > 0, name, key, "> 0", options[key])
-        require(isinstance(options["self_in_denominator"], bool), name, "self_in_denominator", "true or false",
-                options["self_in_denominator"])
+    settings = Options(
+        feat_dim=Int(64, "embedding dimension", minimum=1, maximum=MAX_SIZE),
+        teacher_embed=Choice("auto", "how the teacher side is embedded", TEACHER_EMBEDS),
+        negatives=Int(500, "negatives per anchor", minimum=1, maximum=MAX_SIZE),
+        temperature=Number(0.07, TEMPERATURE, minimum=0, exclusive_minimum=True),
+        momentum=MOMENTUM,
+        bank_warmup=Int(782, "bank updates with momentum 0 first", minimum=0),
+        self_in_denominator=Flag(True, "whether the anchor's own bank entry is a denominator term"),
+        pos_k=Int(0, "positive partners per anchor (nearest in the teacher's codes)", minimum=0, maximum=MAX_SIZE),
+        views=views_option(), features=features_option("codes"),
+        sinkhorn_eps=Number(0.1, "entropic regularisation of the plan", minimum=0, exclusive_minimum=True),
+        sinkhorn_iters=Int(100, "Sinkhorn iterations at most", minimum=1, maximum=MAX_SIZE),
+        sinkhorn_tol=Number(0.1, "Sinkhorn stopping tolerance", minimum=0))
 
     def __init__(self, name, bits, num_train, options, clusters=None):
         super().__init__(name, bits, num_train, options)
-        feat_dim = int(self.options["feat_dim"])
+        feat_dim = self.options["feat_dim"]
         mode = self.options["teacher_embed"]
         linear = mode == "linear" or (mode == "auto" and feat_dim < bits)
         dim = feat_dim if linear else bits
@@ -132,7 +131,7 @@ class PACKD(DistillLoss):
         """Cache the teacher's features and update its bank (before the negatives are read, as the reference)."""
         self.teacher_feats.index_copy_(0, positions, features.float())
         self.seen[positions] = True
-        warm = int(self.bank_updates) < int(self.options["bank_warmup"])
+        warm = int(self.bank_updates) < self.options["bank_warmup"]
         self.memory_t.update(positions, embedding, momentum=0.0 if warm else None)
         self.bank_updates += 1
 
@@ -142,7 +141,7 @@ class PACKD(DistillLoss):
 
         Returns (B, k) positions and a (B, k) mask of the ones that exist.
         """
-        k = min(int(self.options["pos_k"]), self.num_train - 1)
+        k = min(self.options["pos_k"], self.num_train - 1)
         batch = len(positions)
         if k == 0:
             empty = torch.zeros(batch, 0, dtype=torch.long, device=positions.device)
@@ -159,7 +158,7 @@ class PACKD(DistillLoss):
         return nearest.indices, torch.isfinite(nearest.values)
 
     def contrast_positions(self, positions: Tensor) -> Tensor:
-        negatives = sample_negatives(positions, int(self.options["negatives"]), self.num_train)
+        negatives = sample_negatives(positions, self.options["negatives"], self.num_train)
         if self.options["self_in_denominator"]:
             return torch.cat([positions[:, None], negatives], dim=1)
         return negatives
@@ -178,9 +177,9 @@ class PACKD(DistillLoss):
 
         similarity = e_s @ e_t.transpose(1, 2)  # (B, n, m)
         cost = ((e_s.unsqueeze(2) - e_t.unsqueeze(1)) ** 2).sum(-1).detach()
-        plan = sinkhorn_plan(cost, valid, float(self.options["sinkhorn_eps"]), int(self.options["sinkhorn_iters"]),
-                             float(self.options["sinkhorn_tol"]))
-        temperature = float(self.options["temperature"])
+        plan = sinkhorn_plan(cost, valid, self.options["sinkhorn_eps"], self.options["sinkhorn_iters"],
+                             self.options["sinkhorn_tol"])
+        temperature = self.options["temperature"]
         positive = (plan * similarity).sum(dim=(1, 2)) / temperature  # (B,)
         # every view against the bank at the contrast positions: (B, n, K') -> (B, n K')
         contrast = self.contrast_positions(positions)

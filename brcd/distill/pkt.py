@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from brcd.distill.base import KD_LOSSES, DistillLoss, KDBatch, mean_over_views, safe_cosine_matrix
+from brcd.distill.base import (KD_LOSSES, DistillLoss, KDBatch, features_option, mean_over_views, safe_cosine_matrix,
+                               views_option)
+from brcd.options import Options
 
 EPS = 1e-7
 
@@ -32,7 +34,7 @@ def pkt_loss(student: Tensor, teacher: Tensor) -> Tensor:
 
 @KD_LOSSES.register("pkt")
 class ProbabilisticKT(DistillLoss):
-    defaults = {"features": "codes", "views": "first"}
+    settings = Options(features=features_option("codes"), views=views_option())
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:
         return {"loss": mean_over_views(batch, self.options["views"], self.options["features"], pkt_loss)}

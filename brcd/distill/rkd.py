@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brcd.distill.base import VIEWS, KD_LOSSES, DistillLoss, KDBatch, l2_normalize, view_features
+from brcd.distill.base import (VIEWS, KD_LOSSES, DistillLoss, KDBatch, features_option, l2_normalize, view_features,
+                               views_option)
+from brcd.options import Number, Options
 
 
 def normalised_distances(x: Tensor) -> Tensor:
@@ -44,12 +46,14 @@ def rkd_loss(student: Tensor, teacher: Tensor, w_distance: float, w_angle: float
 
 @KD_LOSSES.register("rkd")
 class RelationalKD(DistillLoss):
-    defaults = {"distance_weight": 25.0, "angle_weight": 50.0, "features": "codes", "views": "first"}
+    settings = Options(distance_weight=Number(25.0, "weight of the distance term", minimum=0),
+                       angle_weight=Number(50.0, "weight of the angle term", minimum=0),
+                       features=features_option("codes"), views=views_option())
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:
         views = VIEWS[self.options["views"]]
         terms = [rkd_loss(*view_features(batch, v, self.options["features"]),
-                          float(self.options["distance_weight"]), float(self.options["angle_weight"]))
+                          self.options["distance_weight"], self.options["angle_weight"])
                  for v in views]
         distance = sum(t[0] for t in terms) / len(views)
         angle = sum(t[1] for t in terms) / len(views)

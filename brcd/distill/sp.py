@@ -18,7 +18,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from brcd.distill.base import KD_LOSSES, DistillLoss, KDBatch, l2_normalize, mean_over_views
+from brcd.distill.base import (KD_LOSSES, DistillLoss, KDBatch, features_option, l2_normalize, mean_over_views,
+                               views_option)
+from brcd.options import Choice, Options
 
 
 def normalised_gram(x: Tensor) -> Tensor:
@@ -48,8 +50,9 @@ GRAMS = {"batch": sp_loss, "per_image": per_image_sp_loss}
 
 @KD_LOSSES.register("sp")
 class SimilarityPreserving(DistillLoss):
-    defaults = {"features": "codes", "views": "first", "gram": "batch"}
-    choices = {"gram": tuple(GRAMS)}
+    settings = Options(features=features_option("codes"), views=views_option(),
+                       gram=Choice("batch", "one Gram matrix of the batch, or one per image (the reference)",
+                                   tuple(GRAMS)))
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:
         loss_fn = GRAMS[self.options["gram"]]

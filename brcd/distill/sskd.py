@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brcd.distill.base import KD_LOSSES, DistillLoss, KDBatch, require, safe_cosine_matrix
+from brcd.distill.base import KD_LOSSES, TEMPERATURE, DistillLoss, KDBatch, features_option, safe_cosine_matrix
+from brcd.options import Number, Options
 from brcd.hashing import codes_from_logits, hash_codes
 
 
@@ -53,13 +54,9 @@ def rows_to_keep(t_sim: Tensor, ss_ratio: float) -> Tensor:
 @KD_LOSSES.register("sskd")
 class SSKD(DistillLoss):
     needs_rotations = True
-    defaults = {"temperature": 0.5, "ss_ratio": 1.0, "features": "codes"}
-
-    @classmethod
-    def check_options(cls, name, options) -> None:
-        ratio = options["ss_ratio"]
-        require(isinstance(ratio, (int, float)) and 0.0 <= float(ratio) <= 1.0, name, "ss_ratio",
-                "a fraction in [0, 1] of the wrongly ranked rows to keep", ratio)
+    settings = Options(temperature=Number(0.5, TEMPERATURE, minimum=0, exclusive_minimum=True),
+                       ss_ratio=Number(1.0, "the fraction of the wrongly ranked rows to keep", minimum=0, maximum=1),
+                       features=features_option("codes"))
 
     def forward(self, batch: KDBatch) -> dict[str, Tensor]:
         if batch.s_rot_logits is None or batch.t_rot_logits is None:
@@ -69,10 +66,10 @@ class SSKD(DistillLoss):
         if self.options["features"] == "codes":
             s_rot = hash_codes(s_rot)  # the same straight-through codes as the student's views
             t_rot = codes_from_logits(t_rot).to(s_rot.dtype)
-        temperature = float(self.options["temperature"])
+        temperature = self.options["temperature"]
         with torch.no_grad():
             t_sim = rotation_similarities(t_rot)
-            keep = rows_to_keep(t_sim, float(self.options["ss_ratio"]))
+            keep = rows_to_keep(t_sim, self.options["ss_ratio"])
         s_sim = rotation_similarities(s_rot)
         if len(keep) == 0:
             return {"loss": s_sim.sum() * 0.0, "kept_rows": s_sim.new_zeros(())}

@@ -11,18 +11,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from brcd.errors import ConfigError
-from brcd.hashing.objectives import OBJECTIVES, nt_xent
+from brcd.hashing.objectives import NTXENT_TAU, OBJECTIVES, nt_xent
 from brcd.hashing.sign import straight_through_sign
+from brcd.options import Number, Options
 
 
 @OBJECTIVES.register("greedyhash")
 class GreedyHash(nn.Module):
-    def __init__(self, bits: int, tau: float = 0.3, alpha: float = 0.1):
+    settings = Options(tau=NTXENT_TAU, alpha=Number(0.1, "weight of the cubic penalty", minimum=0))
+
+    def __init__(self, bits: int, tau: float, alpha: float):
         super().__init__()
-        if tau <= 0 or alpha < 0:
-            raise ConfigError(f"greedyhash needs tau > 0 and alpha >= 0; got tau={tau}, alpha={alpha}")
-        self.bits, self.tau, self.alpha = bits, float(tau), float(alpha)
+        self.bits, self.tau, self.alpha = bits, tau, alpha
 
     def codes(self, u: torch.Tensor) -> torch.Tensor:
         return straight_through_sign(u)  # on u itself, not on sigmoid(u) - 0.5 as CIBHash

@@ -8,32 +8,28 @@ straight-through gradient), so distillation losses can act on the same codes.
 """
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from brcd.codes import check_bits
-from brcd.errors import ConfigError
 from brcd.hashing.sign import hash_codes
+from brcd.options import Number, Options
 from brcd.registry import Registry
 
-#: objective name -> nn.Module class constructed as cls(bits, **settings)
+#: objective name -> nn.Module class constructed as cls(bits, **settings), declaring its ``settings``
 OBJECTIVES: Registry = Registry("hashing objective", config_key="hash")
+
+#: NT-Xent's temperature, a setting of both objectives
+NTXENT_TAU = Number(0.3, "temperature of NT-Xent", minimum=0, exclusive_minimum=True)
 
 
 def create_objective(name: str, bits: int, **settings) -> nn.Module:
-    """The objective registered as ``name`` for ``bits``-bit codes."""
+    """The objective registered as ``name`` for ``bits``-bit codes, with ``settings`` overriding the
+    defaults it declares (typed and range-checked)."""
     factory = OBJECTIVES.get(name)
     check_bits(bits)
-    allowed = [p for p in inspect.signature(factory).parameters if p != "bits"]
-    unknown = sorted(set(settings) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"hashing objective {name!r} has no setting(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
-        )
-    return factory(bits, **settings)
+    return factory(bits, **factory.settings.resolve(settings, name))
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
@@ -69,11 +65,11 @@ class CIBHash(nn.Module):
     L = NTXent(b1, b2; tau) + beta * 1/2 [KL(p1 || sg p2) + KL(p2 || sg p1)].
     """
 
-    def __init__(self, bits: int, tau: float = 0.3, beta: float = 0.001):
+    settings = Options(tau=NTXENT_TAU, beta=Number(0.001, "weight of the KL term", minimum=0))
+
+    def __init__(self, bits: int, tau: float, beta: float):
         super().__init__()
-        if tau <= 0 or beta < 0:
-            raise ConfigError(f"cibhash needs tau > 0 and beta >= 0; got tau={tau}, beta={beta}")
-        self.bits, self.tau, self.beta = bits, float(tau), float(beta)
+        self.bits, self.tau, self.beta = bits, tau, beta
 
     def codes(self, u: torch.Tensor) -> torch.Tensor:
         return hash_codes(u)

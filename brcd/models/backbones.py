@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from brcd.errors import ConfigError
+from brcd.models.heads import check_head_settings
 from brcd.models.weights import WEIGHT_SOURCES, load_state_dict_file
 from brcd.registry import Registry
 
@@ -222,13 +223,14 @@ def check_weights_option(weights: object, model: str, key: str) -> None:
 
 
 def check_backbone_options(options: Mapping, key: str) -> None:
-    """All cheap checks of one ``backbones`` entry: source, model name, size, weights."""
+    """All cheap checks of one ``backbones`` entry: source, model name, size, weights, the head's settings."""
     model = options.get("model")
     source_name, name = parse_model(model, key)
     BACKBONE_SOURCES.get(source_name)().check_name(name, f"{key}.model")
     _check_input_size(options, key)
     _check_head_input(options, key)
     check_weights_option(options.get("weights", LIBRARY_WEIGHTS), model, key)
+    check_head_settings(options.get("head", "mlp"), options, key)
 
 
 RANDOM_INIT_SEED = 0

@@ -1,35 +1,54 @@
 """Hash heads (SPEC §2): the only trained part of an encoder.
 
 A head maps the frozen backbone's feature to ``bits`` pre-sign logits u;
-:func:`brcd.hashing.hash_codes` turns u into codes.
+:func:`brcd.hashing.hash_codes` turns u into codes. Each head kind declares
+the settings it reads from its ``backbones`` entry (``settings``), with their
+types and ranges; the config check validates every entry against them.
 """
 from __future__ import annotations
+
+from typing import ClassVar, Mapping
 
 from torch import nn
 
 from brcd.codes import check_bits
 from brcd.errors import ConfigError
+from brcd.options import Int, Options
 from brcd.registry import Registry
 
-#: head kind -> factory(in_dim, bits, hidden) -> nn.Module
+#: head kind -> class with ``settings`` and ``build(in_dim, bits, hidden) -> nn.Module``
 HEADS: Registry = Registry("hash head", config_key="backbones.<alias>.head")
 
 
 @HEADS.register("linear")
-def linear_head(in_dim: int, bits: int, hidden: int) -> nn.Module:
-    return nn.Linear(in_dim, bits)
+class LinearHead:
+    settings: ClassVar[Options] = Options()
+
+    @staticmethod
+    def build(in_dim: int, bits: int, hidden: int) -> nn.Module:
+        return nn.Linear(in_dim, bits)
 
 
 @HEADS.register("mlp")
-def mlp_head(in_dim: int, bits: int, hidden: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, bits))
+class MLPHead:
+    settings: ClassVar[Options] = Options(hidden=Int(1000, "hidden units", minimum=1, maximum=65536))
+
+    @staticmethod
+    def build(in_dim: int, bits: int, hidden: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, bits))
+
+
+def check_head_settings(kind: str, entry: Mapping, key: str) -> dict:
+    """The settings head ``kind`` declares, read from the backbone entry ``entry`` (at config key ``key``)
+    and typed; a value out of range names ``key.setting``."""
+    declared = HEADS.get(kind).settings
+    return declared.parse({name: entry[name] for name in declared if name in entry}, key)
 
 
 def create_head(kind: str, in_dim: int, bits: int, hidden: int = 1000) -> nn.Module:
     """A fresh head of ``kind`` mapping ``in_dim`` features to ``bits`` logits."""
-    factory = HEADS.get(kind)
+    head = HEADS.get(kind)
     check_bits(bits)
-    for name, value in (("in_dim", in_dim), ("hidden", hidden)):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"head `{name}` must be a positive integer; got {value!r}")
-    return factory(in_dim, bits, hidden)
+    if not isinstance(in_dim, int) or in_dim < 1:
+        raise ConfigError(f"a head's input width must be a positive integer; got {in_dim!r}")
+    return head.build(in_dim, bits, check_head_settings(kind, {"hidden": hidden}, "head").get("hidden", hidden))

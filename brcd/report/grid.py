@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Mapping
 from brcd.cells import Cell
 from brcd.errors import DataError
 from brcd.lambdas import NO_KD, SELECTED, lambda_grid, tuning_seed, variant_of
-from brcd.layout import evaluate_rule
+from brcd.io import rebuild_hint
 from brcd.tuning import METHOD_KEYS
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ def metric_value(record: Mapping, key: str) -> float | None:
         if not isinstance(value, Mapping) or part not in value:
             raise DataError(
                 f"metrics file {record['_source']} has no metric {name!r}; it was written by another version of "
-                f"`brcd evaluate`: delete it and rebuild it with snakemake (rule `{evaluate_rule(record['paradigm'])}`)"
+                f"`brcd evaluate`: {rebuild_hint(record['_source'])}"
             )
         value = value[part]
     return None if value is None else float(value)

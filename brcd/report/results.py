@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from brcd.cells import Cell
 from brcd.errors import DataError, MetadataMismatchError
-from brcd.layout import evaluate_rule
+from brcd.io import rebuild_hint, snakemake_command
 from brcd.report.grid import BenchmarkRow, GridResults, method_key
 from brcd.tuning import METHOD_KEYS, check_selection, read_selection
 from brcd.workflow import ReportInputs, report_inputs
@@ -36,9 +36,9 @@ def load_results(config: Mapping, results_dir: str | os.PathLike = ".", config_p
     metrics = _read_metrics(root, inputs.metrics, config)
     per_query = {key: _read_queries(root / inputs.per_query[key], metrics[key]) for key in inputs.metrics}
     _check_same_queries(per_query, root, inputs.per_query)
-    encoder = {key: _read_checked(root, path, {"dataset": key[0], "backbone": key[1]}, "time_encoder")
+    encoder = {key: _read_checked(root, path, {"dataset": key[0], "backbone": key[1]})
                for key, path in inputs.encoder_timing.items()}
-    search = {bits: _read_checked(root, path, {"bits": bits}, "time_search")
+    search = {bits: _read_checked(root, path, {"bits": bits})
               for bits, path in inputs.search_timing.items()}
     selections = {method_key(method): _read_selection(root / path, method, config)
                   for method, path in inputs.selections.items()}
@@ -53,11 +53,10 @@ def _read_metrics(root: Path, paths: Mapping, config: Mapping) -> dict[tuple, di
     for (cell, paradigm), path in paths.items():
         expected = {"student": None, "kd": None, "variant": None, **cell.parameters(), "paradigm": paradigm,
                     "topk": int(config["datasets"][cell.dataset]["topk"])}
-        record = _read_checked(root, path, expected, evaluate_rule(paradigm))
+        record = _read_checked(root, path, expected)
         record["_key"] = (cell, paradigm)
         if "metrics" not in record:
-            raise DataError(f"metrics file {root / path} has no `metrics` entry; "
-                            f"delete it and rebuild it with snakemake (rule `{evaluate_rule(paradigm)}`)")
+            raise DataError(f"metrics file {root / path} has no `metrics` entry; {rebuild_hint(path)}")
         metrics[(cell, paradigm)] = record
     return metrics
 
@@ -80,23 +79,22 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); delete it and rebuild it with snakemake") from None
+        raise DataError(f"{path} is not valid JSON ({exc}); {rebuild_hint(path)}") from None
 
 
 def _missing_error(missing: list[tuple[str, str]], root: Path, config_path: str | None) -> DataError:
     """Name the missing files and how to build them (rule and the snakemake call)."""
-    config_arg = f"--configfile {config_path}" if config_path else "--configfile CONFIG"
     listed = "\n".join(f"  {path}  (rule `{rule}`)" for path, rule in missing[:MISSING_LISTED])
     more = f"\n  ... and {len(missing) - MISSING_LISTED} more" if len(missing) > MISSING_LISTED else ""
     return DataError(
         f"{len(missing)} input file(s) of the report are missing in {root.resolve()}:\n{listed}{more}\n"
-        f"Build them with `snakemake --cores N {config_arg} {missing[0][0]}` (one file) or "
-        f"`snakemake --cores N {config_arg}` (the whole grid, report included), or pass --results-dir "
+        f"Build them with `{snakemake_command(missing[0][0], config=config_path)}` (one file) or "
+        f"`{snakemake_command(config=config_path)}` (the whole grid, report included), or pass --results-dir "
         "pointing at the folder that holds results/."
     )
 
 
-def _read_checked(root: Path, path: str, expected: Mapping, rule: str) -> dict:
+def _read_checked(root: Path, path: str, expected: Mapping) -> dict:
     """Read a JSON input; it must hold what its place in the layout says (a renamed or stale file would
     corrupt a table). ``_source`` records the path for later messages."""
     record = _read_json(root / path)
@@ -104,7 +102,7 @@ def _read_checked(root: Path, path: str, expected: Mapping, rule: str) -> dict:
         if record.get(key) != value:
             raise MetadataMismatchError(
                 f"{root / path} says {key} = {record.get(key)!r} but its place in the grid says {value!r}; "
-                f"delete it and rebuild it with snakemake (rule `{rule}`)"
+                f"{rebuild_hint(path)}"
             )
     record["_source"] = path
     return record
@@ -159,6 +157,6 @@ def _check_same_queries(per_query: Mapping, root: Path, paths: Mapping) -> None:
         if not np.array_equal(seen[0], index):
             raise MetadataMismatchError(
                 f"{root / paths[(cell, paradigm)]} and {root / seen[1]} hold different queries of dataset "
-                f"{cell.dataset!r} (another split?); rebuild the stale one with snakemake "
-                f"(rule `{evaluate_rule(paradigm)}`)"
+                f"{cell.dataset!r} (another split?); rebuild the stale one (for {paths[(cell, paradigm)]}: "
+                f"{rebuild_hint(paths[(cell, paradigm)])})"
             )

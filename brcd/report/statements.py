@@ -29,8 +29,12 @@ KINDS = (VS_NO_KD, VS_BEST, VS_BRCD)
 COLUMN_KEYS = ("dataset", "hash", "teacher", "student", "bits", "paradigm")
 #: file-format version of the findings table
 FORMAT = 1
-#: how to rebuild a report's findings or tidy table that cannot be read
-REGENERATE = "regenerate it with the report rule (`snakemake ... reports/{name}.md`) or `brcd report`"
+def regenerate_hint(path: str | os.PathLike) -> str:
+    """How to rebuild a report's findings or tidy table that cannot be read: the report rule (where the
+    table is the workflow's own, reports/{name}...), or `brcd report` where its results are."""
+    from brcd.io import rebuild_hint
+
+    return f"{rebuild_hint(path)}; or regenerate it with `brcd report` from the results it was made of"
 
 
 @dataclass(frozen=True)
@@ -103,12 +107,12 @@ def read_statements(path: str | os.PathLike) -> tuple[str, list[Statement]]:
     """(grid name, statements) of a findings table; a file that is not one is a named error."""
     from brcd.io import read_parquet
 
-    table, metadata = read_parquet(path, "findings table", REGENERATE,
+    table, metadata = read_parquet(path, "findings table", regenerate_hint(path),
                                    columns=[f.name for f in fields(Statement)])
     if metadata.get("kind") != "findings":
-        raise DataError(f"{path} is not a findings table (reports/{{name}}.findings.parquet); {REGENERATE}")
+        raise DataError(f"{path} is not a findings table (reports/{{name}}.findings.parquet); {regenerate_hint(path)}")
     rows = table.to_pylist()
     unknown = sorted({row["kind"] for row in rows} - set(KINDS))
     if unknown:
-        raise DataError(f"{path}: unknown statement kinds {unknown}; {REGENERATE}")
+        raise DataError(f"{path}: unknown statement kinds {unknown}; {regenerate_hint(path)}")
     return str(metadata.get("name")), [Statement(**{f.name: row[f.name] for f in fields(Statement)}) for row in rows]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 from brcd.report.grid import GridResults, shown_in_tables
-from brcd.report.statements import COLUMN_KEYS, REGENERATE
+from brcd.report.statements import COLUMN_KEYS, regenerate_hint
 
 
 def _metric_columns(record: Mapping) -> dict[str, float | None]:
@@ -65,6 +65,6 @@ def read_tidy_table(path: str | os.PathLike):
     """A report's tidy table (``reports/{name}.parquet``) and its grid name."""
     from brcd.io import read_parquet
 
-    table, metadata = read_parquet(path, "tidy table", REGENERATE,
+    table, metadata = read_parquet(path, "tidy table", regenerate_hint(path),
                                    columns=[*COLUMN_KEYS, "kd", "seed", "in_tables", "map_at_k"])
     return str(metadata.get("name")), table
