@@ -56,7 +56,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from brcd.distill.base import (VIEWS, KD_LOSSES, DistillLoss, KDBatch, MemoryBank, bank_similarities,
+from brcd.distill.base import (VIEWS, KD_LOSSES, DistillLoss, KDBatch, MemoryBank, apply_embeddings_option,
+                               bank_similarities,
                                check_positions, is_int, l2_normalize, require, sample_negatives, view_features)
 
 TEACHER_EMBEDS = ("auto", "linear", "identity")
@@ -96,7 +97,7 @@ class PACKD(DistillLoss):
     defaults = {"feat_dim": 64, "teacher_embed": "auto", "negatives": 500, "temperature": 0.07,
                 "momentum": 0.5, "bank_warmup": 782, "self_in_denominator": True,
                 "pos_k": 0, "views": "first", "features": "codes",
-                "sinkhorn_eps": 0.1, "sinkhorn_iters": 100, "sinkhorn_tol": 0.1}
+                "sinkhorn_eps": 0.1, "sinkhorn_iters": 100, "sinkhorn_tol": 0.1, "embeddings": "trainable"}
     choices = {"teacher_embed": TEACHER_EMBEDS}
 
     @classmethod
@@ -123,6 +124,7 @@ class PACKD(DistillLoss):
         # the frozen teacher's view-1 features (codes or logits) by training position, as last seen
         self.register_buffer("teacher_feats", torch.zeros(num_train, bits))
         self.register_buffer("seen", torch.zeros(num_train, dtype=torch.bool))
+        apply_embeddings_option(self)  # ``embeddings: frozen``: the BRCD reference's untrained embeddings
 
     def embed_teacher(self, features: Tensor) -> Tensor:
         return l2_normalize(features if self.embed_t is None else self.embed_t(features))
