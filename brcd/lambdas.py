@@ -54,6 +54,24 @@ def lambda_grid(config: Mapping, kd: str) -> list[float]:
     return _as_grid(spec, "lambda")
 
 
+def grid_centre(grid: Sequence[float]) -> float:
+    """The centre of a λ grid (its method's scale): the geometric middle of its sorted values -- the
+    middle value of an odd grid, the geometric mean of the two middle ones of an even grid (λ = 0 counts
+    as the smallest value; a grid of zeros has centre 0)."""
+    values = sorted(float(v) for v in grid)
+    middle = len(values) // 2
+    if len(values) % 2:
+        return values[middle]
+    return (values[middle - 1] * values[middle]) ** 0.5
+
+
+def at_grid_edge(grid: Sequence[float], lam: float) -> bool:
+    """True when ``lam`` is the smallest or largest value of a grid of several values: its best λ may
+    lie beyond the grid (the report flags such choices)."""
+    values = [float(v) for v in grid]
+    return len(values) > 1 and float(lam) in (min(values), max(values))
+
+
 def check_lambda(config: Mapping, source: str = "config") -> None:
     """Config check (before any job): every grid parses, and per-method keys name methods of the grid."""
     spec = config.get("lambda", DEFAULT_LAMBDA)

@@ -84,6 +84,8 @@ def metrics_record(cell, paradigm: str) -> dict:
     ran = 12 if cell.student is None else 12 - 2 * cell.seed  # students: 12, 10, 8 epochs by seed
     training = {"epochs_run": ran, "epoch_cap": 12, "last_validation": ran, "best_epoch": 8, "val_map": value,
                 "stopped_early": False, "converged": (kd, cell.bits, paradigm, cell.seed) != UNCONVERGED_RUN}
+    if cell.student is not None and cell.kd != "none":  # λ·‖∇L_kd‖/‖∇L_hash‖: 0.1, 0.2, 0.4 by seed
+        training.update(grad_norm_hash=1.0, grad_norm_kd=0.05 * 2 ** cell.seed, kd_grad_ratio=0.1 * 2 ** cell.seed)
     lam = selection = None
     if cell.student is not None:  # what `brcd evaluate --selection` records
         lam = {"lambda0.5": 0.5, "lambda0": 0.0}.get(cell.variant, 2.0)
@@ -229,9 +231,15 @@ def test_ablation_alignment_and_secondary_tables(report):
 
 def test_lambda_section(report):
     text = report[3]
-    assert "Every distilled method tried λ ∈ {0.5, 2}" in text
+    assert "Every distilled method tried each λ of its own grid" in text
     header, chosen = table_after(text, "### λ chosen on validation")
-    assert list(chosen) == ["`kd`", "`brcd`", "`brcd_nomask`"] and set(chosen["`kd`"]) == {"2"}
+    assert header[:3] == ["method", "λ grid", "16 bits sym"]
+    assert list(chosen) == ["`kd`", "`brcd`", "`brcd_nomask`"] and chosen["`kd`"][0] == "0.5, 2"
+    # λ = 2 is the grid's largest value: flagged; in parentheses the KD term's gradient ratio, geometric
+    # mean over the seeds' 0.1, 0.2, 0.4
+    assert set(chosen["`kd`"][1:]) == {"2‡ (0.2)"}
+    assert ("**12 of the 12 λ choices (method × column) are at an edge of their method's grid** (the best λ "
+            "may lie beyond it; marked ‡") in text
     _, spread = table_after(text, "Spread of test mAP@10")
     assert spread["`brcd`"][0] == "0.050 (0.050)"  # the λ = 0.5 candidate is 0.05 worse, on test and validation
 
@@ -551,3 +559,11 @@ def test_committed_report_comes_from_the_committed_config(name, table_name):
         if cell.config_hash(config) != row.config_hash:
             stale.append(f"{cell.model} seed {cell.seed}")
     assert not stale, f"reports/{table_name}.parquet is not from config/{name}.yaml as committed: {stale[:5]}"
+
+
+def test_lambda_grid_centre_and_edge():
+    from brcd.lambdas import at_grid_edge, grid_centre
+
+    assert grid_centre([300, 3000, 30000]) == 3000 and grid_centre([0.5, 2]) == 1.0
+    assert at_grid_edge([0.1, 1, 10], 10) and at_grid_edge([0.1, 1, 10], 0.1) and not at_grid_edge([0.1, 1, 10], 1)
+    assert not at_grid_edge([1.0], 1.0)  # a single λ is no choice
