@@ -539,17 +539,20 @@ def test_committed_report_bolds_the_findings_groups(name):
     assert len(groups) == 4 and bold_groups(text) == groups
 
 
-@pytest.mark.parametrize("name, table_name", [("demo", "demo"), ("study", "study"),
-                                              ("demo", "demo.aten-default")])  # the second floating-point path
-def test_committed_report_comes_from_the_committed_config(name, table_name):
-    """Every row of the committed table carries the config hash its cell has under config/{name}.yaml as
+@pytest.mark.parametrize("config_path, table_name", [
+    ("config/demo.yaml", "demo"), ("config/study.yaml", "study"),
+    # the two floating-point paths of reports/demo-machines.md, with the demo config they ran
+    ("reports/demo-two-paths/demo.yaml", "demo-two-paths/avx2"),
+    ("reports/demo-two-paths/demo.yaml", "demo-two-paths/aten-default")])
+def test_committed_report_comes_from_the_committed_config(config_path, table_name):
+    """Every row of the committed table carries the config hash its cell has under its config as
     committed: a report left over from an earlier version of the config (another lr, cap, head) fails."""
     import pandas as pd
 
     from brcd.cells import Cell
     from brcd.config import load_config
 
-    config = load_config(REPO_ROOT / "config" / f"{name}.yaml")
+    config = load_config(REPO_ROOT / config_path)
     table = pd.read_parquet(REPO_ROOT / "reports" / f"{table_name}.parquet")
     stale = []
     for row in table.itertuples():
