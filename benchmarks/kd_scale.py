@@ -16,8 +16,7 @@ measurement uses, ``brcd.distill.train_student.gradient_norms``) and prints
 both gradient norms (with respect to the head's parameters), r, the published
 weight and the suggested grid: centre c = the published weight, else r (its
 geometric mean over bit lengths, to one significant digit), grid c × {0.1, 1,
-10}, widened by decades until it also spans r/10 ... 10r where r lies outside
-it. Test queries are never read; nothing under ``results/`` is written.
+10}, widened by decades until it holds r where r lies outside it. Test queries are never read; nothing under ``results/`` is written.
 
 It reads what the grid's workflow built in ``--workdir``: the split, both
 feature banks, the tuning seed's teacher of each bit length and its clusters
@@ -122,12 +121,13 @@ def geometric_mean(values: Sequence[float]) -> float:
 
 
 def suggested_grid(centre: float, ratio: float | None = None) -> list[float]:
-    """centre × {0.1, 1, 10}, widened by decades until it spans ratio/10 ... 10·ratio too."""
+    """centre × {0.1, 1, 10}, widened by decades until it holds ``ratio`` too (the λ at which both terms
+    pull equally) where that lies outside."""
     low, high = centre / 10, centre * 10
     if ratio is not None and math.isfinite(ratio) and ratio > 0:
-        while low > ratio / 10 * 1.0001:
+        while low > ratio * 1.0001:
             low /= 10
-        while high < ratio * 10 / 1.0001:
+        while high < ratio / 1.0001:
             high *= 10
     grid, value = [], low
     while value <= high * 1.0001:

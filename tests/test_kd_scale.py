@@ -63,9 +63,10 @@ def test_ratio_is_the_two_gradient_norms_of_the_starting_head(grid, torch_thread
 def test_suggested_grids_are_centred_on_the_published_weight_or_the_ratio():
     assert kd_scale.one_digit(123.0) == 100.0 and kd_scale.one_digit(0.37) == 0.4 and kd_scale.one_digit(2600) == 3000
     assert kd_scale.suggested_grid(3000.0) == [300.0, 3000.0, 30000.0]
-    # a measured ratio outside the published grid widens it by decades until it spans ratio/10 .. 10 ratio
-    assert kd_scale.suggested_grid(3000.0, ratio=120.0) == [3.0, 30.0, 300.0, 3000.0, 30000.0]
-    assert kd_scale.suggested_grid(1.0, ratio=2.0) == [0.1, 1.0, 10.0, 100.0]
+    # a measured ratio outside the published grid widens it by decades until it holds the ratio
+    assert kd_scale.suggested_grid(3000.0, ratio=120.0) == [30.0, 300.0, 3000.0, 30000.0]
+    assert kd_scale.suggested_grid(30000.0, ratio=2800.0) == [300.0, 3000.0, 30000.0, 300000.0]
+    assert kd_scale.suggested_grid(1.0, ratio=2.0) == [0.1, 1.0, 10.0]  # inside: unchanged
     scale = kd_scale.Scale
     scales = [scale("sp", 16, 1.0, 1 / 150), scale("sp", 64, 1.0, 1 / 100), scale("kd", 16, 2.0, 0.5),
               scale("kd", 64, 2.0, 0.25)]
