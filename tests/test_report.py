@@ -569,6 +569,7 @@ def test_committed_report_comes_from_the_committed_config(config_path, table_nam
 def test_lambda_grid_centre_and_edge():
     from brcd.lambdas import at_grid_edge, grid_centre
 
-    assert grid_centre([300, 3000, 30000]) == 3000 and grid_centre([0.5, 2]) == 1.0
+    assert grid_centre([300, 3000, 30000]) == 3000 and grid_centre([0.5, 2]) == 2.0
+    assert grid_centre([30, 300, 3000, 30000]) == 3000  # sp: widened below its published β = 3,000
     assert at_grid_edge([0.1, 1, 10], 10) and at_grid_edge([0.1, 1, 10], 0.1) and not at_grid_edge([0.1, 1, 10], 1)
     assert not at_grid_edge([1.0], 1.0)  # a single λ is no choice
