@@ -54,6 +54,21 @@ def lambda_grid(config: Mapping, kd: str) -> list[float]:
     return _as_grid(spec, "lambda")
 
 
+def grid_centre(grid: Sequence[float]) -> float:
+    """The centre of a λ grid (its method's scale, e.g. the published weight): the middle of its sorted
+    values; of an even grid the upper of the two middle ones (a grid widened below its centre by a decade
+    to hold the gradient-norm ratio, ``benchmarks/kd_scale.py``, keeps that centre)."""
+    values = sorted(float(v) for v in grid)
+    return values[len(values) // 2]
+
+
+def at_grid_edge(grid: Sequence[float], lam: float) -> bool:
+    """True when ``lam`` is the smallest or largest value of a grid of several values: its best λ may
+    lie beyond the grid (the report flags such choices)."""
+    values = [float(v) for v in grid]
+    return len(values) > 1 and float(lam) in (min(values), max(values))
+
+
 def check_lambda(config: Mapping, source: str = "config") -> None:
     """Config check (before any job): every grid parses, and per-method keys name methods of the grid."""
     spec = config.get("lambda", DEFAULT_LAMBDA)

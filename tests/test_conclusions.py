@@ -104,14 +104,16 @@ def test_a_threshold_effect_is_told_apart_from_a_disagreement():
 
 def test_the_committed_two_path_comparison_is_generated_from_the_committed_tables():
     """reference/demo-machines.md is `brcd compare-conclusions` of the two committed findings tables
-    (docs/reproducibility.md, "Same conclusions on another machine"), never edited by hand. They are
-    read from reference/, which no run writes: a user's `make demo` rewrites reports/demo.* with this
-    machine's numbers and must not fail this test (issue 28)."""
+    (docs/reproducibility.md, "Same conclusions on another machine"), never edited by hand. The tables
+    are copies in reference/demo-two-paths/ (A: the demo report of that day, B: its ATEN default-kernel
+    run), so that a new reference demo does not change what the comparison was made from; reference/ is
+    a folder no run writes, so a user's `make demo` cannot fail this test (issue 28)."""
     from tests.conftest import REFERENCE as reports
-    _, a = read_statements(reports / "demo.findings.parquet")
-    _, b = read_statements(reports / "demo.aten-default.findings.parquet")
-    movement = seed_movement(read_tidy_table(reports / "demo.parquet")[1],
-                             read_tidy_table(reports / "demo.aten-default.parquet")[1])
+    runs = reports / "demo-two-paths"  # the two runs' tables, kept as they were when it was made
+    _, a = read_statements(runs / "avx2.findings.parquet")
+    _, b = read_statements(runs / "aten-default.findings.parquet")
+    movement = seed_movement(read_tidy_table(runs / "avx2.parquet")[1],
+                             read_tidy_table(runs / "aten-default.parquet")[1])
     text = render_agreement(compare_conclusions(a, b), "AVX2 kernels (make demo)",
                             "DEFAULT kernels (ATEN_CPU_CAPABILITY=default make demo)", (a, b), movement)
     assert (reports / "demo-machines.md").read_text() == text

@@ -235,7 +235,10 @@ def test_loss_decreases_when_the_student_head_trains_on_it(cell, name):
     if name in ("crd", "crcd", "packd"):
         settings[name] = {"negatives": 64}  # keeps the test quick
     loss_fn = create_distill_loss(name, BITS, N, settings, cell.clusters)
-    optimizer = torch.optim.Adam([*head.parameters(), *loss_fn.parameters()], lr=1e-2)
+    # rkd on straight-through codes oscillates at 1e-2 (its loss is piecewise constant in the codes; before
+    # issue 27 the 1e12 gradients of coinciding codes drove it like a sign step)
+    lr = 3e-3 if name == "rkd" else 1e-2
+    optimizer = torch.optim.Adam([*head.parameters(), *loss_fn.parameters()], lr=lr)
     index = torch.arange(N)
     losses = []
     for _ in range(50):

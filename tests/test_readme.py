@@ -133,6 +133,11 @@ def _printed_lr_choice(workdir: Path, output: str) -> None:
     assert _results_state(workdir) == _RESULTS_BEFORE.pop(workdir), "it must leave the grid's results alone"
 
 
+def _printed_scale(workdir: Path, output: str) -> None:
+    assert "suggested grid" in output and "\nbrcd " in output, output
+    assert _results_state(workdir) == _RESULTS_BEFORE.pop(workdir), "it must leave the grid's results alone"
+
+
 def _printed_table(workdir: Path, output: str) -> None:
     assert "mean" in output and "brcd" in output
 
@@ -158,6 +163,7 @@ RUN_HERE: dict[str, Expect] = {
     ".venv/bin/python benchmarks/student_lr.py --config config/study.yaml --lr 0.001 0.002 0.004 0.008 0.016":
         Expect(_printed_lr_choice, before=_snapshot_results),
     ".venv/bin/python benchmarks/paper_gpu_hours.py --measured config/study.yaml": Expect(_printed_projection),
+    ".venv/bin/python benchmarks/kd_scale.py --config config/demo.yaml": Expect(_printed_scale, before=_snapshot_results),
     ".venv/bin/python -c \"import pandas as pd; t = pd.read_parquet('reports/demo.parquet'); t = t[t.in_tables]; "
     "print(t.groupby(['bits', 'paradigm', 'kd']).map_at_k.agg(['mean', 'std', 'count']))\"": Expect(_printed_table),
     ".venv/bin/brcd compare-conclusions reports/demo.findings.parquet other-machine/demo.findings.parquet "

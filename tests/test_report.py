@@ -85,6 +85,8 @@ def metrics_record(cell, paradigm: str) -> dict:
     ran = 12 if cell.student is None else 12 - 2 * cell.seed  # students: 12, 10, 8 epochs by seed
     training = {"epochs_run": ran, "epoch_cap": 12, "last_validation": ran, "best_epoch": 8, "val_map": value,
                 "stopped_early": False, "converged": (kd, cell.bits, paradigm, cell.seed) != UNCONVERGED_RUN}
+    if cell.student is not None and cell.kd != "none":  # λ·‖∇L_kd‖/‖∇L_hash‖: 0.1, 0.2, 0.4 by seed
+        training.update(grad_norm_hash=1.0, grad_norm_kd=0.05 * 2 ** cell.seed, kd_grad_ratio=0.1 * 2 ** cell.seed)
     lam = selection = None
     if cell.student is not None:  # what `brcd evaluate --selection` records
         lam = {"lambda0.5": 0.5, "lambda0": 0.0}.get(cell.variant, 2.0)
@@ -230,9 +232,15 @@ def test_ablation_alignment_and_secondary_tables(report):
 
 def test_lambda_section(report):
     text = report[3]
-    assert "Every distilled method tried λ ∈ {0.5, 2}" in text
+    assert "Every distilled method tried each λ of its own grid" in text
     header, chosen = table_after(text, "### λ chosen on validation")
-    assert list(chosen) == ["`kd`", "`brcd`", "`brcd_nomask`"] and set(chosen["`kd`"]) == {"2"}
+    assert header[:3] == ["method", "λ grid", "16 bits sym"]
+    assert list(chosen) == ["`kd`", "`brcd`", "`brcd_nomask`"] and chosen["`kd`"][0] == "0.5, 2"
+    # λ = 2 is the grid's largest value: flagged; in parentheses the KD term's gradient ratio, geometric
+    # mean over the seeds' 0.1, 0.2, 0.4
+    assert set(chosen["`kd`"][1:]) == {"2‡ (0.2)"}
+    assert ("**12 of the 12 λ choices (method × column) are at an edge of their method's grid** (the best λ "
+            "may lie beyond it; marked ‡") in text
     _, spread = table_after(text, "Spread of test mAP@10")
     assert spread["`brcd`"][0] == "0.050 (0.050)"  # the λ = 0.5 candidate is 0.05 worse, on test and validation
 
@@ -532,17 +540,22 @@ def test_committed_report_bolds_the_findings_groups(name):
     assert len(groups) == 4 and bold_groups(text) == groups
 
 
-@pytest.mark.parametrize("name, table_name", [("demo", "demo"), ("study", "study"),
-                                              ("demo", "demo.aten-default")])  # the second floating-point path
-def test_committed_report_comes_from_the_committed_config(name, table_name):
-    """Every row of the committed table carries the config hash its cell has under config/{name}.yaml as
+@pytest.mark.parametrize("config_path, table_name", [
+    ("config/demo.yaml", "demo"),
+    # the study report predates issue 27's per-method λ grids: it ran the config kept beside it
+    ("reference/study.config.yaml", "study"),
+    # the two floating-point paths of reference/demo-machines.md, with the demo config they ran
+    ("reference/demo-two-paths/demo.yaml", "demo-two-paths/avx2"),
+    ("reference/demo-two-paths/demo.yaml", "demo-two-paths/aten-default")])
+def test_committed_report_comes_from_the_committed_config(config_path, table_name):
+    """Every row of the committed table carries the config hash its cell has under its config as
     committed: a report left over from an earlier version of the config (another lr, cap, head) fails."""
     import pandas as pd
 
     from brcd.cells import Cell
     from brcd.config import load_config
 
-    config = load_config(REPO_ROOT / "config" / f"{name}.yaml")
+    config = load_config(REPO_ROOT / config_path)
     table = pd.read_parquet(REFERENCE / f"{table_name}.parquet")
     stale = []
     for row in table.itertuples():
@@ -551,7 +564,16 @@ def test_committed_report_comes_from_the_committed_config(name, table_name):
                     row.kd if student else None, row.variant if student else None)
         if cell.config_hash(config) != row.config_hash:
             stale.append(f"{cell.model} seed {cell.seed}")
-    assert not stale, f"reference/{table_name}.parquet is not from config/{name}.yaml as committed: {stale[:5]}"
+    assert not stale, f"reference/{table_name}.parquet is not from {config_path} as committed: {stale[:5]}"
+
+
+def test_lambda_grid_centre_and_edge():
+    from brcd.lambdas import at_grid_edge, grid_centre
+
+    assert grid_centre([300, 3000, 30000]) == 3000 and grid_centre([0.5, 2]) == 2.0
+    assert grid_centre([30, 300, 3000, 30000]) == 3000  # sp: widened below its published β = 3,000
+    assert at_grid_edge([0.1, 1, 10], 10) and at_grid_edge([0.1, 1, 10], 0.1) and not at_grid_edge([0.1, 1, 10], 1)
+    assert not at_grid_edge([1.0], 1.0)  # a single λ is no choice
 
 
 def test_a_users_runs_cannot_change_the_reference_reports():
@@ -563,7 +585,8 @@ def test_a_users_runs_cannot_change_the_reference_reports():
 
     assert not [template for template in WRITTEN_BY if template.startswith(f"{REFERENCE.name}/")]
     for name in ("demo.md", "demo.parquet", "demo.findings.parquet", "demo-machines.md", "study.md", "study.parquet",
-                 "study.findings.parquet", "demo.aten-default.parquet", "demo.aten-default.findings.parquet"):
+                 "study.findings.parquet", "demo-two-paths/aten-default.parquet",
+                 "demo-two-paths/aten-default.findings.parquet"):
         assert (REFERENCE / name).is_file(), name
     ignored = (REPO_ROOT / ".gitignore").read_text().split()
-    assert {"/results/", "/reports/"} <= set(ignored)
+    assert {"/results/", "/reports/*"} <= set(ignored)  # all of reports/ but its README

@@ -197,3 +197,22 @@ def test_brcd_without_clusters(grid, tmp_path):
     config, root = grid
     with pytest.raises(ConfigError, match="'brcd' needs the teacher's clusters: run the `cluster` rule"):
         _train(config, root, student("brcd"), tmp_path / "m.pt", clusters_path=None)
+
+
+def test_end_of_training_gradient_ratio_is_recorded_and_deterministic(grid, tmp_path):
+    """Issue 27: each λ run records ‖∇L_hash‖, ‖∇L_kd‖ and λ·‖∇L_kd‖/‖∇L_hash‖ on a fixed batch at the end
+    of training (history's last row, the checkpoint's run record, the code files' training record)."""
+    config, root = grid
+    cell = replace(student("sp"), variant="lambda3")
+    written = {selection: str(tmp_path / f"{selection}.parquet") for selection in ("sym", "asym")}
+    result = _train(config, root, cell, tmp_path / "model.pt", codes=written)
+    run = result["runs"][3.0]["run"]
+    assert run["grad_norm_hash"] > 0 and run["grad_norm_kd"] > 0
+    assert run["kd_grad_ratio"] == pytest.approx(3.0 * run["grad_norm_kd"] / run["grad_norm_hash"])
+    assert result["history"][-1]["kd_grad_ratio"] == run["kd_grad_ratio"]
+    assert read_codes(written["sym"]).metadata["training"]["kd_grad_ratio"] == run["kd_grad_ratio"]
+    again = _train(config, root, cell, tmp_path / "again.pt")
+    assert again["runs"][3.0]["run"] == run  # measured on a fixed batch: the same run, the same numbers
+    assert again["history"] == result["history"]
+    none = _train(config, root, replace(student("none"), variant="lambda0"), tmp_path / "none.pt")
+    assert "kd_grad_ratio" not in none["runs"][0.0]["run"]  # no KD term, nothing to measure

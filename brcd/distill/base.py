@@ -155,9 +155,38 @@ def sample_negatives(positive: Tensor, count: int, num_train: int) -> Tensor:
     image's negatives from the *other classes* (CRD's ``cls_negative``), i.e.
     with ground-truth labels -- a label leak in an unsupervised benchmark. No
     label reaches any loss here (tests/test_no_label_leak.py).
+
+    Without replacement, as the reference's loader draws them, whenever the
+    training split has ``count`` other images; with replacement otherwise
+    (CRD's loader does the same: ``replace = k > len(negatives)``).
     """
-    draw = torch.randint(0, num_train - 1, (positive.shape[0], count), device=positive.device)
+    others = num_train - 1
+    if 0 < count <= others:
+        # the ``count`` largest of independent uniform keys: a uniform draw without replacement per row
+        keys = torch.rand(positive.shape[0], others, device=positive.device)
+        draw = keys.topk(count, dim=1, sorted=False).indices
+    else:
+        draw = torch.randint(0, max(others, 1), (positive.shape[0], count), device=positive.device)
     return draw + (draw >= positive.unsqueeze(1)).long()  # skip the positive itself
+
+
+#: ``embeddings`` option of the losses with linear embeddings (crd, crcd, packd): ``trainable`` (CRD's
+#: authors train them with the student), ``frozen`` (the BRCD reference optimises only the hashing head,
+#: so its embeddings stay at their random initialisation)
+EMBEDDINGS = ("trainable", "frozen")
+
+
+def apply_embeddings_option(loss: nn.Module) -> None:
+    """Freeze the loss's ``embed_*`` layers when its ``embeddings`` option says ``frozen``."""
+    if loss.options.get("embeddings", "trainable") == "frozen":
+        for name, module in loss.named_children():
+            if name.startswith("embed_") and module is not None:
+                module.requires_grad_(False)
+
+
+def embeddings_option() -> Choice:
+    return Choice("trainable", "the embedding layers: trained with the student (CRD's authors) or frozen at their "
+                  "random initialisation (the BRCD reference)", EMBEDDINGS)
 
 
 def check_positions(index: Tensor, num_train: int, name: str) -> None:

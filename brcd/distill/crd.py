@@ -4,8 +4,11 @@ Linear embeddings (dim 128) of the student's and the teacher's view-1 codes
 (or logits), L2-normalised; one memory bank per side over the training set
 (momentum 0.5). The student embedding is contrasted against the teacher's
 bank entry of the same image (positive) and 500 random other images
-(negatives), and symmetrically for the teacher embedding; NCE loss with
-temperature 0.05 and CRD's fixed normaliser Z.
+(negatives, drawn without replacement), and symmetrically for the teacher
+embedding; NCE loss with temperature 0.05 and CRD's fixed normaliser Z. The
+embeddings train with the student (as CRD's authors do); ``embeddings: frozen``
+keeps them at their random initialisation, as the BRCD reference (which
+optimises only the hashing head) does.
 
 These are the reference code's settings (``CRDLoss`` on ``z_i, t_z_i``: codes,
 view 1), except where its negatives come from: its data loader draws them
@@ -17,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from brcd.distill.base import (KD_LOSSES, MAX_SIZE, MOMENTUM, DistillLoss, KDBatch, MemoryBank, bank_similarities,
+from brcd.distill.base import (KD_LOSSES, MAX_SIZE, MOMENTUM, DistillLoss, KDBatch, MemoryBank, apply_embeddings_option,
+                               bank_similarities, embeddings_option,
                                check_positions, features_option, l2_normalize, nce_loss, normalised_exp,
                                sample_negatives, view_features)
 from brcd.options import Int, Number, Options
@@ -29,7 +33,8 @@ class ContrastiveMemoryLoss(DistillLoss):
     settings = Options(feat_dim=Int(128, "embedding dimension", minimum=1, maximum=MAX_SIZE),
                        negatives=Int(500, "negatives per anchor", minimum=1, maximum=MAX_SIZE),
                        nce_t=Number(0.05, "NCE temperature", minimum=0, exclusive_minimum=True),
-                       momentum=MOMENTUM, features=features_option("codes"))
+                       momentum=MOMENTUM, features=features_option("codes"),
+                       embeddings=embeddings_option())
 
     def __init__(self, name, bits, num_train, options, clusters=None):
         super().__init__(name, bits, num_train, options)
@@ -40,6 +45,7 @@ class ContrastiveMemoryLoss(DistillLoss):
         self.memory_t = MemoryBank(num_train, dim, self.options["momentum"])
         self.register_buffer("z_s", torch.tensor(-1.0))
         self.register_buffer("z_t", torch.tensor(-1.0))
+        apply_embeddings_option(self)
 
     def embed(self, batch: KDBatch) -> tuple[Tensor, Tensor, Tensor]:
         check_positions(batch.index, self.num_train, self.name)

@@ -57,6 +57,7 @@ import torch
 from torch import Tensor, nn
 
 from brcd.distill.base import (VIEWS, KD_LOSSES, MAX_SIZE, MOMENTUM, TEMPERATURE, DistillLoss, KDBatch, MemoryBank,
+                               apply_embeddings_option, embeddings_option,
                                bank_similarities, check_positions, features_option, l2_normalize, sample_negatives,
                                view_features, views_option)
 from brcd.options import Choice, Flag, Int, Number, Options
@@ -107,7 +108,8 @@ class PACKD(DistillLoss):
         views=views_option(), features=features_option("codes"),
         sinkhorn_eps=Number(0.1, "entropic regularisation of the plan", minimum=0, exclusive_minimum=True),
         sinkhorn_iters=Int(100, "Sinkhorn iterations at most", minimum=1, maximum=MAX_SIZE),
-        sinkhorn_tol=Number(0.1, "Sinkhorn stopping tolerance", minimum=0))
+        sinkhorn_tol=Number(0.1, "Sinkhorn stopping tolerance", minimum=0),
+        embeddings=embeddings_option())
 
     def __init__(self, name, bits, num_train, options, clusters=None):
         super().__init__(name, bits, num_train, options)
@@ -122,6 +124,7 @@ class PACKD(DistillLoss):
         # the frozen teacher's view-1 features (codes or logits) by training position, as last seen
         self.register_buffer("teacher_feats", torch.zeros(num_train, bits))
         self.register_buffer("seen", torch.zeros(num_train, dtype=torch.bool))
+        apply_embeddings_option(self)  # ``embeddings: frozen``: the BRCD reference's untrained embeddings
 
     def embed_teacher(self, features: Tensor) -> Tensor:
         return l2_normalize(features if self.embed_t is None else self.embed_t(features))

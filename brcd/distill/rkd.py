@@ -7,6 +7,17 @@ the angles formed by every triplet (weight 50).
 Defaults are what the reference code ran (``RKDLoss()(z_i, t_z_i)``):
 ``features: codes`` (the ±1 codes; ``logits`` compares the pre-sign logits)
 and ``views: first`` (view 1 only; ``both`` averages the two views).
+
+Two points where binary codes matter (docs/method.md, "rkd and coinciding codes"):
+
+- distance normaliser: the mean over all pairs i ≠ j, duplicate codes included
+  (their distance is sqrt(1e-12), as RKD's ``pdist`` clamps it); only the
+  diagonal is left out, as RKD and the BRCD reference compute it.
+- angle term: e_j − e_i is the zero vector when two codes coincide. The
+  reference normalises it with ``F.normalize`` (a zero vector, so its value is
+  a cosine of 0) whose gradient there is 1/eps ≈ 1e12 times the upstream one.
+  Here the value is the same (the zero vector stays zero) but such vectors pass
+  no gradient: the triplet is left out of the gradient, which stays bounded.
 """
 from __future__ import annotations
 
@@ -14,24 +25,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brcd.distill.base import (VIEWS, KD_LOSSES, DistillLoss, KDBatch, features_option, l2_normalize, view_features,
+from brcd.distill.base import (VIEWS, KD_LOSSES, DistillLoss, KDBatch, features_option, view_features,
                                views_option)
 from brcd.options import Number, Options
 
+#: RKD's ``pdist`` clamps squared distances here before the square root
+SQUARED_EPS = 1e-12
+
 
 def normalised_distances(x: Tensor) -> Tensor:
+    """Pairwise Euclidean distances divided by their mean over all pairs i ≠ j (duplicates included)."""
     squared = ((x.unsqueeze(0) - x.unsqueeze(1)) ** 2).sum(-1)
     off_diagonal = ~torch.eye(len(x), dtype=torch.bool, device=x.device)
-    dist = torch.where(off_diagonal, squared.clamp_min(1e-12).sqrt(), torch.zeros_like(squared))
-    positive = dist > 1e-6
-    # Mean over the non-zero distances; identical rows (all codes equal) give
-    # no scale, so fall back to 1 rather than dividing by an empty mean.
-    scale = dist[positive].mean() if positive.any() else dist.new_ones(())
+    dist = torch.where(off_diagonal, squared.clamp_min(SQUARED_EPS).sqrt(), torch.zeros_like(squared))
+    pairs = int(off_diagonal.sum())
+    scale = dist.sum() / pairs if pairs else dist.new_ones(())
+    # a batch of one image has no pair; a mean of 0 cannot happen (clamped distances are > 0)
     return dist / scale
 
 
+def unit_or_zero(x: Tensor) -> Tensor:
+    """``x / |x|`` along the last dim; a zero vector stays zero and passes no gradient (no 1/eps)."""
+    squared = (x * x).sum(-1, keepdim=True)
+    nonzero = squared > 0
+    norm = torch.where(nonzero, squared, torch.ones_like(squared)).sqrt()
+    return torch.where(nonzero, x / norm, torch.zeros_like(x))
+
+
 def triplet_angles(x: Tensor) -> Tensor:
-    diff = l2_normalize(x.unsqueeze(0) - x.unsqueeze(1))  # (B, B, D): e_j - e_i, unit length
+    diff = unit_or_zero(x.unsqueeze(0) - x.unsqueeze(1))  # (B, B, D): e_j - e_i, unit length or zero
     return torch.bmm(diff, diff.transpose(1, 2)).reshape(-1)
 
 

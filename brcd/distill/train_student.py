@@ -31,7 +31,7 @@ from brcd.distill import KD_LOSSES, KDBatch, create_distill_loss
 from brcd.features import NUM_ROTATIONS, create_source
 from brcd.errors import ConfigError
 from brcd.hashing import codes_from_logits, create_objective
-from brcd.train import encode_features, fit, split_validator, two_views, write_history
+from brcd.train import encode_features, fit, sample_view_pairs, split_validator, two_views, write_history
 from brcd.config import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,62 @@ def kd_settings(config: Mapping) -> dict:
     return {**config.get("brcd", {}), **config.get("kd_settings", {})}
 
 
+def student_step(head, objective, kd_loss, s_source, teacher: "TeacherLogits", lam: float):
+    """The training step of a student: L_hash + λ·L_kd on the batch at ``pos`` (views ``v1``, ``v2``);
+    returns the weighted loss and every term (``hash_loss`` and ``kd_loss`` with their graphs)."""
+
+    def step(pos, v1, v2):
+        s1, s2 = two_views(head, s_source, pos, v1, v2)
+        t1, t2 = teacher.views(pos, v1), teacher.views(pos, v2)
+        batch = KDBatch(
+            index=torch.as_tensor(pos, dtype=torch.long, device=s1.device),
+            s_logits=(s1, s2), s_codes=(objective.codes(s1), objective.codes(s2)),
+            t_logits=(t1, t2), t_codes=(codes_from_logits(t1).float(), codes_from_logits(t2).float()),
+        )
+        if kd_loss.needs_rotations:
+            batch.s_rot_logits = head(s_source.rotations(pos).flatten(0, 1)).view(len(pos), NUM_ROTATIONS, -1)
+            batch.t_rot_logits = teacher.rotations(pos)
+        hash_terms, kd_terms = objective(s1, s2), kd_loss(batch)
+        return {
+            "loss": hash_terms["loss"] + lam * kd_terms["loss"],
+            **{f"hash_{k}": v for k, v in hash_terms.items()},
+            **{f"kd_{k}": v for k, v in kd_terms.items()},
+        }
+
+    return step
+
+
+#: the fixed batch of :func:`gradient_norms` comes from ``default_rng([seed, PROBE_STREAM])``
+PROBE_STREAM = 27
+
+
+def gradient_norms(head: torch.nn.Module, step, num_train: int, num_views: int | None, batch_size: int,
+                   seed: int, lam: float) -> dict[str, float]:
+    """‖∇L_hash‖ and ‖∇L_kd‖ (unweighted) with respect to the head's parameters on one fixed batch,
+    and ``kd_grad_ratio`` = λ·‖∇L_kd‖ / ‖∇L_hash‖: how strongly the KD term pulls the head.
+
+    The batch (positions and view pairs) is a function of ``seed`` only, drawn from its own random
+    stream, so measuring changes no training draw; it costs one forward and two backward passes.
+    At initialisation (``benchmarks/kd_scale.py``) the inverse of the ratio at λ = 1 is the λ that
+    gives both terms the same pull; at the end of training it says whether the KD term acted.
+    """
+    rng = np.random.default_rng([int(seed), PROBE_STREAM])
+    pos = np.sort(rng.permutation(num_train)[:min(int(batch_size), num_train)])
+    v1, v2 = sample_view_pairs(rng, len(pos), num_views)
+    terms = step(pos, v1, v2)
+    params = [p for p in head.parameters() if p.requires_grad]
+
+    def norm(loss: torch.Tensor) -> float:
+        if not loss.requires_grad:
+            return 0.0
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        return float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)))
+
+    hash_norm, kd_norm = norm(terms["hash_loss"]), norm(terms["kd_loss"])
+    ratio = float(lam) * kd_norm / hash_norm if hash_norm > 0 else float("nan")
+    return {"grad_norm_hash": hash_norm, "grad_norm_kd": kd_norm, "kd_grad_ratio": ratio}
+
+
 @dataclass
 class StudentInputs:
     """What every λ run of one method and seed reads: loaded once, shared by the runs of a
@@ -204,27 +260,14 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
         head = build_head(inputs.spec).to(device)
         objective = create_objective(cell.hash, cell.bits).to(device)
         kd_loss = create_distill_loss(cell.kd, cell.bits, num_train, loss_settings, inputs.clusters).to(device)
-
-        def step(pos, v1, v2):
-            s1, s2 = two_views(head, s_source, pos, v1, v2)
-            t1, t2 = teacher.views(pos, v1), teacher.views(pos, v2)
-            batch = KDBatch(
-                index=torch.as_tensor(pos, dtype=torch.long, device=s1.device),
-                s_logits=(s1, s2), s_codes=(objective.codes(s1), objective.codes(s2)),
-                t_logits=(t1, t2), t_codes=(codes_from_logits(t1).float(), codes_from_logits(t2).float()),
-            )
-            if kd_loss.needs_rotations:
-                batch.s_rot_logits = head(s_source.rotations(pos).flatten(0, 1)).view(len(pos), NUM_ROTATIONS, -1)
-                batch.t_rot_logits = teacher.rotations(pos)
-            hash_terms, kd_terms = objective(s1, s2), kd_loss(batch)
-            return {
-                "loss": hash_terms["loss"] + lam * kd_terms["loss"],
-                **{f"hash_{k}": v for k, v in hash_terms.items()},
-                **{f"kd_{k}": v for k, v in kd_terms.items()},
-            }
-
-        return fit({"head": head, "objective": objective, "kd": kd_loss}, step, num_train, s_source.num_views,
-                   settings, cell.seed, inputs.validator, head, None, desc=f"{cell.model} λ={lam:g}")
+        step = student_step(head, objective, kd_loss, s_source, teacher, lam)
+        result = fit({"head": head, "objective": objective, "kd": kd_loss}, step, num_train, s_source.num_views,
+                     settings, cell.seed, inputs.validator, head, None, desc=f"{cell.model} λ={lam:g}")
+        if lam > 0:  # how strongly the KD term pulled at the end of training (the report's λ table)
+            probe = gradient_norms(head, step, num_train, s_source.num_views, settings.batch_size, cell.seed, lam)
+            result["run"].update(probe)
+            result["history"][-1].update(probe)
+        return result
 
     runs = {lam: train_one(lam) for lam in dict.fromkeys(lambdas.values())}
     best = {name: runs[lam]["best"][name] for name, lam in lambdas.items()}

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Sequence
 
 from brcd.report.figures import latency_figure, map_bits_figure, pr_figure, sensitivity_figure
-from brcd.report.format import UNCONVERGED
+from brcd.report.format import LAMBDA_EDGE, UNCONVERGED
 from brcd.report.grid import GridResults, Pairing, main_methods, student_methods, student_row
 from brcd.report.speed import encoder_section
 from brcd.report.tables import delta_table, interval_note, lambda_table, metric_table, secondary_table, spread_table
-from brcd.lambdas import NO_KD, format_lambda, lambda_grid, tuning_seed
+from brcd.lambdas import NO_KD, tuning_seed
 
 #: what each BRCD ablation leaves out (SPEC §4), for the note under the ablation table
 ABLATION_NOTES = {
@@ -89,13 +89,17 @@ def lambda_section(results: GridResults, dataset: str, pairing: Pairing, suffix:
     methods = [kd for kd in results.config["kd"] if kd != NO_KD]
     if not methods:
         return []
-    grids = sorted({", ".join(map(format_lambda, lambda_grid(results.config, kd))) for kd in methods})
     lines = [f"### λ chosen on validation{suffix}", "",
-             f"Every distilled method tried λ ∈ {{{'} or {'.join(grids)}}} (the weight of L_kd) with seed "
-             f"{tuning_seed(results.config)}; per column, the λ with the best validation mAP of the head selected "
-             "for that paradigm was kept, and the other seeds trained only it. The tables above use it. Query "
-             "labels never reach the choice.", "",
+             f"Every distilled method tried each λ of its own grid (the weight of L_kd; column \"λ grid\", on "
+             "the method's scale: centred on its published weight, or on ‖∇L_hash‖/‖∇L_kd‖ at initialisation, "
+             f"`benchmarks/kd_scale.py`) with seed {tuning_seed(results.config)}; per column, the λ with the best "
+             "validation mAP of the head selected for that paradigm was kept, and the other seeds trained only "
+             "it. The tables above use it. Query labels never reach the choice.", "",
              lambda_table(results, dataset, pairing), "",
+             f"{LAMBDA_EDGE}: the chosen λ is at an edge of its grid (the best λ may lie beyond it). In "
+             "parentheses: λ·‖∇L_kd‖ / ‖∇L_hash‖, the KD term's gradient norm relative to L_hash's (with "
+             "respect to the student head, on one fixed training batch at the end of training; geometric "
+             "mean over seeds): well below 1, the KD term barely acted; well above 1, it dominated.", "",
              f"Spread of test mAP@{results.topk(dataset)} over each method's λ grid (max − min; validation in "
              "parentheses), seed " f"{tuning_seed(results.config)}: small = robust to λ, large = fragile.", "",
              spread_table(results, dataset, pairing), ""]

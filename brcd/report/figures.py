@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 from brcd.cells import Cell
 from brcd.report.grid import GridResults, Method, Pairing, metric_value, student_methods, student_row, teacher_row
 from brcd.report.significance import summarize
-from brcd.lambdas import NO_KD, format_lambda
+from brcd.lambdas import NO_KD, format_lambda, grid_centre
 
 
 def _figure(ncols: int, width: float = 5.0, height: float = 4.0):
@@ -125,7 +125,9 @@ def map_bits_figure(results: GridResults, dataset: str, pairing: Pairing, path: 
 
 def sensitivity_figure(results: GridResults, dataset: str, pairing: Pairing, bits: int, path: Path) -> None:
     """Test (solid) and validation (dashed) mAP against λ for each method, tuning seed; the student
-    without KD as a grey line; a ring marks the λ selected on validation."""
+    without KD as a grey line; a ring marks the λ selected on validation. Each method has its own grid
+    on its own scale, so the x axis is λ as a multiple of the centre of the method's grid (the legend
+    gives each centre)."""
     styles = method_styles(results)
     paradigms = results.config["paradigms"]
     k = results.topk(dataset)
@@ -134,27 +136,29 @@ def sensitivity_figure(results: GridResults, dataset: str, pairing: Pairing, bit
         if NO_KD in results.config["kd"]:
             (_, baseline), = results.candidates(dataset, pairing, NO_KD, bits, paradigm)
             ax.axhline(metric_value(baseline, "map@K"), color=styles[NO_KD].color, linestyle=":", label="no KD")
+        multiples = set()
         for kd in [kd for kd in results.config["kd"] if kd != NO_KD]:
             runs = results.candidates(dataset, pairing, kd, bits, paradigm)
-            lams = [lam for lam, _ in runs]
+            centre = grid_centre([lam for lam, _ in runs]) or 1.0
+            lams = [lam / centre for lam, _ in runs]
+            multiples.update(lams)
             color = styles[kd].color
             ax.plot(lams, [metric_value(run, "map@K") for _, run in runs], color=color, marker="o", markersize=4,
-                    linewidth=1.2, label=kd)
+                    linewidth=1.2, label=f"{kd} (×{format_lambda(centre)})")
             val = [(run.get("training") or {}).get("val_map") for _, run in runs]
             if None not in val:
                 ax.plot(lams, val, color=color, linestyle="--", linewidth=0.8, alpha=0.7)
             chosen = results.selected_lambda(Cell(dataset, bits, pairing.hash, pairing.teacher, 0, pairing.student,
                                                   kd), paradigm)
             test = {lam: metric_value(run, "map@K") for lam, run in runs}
-            ax.plot([chosen], [test[chosen]], marker="o", markersize=9, markerfacecolor="none", color=color)
-        grid = sorted({lam for kd in results.config["kd"] if kd != NO_KD
-                       for lam, _ in results.candidates(dataset, pairing, kd, bits, paradigm)})
+            ax.plot([chosen / centre], [test[chosen]], marker="o", markersize=9, markerfacecolor="none", color=color)
+        grid = sorted(multiples)
         if grid and grid[0] > 0:
             ax.set_xscale("log")
-        ax.set_xticks(grid, [format_lambda(lam) for lam in grid])
+        ax.set_xticks(grid, [format_lambda(m) for m in grid])
         ax.minorticks_off()
         ax.set_title(f"{dataset}, {bits} bits, {paradigm}")
-        ax.set_xlabel("λ (weight of L_kd)")
+        ax.set_xlabel("λ / centre of the method's grid (legend: centre)")
         ax.set_ylabel(f"mAP@{k}")
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize="x-small", loc="best", ncol=2)

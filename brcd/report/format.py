@@ -13,6 +13,8 @@ DIGITS = 3
 MISSING = "—"
 #: marks a table cell with a seed that hit its epoch cap while still improving
 UNCONVERGED = "†"
+#: marks a λ chosen at an edge of its method's grid (the best λ may lie beyond the grid)
+LAMBDA_EDGE = "‡"
 
 
 def format_number(value: float | None) -> str:

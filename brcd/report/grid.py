@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Mapping
 
 from brcd.cells import Cell
 from brcd.errors import DataError
-from brcd.lambdas import NO_KD, SELECTED, lambda_grid, tuning_seed, variant_of
 from brcd.io import rebuild_hint
+from brcd.lambdas import NO_KD, SELECTED, at_grid_edge, lambda_grid, tuning_seed, variant_of
 from brcd.tuning import METHOD_KEYS
 
 if TYPE_CHECKING:
@@ -150,6 +150,19 @@ class GridResults:
         if any(v is None or math.isnan(v) for v in values):
             return None
         return np.asarray(values, dtype=float)[:, None]
+
+    def lambda_at_edge(self, cell: Cell, paradigm: str) -> bool:
+        """Whether the λ selected for this method and paradigm is at an edge of the method's grid."""
+        return at_grid_edge(lambda_grid(self.config, cell.kd), self.selected_lambda(cell, paradigm))
+
+    def kd_grad_ratio(self, dataset: str, pairing: Pairing, kd: str, bits: int, paradigm: str) -> float | None:
+        """λ·‖∇L_kd‖ / ‖∇L_hash‖ at the end of training of the runs a table cell shows, averaged over
+        seeds (geometric mean); None when a run has no record of it (trained before issue 27)."""
+        runs = self.runs(dataset, pairing, Method(f"`{kd}`", kd), bits, paradigm)
+        ratios = [(run.get("training") or {}).get("kd_grad_ratio") for run in runs]
+        if not ratios or any(r is None or not math.isfinite(r) or r <= 0 for r in ratios):
+            return None
+        return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
 
     def unconverged(self, dataset: str, pairing: Pairing, method: Method, bits: int, paradigm: str) -> int:
         """How many seeds of a table cell hit the epoch cap while still improving."""

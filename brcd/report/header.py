@@ -11,7 +11,7 @@ from brcd.cells import Cell
 from brcd.io import snakemake_command
 from brcd.layout import REPORT
 from brcd.report.costs import span_text
-from brcd.report.format import UNCONVERGED
+from brcd.report.format import LAMBDA_EDGE, UNCONVERGED
 from brcd.report.grid import GridResults, converged, shown_in_tables
 from brcd.lambdas import NO_KD, format_lambda, lambda_grid, tuning_seed
 
@@ -54,6 +54,7 @@ def header(results: GridResults) -> list[str]:
         f"**students**: {', '.join(config['students'])}; **bits**: {', '.join(map(str, config['bits']))}",
         f"- **paradigms**: {paradigms}; the teacher row is the teacher searching its own codes",
         f"- **distillation settings**: {kd_settings_note(config)}",
+        *([f"- **λ at a grid edge**: {lambda_edge_note(results)}"] if results.selections else []),
         f"- **run time**: {run_time_note(results)}",
         "",
     ]
@@ -90,6 +91,18 @@ def kd_settings_note(config: Mapping) -> str:
     return (f"{lam}, chosen on validation; every other setting at the method's default (the reference "
             "code's, except where the baseline table of docs/method.md says why not)"
             + (f"; changed by the config: {changed}" if changed else ""))
+
+
+def lambda_edge_note(results: GridResults) -> str:
+    """How many λ choices sit at an edge of their method's grid (marked in the λ table)."""
+    from brcd.report.tables import lambda_edges
+
+    edges, total = lambda_edges(results)
+    if not edges:
+        return f"none of the {total} λ choices (method × column) is at an edge of its method's grid"
+    return (f"**{edges} of the {total} λ choices (method × column) are at an edge of their method's grid** "
+            f"(the best λ may lie beyond it; marked {LAMBDA_EDGE} in the λ tables, beside the KD term's gradient "
+            "norm relative to L_hash's at the end of training)")
 
 
 def seed_note(config: Mapping) -> str:

@@ -11,11 +11,12 @@ from dataclasses import replace
 from typing import Mapping, Sequence
 
 from brcd.cells import Cell
-from brcd.report.format import DIGITS, MISSING, UNCONVERGED, interval_digits, markdown_table, signed
-from brcd.report.grid import (GridResults, Method, Pairing, column_header, columns, metric_value, student_methods,
-                              teacher_row)
+from brcd.report.format import (DIGITS, LAMBDA_EDGE, MISSING, UNCONVERGED, interval_digits, markdown_table,
+                                signed)
+from brcd.report.grid import (GridResults, Method, Pairing, column_header, columns, metric_value, rank_columns,
+                              student_methods, teacher_row)
 from brcd.report.significance import BOOTSTRAP_SEED, summarize, tied_with_best
-from brcd.lambdas import NO_KD, format_lambda
+from brcd.lambdas import NO_KD, format_lambda, lambda_grid
 
 
 def metric_table(results: GridResults, dataset: str, pairing: Pairing, methods: Sequence[Method], key: str,
@@ -76,14 +77,36 @@ def delta_table(results: GridResults, dataset: str, pairing: Pairing, methods: S
     return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
 
 
+def format_ratio(value: float | None) -> str:
+    """A gradient-norm ratio to two significant digits: 0.0013, 0.42, 3.1, 35, 1,200."""
+    if value is None:
+        return MISSING
+    return f"{value:,.0f}" if value >= 100 else f"{value:.2g}"
+
+
 def lambda_table(results: GridResults, dataset: str, pairing: Pairing) -> str:
-    """The λ selected on validation for each distilled method and column."""
+    """Per distilled method: its λ grid and, per column, the λ selected on validation (marked when at an
+    edge of the grid) and λ·‖∇L_kd‖/‖∇L_hash‖ at the end of training (did the KD term act?)."""
     cols = columns(results)
     rows = []
     for kd in [kd for kd in results.config["kd"] if kd != NO_KD]:
         cell = Cell(dataset, 0, pairing.hash, pairing.teacher, 0, pairing.student, kd)
-        rows.append([f"`{kd}`", *(format_lambda(results.selected_lambda(replace(cell, bits=b), p)) for b, p in cols)])
-    return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
+        cells = []
+        for bits, paradigm in cols:
+            chosen = replace(cell, bits=bits)
+            edge = LAMBDA_EDGE if results.lambda_at_edge(chosen, paradigm) else ""
+            ratio = results.kd_grad_ratio(dataset, pairing, kd, bits, paradigm)
+            cells.append(f"{format_lambda(results.selected_lambda(chosen, paradigm))}{edge} ({format_ratio(ratio)})")
+        grid = ", ".join(map(format_lambda, lambda_grid(results.config, kd)))
+        rows.append([f"`{kd}`", grid, *cells])
+    return markdown_table(["method", "λ grid", *(column_header(b, p) for b, p in cols)], rows, numeric_from=2)
+
+
+def lambda_edges(results: GridResults) -> tuple[int, int]:
+    """(choices at an edge of their grid, all choices): one per method, column, pairing and dataset."""
+    chosen = [results.lambda_at_edge(Cell(d, b, pairing.hash, pairing.teacher, 0, pairing.student, kd), p)
+              for d, pairing, b, p in rank_columns(results) for kd in results.config["kd"] if kd != NO_KD]
+    return sum(chosen), len(chosen)
 
 
 def spread_table(results: GridResults, dataset: str, pairing: Pairing) -> str:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from brcd.lambdas import NO_KD
 from brcd.report.grid import GridResults, shown_in_tables
 from brcd.report.statements import COLUMN_KEYS, regenerate_hint
 
@@ -39,6 +40,7 @@ def tidy_rows(results: GridResults) -> list[dict]:
             "lambda": record.get("lambda"),
             "lambda_selected": chosen,
             "is_selected": None if chosen is None else record.get("lambda") == chosen,
+            "lambda_at_edge": None if chosen is None or cell.kd == NO_KD else results.lambda_at_edge(cell, paradigm),
             "in_tables": shown_in_tables(results, cell, paradigm),
             "topk": int(record["topk"]),
             "queries": record.get("counts", {}).get("queries"),
