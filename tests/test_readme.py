@@ -411,7 +411,10 @@ def test_relative_links_point_to_existing_files():
 
 def _environment() -> dict[str, str]:
     """A fresh shell's environment: no virtualenv on PATH, one thread per job."""
-    keep = {key: os.environ[key] for key in ("HOME", "LANG", "TMPDIR", "HF_HOME", "TORCH_HOME") if key in os.environ}
+    # PYTHONPATH only where the session sets it: a working copy that shares another checkout's .venv (whose
+    # editable install points there) names its own package this way, and its commands must run its code
+    keep = {key: os.environ[key] for key in ("HOME", "LANG", "TMPDIR", "HF_HOME", "TORCH_HOME", "PYTHONPATH")
+            if key in os.environ}
     return {**keep, "PATH": "/usr/local/bin:/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
