@@ -23,9 +23,10 @@ class ImageDataset:
     ``protocol`` names the split protocol of SPEC §5 that applies.
 
     For the checks that run before any job starts, a dataset declares the
-    config keys its entry accepts besides :data:`SPLIT_KEYS` (``config_keys``)
-    and, when its sizes are fixed, the images per class of each partition
-    (``class_counts``, or :meth:`labels_only` when they depend on options).
+    config keys its entry accepts besides :data:`SPLIT_KEYS` (``config_keys``),
+    may check its files (:meth:`check_files`) and, when its sizes are fixed,
+    gives the images per class of each partition (``class_counts``, or
+    :meth:`labels_only` when they depend on options).
     """
 
     name: str = "dataset"
@@ -36,6 +37,12 @@ class ImageDataset:
     class_counts: Mapping[str, tuple[int, ...]] | None = None
     labels: np.ndarray
     partitions: Mapping[str, np.ndarray]
+
+    @classmethod
+    def check_files(cls, options: Mapping) -> None:
+        """Check the dataset's files before any job starts (missing, damaged, not the expected ones),
+        raising :class:`~brcd.errors.DataError` that names the file and the fix; by default nothing
+        (the loader checks its files when a job reads them)."""
 
     @classmethod
     def labels_only(cls, options: Mapping) -> "ImageDataset | None":

@@ -2,6 +2,8 @@
 
 Every key of ``datasets.NAME`` must be one the dataset declares (its
 ``config_keys``) or a split key (:data:`~brcd.data.base.SPLIT_KEYS`), the
+dataset's own file check must pass (:meth:`~brcd.data.base.ImageDataset.check_files`:
+e.g. an image archive exists, has the expected sha256 and decodes), the
 protocol must exist, and the split sizes and ``topk`` must fit the dataset.
 Sizes are checked by drawing the splits on a labels-only stand-in of the
 dataset (:meth:`~brcd.data.base.ImageDataset.labels_only`), so the message is
@@ -17,7 +19,7 @@ from typing import Mapping
 
 from brcd.data.base import DATASETS, SPLIT_KEYS
 from brcd.data.splits import PROTOCOLS, make_splits
-from brcd.errors import ConfigError
+from brcd.errors import ConfigError, DataError
 
 
 def allowed_keys(name: str) -> list[str]:
@@ -35,6 +37,13 @@ def check_dataset_keys(name: str, options: Mapping, source: str = "config") -> N
                 f"{source}: `datasets.{name}` has unknown key `{key}`{hint}; "
                 f"a {name} entry accepts: {', '.join(allowed)}"
             )
+
+
+def check_dataset_files(name: str, options: Mapping, source: str = "config") -> None:
+    try:
+        DATASETS.get(name).check_files(options)
+    except (ConfigError, DataError) as exc:
+        raise type(exc)(f"{source}: {exc}") from None
 
 
 def check_dataset_sizes(name: str, options: Mapping, split_seed: int, source: str = "config") -> None:
@@ -57,9 +66,10 @@ def check_dataset_sizes(name: str, options: Mapping, split_seed: int, source: st
 
 
 def check_dataset_entries(config: Mapping, source: str = "config") -> None:
-    """Keys, protocol and sizes of every dataset entry (names were checked against the registry)."""
+    """Keys, files, protocol and sizes of every dataset entry (names were checked against the registry)."""
     for name, options in config.get("datasets", {}).items():
         if name not in DATASETS:
             continue
         check_dataset_keys(name, options, source)
+        check_dataset_files(name, options, source)
         check_dataset_sizes(name, options, int(config.get("split_seed", 0)), source)
