@@ -219,14 +219,24 @@ def test_the_verification_is_cached_by_path_size_and_mtime(tiny_tar, tmp_path, m
     def fail(archive):
         raise AssertionError("read again")
 
+    summarise = imagefolder.summarise
     monkeypatch.setattr(imagefolder, "summarise", fail)
     DATASETS.get("image_folder").check_files({"path": str(tiny_tar), "sha256": sha256(tiny_tar)})
     os.utime(tiny_tar, ns=(1, 1))  # replaced by a file of the same size: verified again
     with pytest.raises(AssertionError, match="read again"):
         DATASETS.get("image_folder").check_files({"path": str(tiny_tar)})
-    monkeypatch.undo()
+    monkeypatch.setattr(imagefolder, "summarise", summarise)  # (not undo(): that would leave tmp_path too)
     cached[0].write_text("{damaged")  # an unreadable cache file is verified again and rewritten
     DATASETS.get("image_folder").check_files({"path": str(tiny_tar)})
+
+
+def test_cache_folder_can_be_moved_or_turned_off(tiny_tar, tmp_path, monkeypatch):
+    monkeypatch.setenv("BRCD_CACHE_DIR", str(tmp_path / "elsewhere"))
+    DATASETS.get("image_folder").check_files({"path": str(tiny_tar)})
+    assert len(list((tmp_path / "elsewhere" / "image-folders").glob("*.json"))) == 1
+    monkeypatch.setenv("BRCD_CACHE_DIR", "")
+    DATASETS.get("image_folder").check_files({"path": str(tiny_tar)})
+    assert not (tmp_path / "results").exists()
 
 
 def test_cifar10_jpeg_checks_classes_counts_and_size(tmp_path):

@@ -22,9 +22,10 @@ as above, every image must decode, and a dataset of fixed contents
 (``cifar10_jpeg``) must have its classes, counts per class and image size.
 Decoding CIFAR-10's 60,000 images takes a few seconds, so the verified
 summary is cached as JSON in ``results/.cache/image-folders/`` (never a
-pickle), keyed by the archive's resolved path, size and mtime (for a folder:
-the name, size and mtime of every file in it); an unchanged archive is read
-once, a replaced or edited one is verified again.
+pickle; ``$BRCD_CACHE_DIR`` names another folder, an empty value none), keyed
+by the archive's resolved path, size and mtime (for a folder: the name, size
+and mtime of every file in it); an unchanged archive is read once, a replaced
+or edited one is verified again.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 #: partitions come in this order in the global index; any other after them, by name
 PARTITION_ORDER = ("train", "val", "test")
 CACHE_SUBDIR = "image-folders"
+#: environment variable naming another cache folder (an empty value: no cache)
+CACHE_ENV = "BRCD_CACHE_DIR"
 #: bump when the summary's content changes: older cache files are then ignored
 CACHE_VERSION = 1
 #: first bytes of compressed files -> the tool that decompresses them
@@ -291,10 +294,17 @@ def _cache_file(cache_dir: Path, key: Mapping) -> Path:
     return cache_dir / CACHE_SUBDIR / f"{name}.json"
 
 
-def verified_summary(archive: Archive, cache_dir: str | os.PathLike | None = CACHE_DIR) -> dict:
-    """:func:`summarise`, from the cache when this exact archive was verified before."""
+def cache_dir() -> Path | None:
+    """Where verified summaries are kept: ``$BRCD_CACHE_DIR`` when set (empty: nowhere), else ``results/.cache``."""
+    folder = os.environ.get(CACHE_ENV, CACHE_DIR)
+    return Path(folder) if folder else None
+
+
+def verified_summary(archive: Archive) -> dict:
+    """:func:`summarise`, from the cache (:func:`cache_dir`) when this exact archive was verified before."""
     key = archive.cache_key()
-    path = _cache_file(Path(cache_dir), key) if cache_dir is not None else None
+    folder = cache_dir()
+    path = _cache_file(folder, key) if folder is not None else None
     if path is not None and path.is_file():
         try:
             cached = json.loads(path.read_text())
