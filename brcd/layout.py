@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 SPLIT = "results/{dataset}/split.parquet"
+#: what checks of input files remember between runs (e.g. an image archive already verified, brcd.data.imagefolder)
+CACHE_DIR = "results/.cache"
 FEATURES = "results/{dataset}/features/{backbone}"
 TEACHER_DIR = "results/{dataset}/{bits}/teacher/{hash}/{teacher}/seed{seed}"
 CLUSTERS = "results/{dataset}/{bits}/clusters/{hash}/{teacher}/seed{seed}/clusters.parquet"

@@ -57,7 +57,7 @@ def test_schema_errors_name_the_key(tmp_path, mutate, match):
 def test_unknown_dataset_lists_allowed_values():
     config = _config()
     config["datasets"]["mnist"] = config["datasets"]["synthetic"]
-    with pytest.raises(ConfigError, match=r"unknown value 'mnist' in `datasets`; allowed values: cifar10, coco"):
+    with pytest.raises(ConfigError, match=r"unknown value 'mnist' in `datasets`; allowed values: cifar10, cifar10_jpeg, coco"):
         check_config(validate_schema(config))
 
 

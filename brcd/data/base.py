@@ -25,8 +25,9 @@ class ImageDataset:
 
     For the checks that run before any job starts, a dataset declares the
     config keys its entry accepts besides :data:`SPLIT_KEYS`, with their types,
-    ranges and defaults (``options``), and, when its sizes are fixed, the
-    images per class of each partition (``class_counts``, or
+    ranges and defaults (``options``), may check its files (:meth:`check_files`)
+    and, when its sizes are fixed, gives the images per class of each partition
+    (``class_counts``, or
     :meth:`labels_only` when they depend on options).
     """
 
@@ -43,6 +44,12 @@ class ImageDataset:
     def own_options(cls, entry: Mapping) -> dict:
         """This dataset's own keys of its config entry ``entry``, typed, with their defaults."""
         return cls.options.resolve({key: entry[key] for key in cls.options if key in entry}, f"datasets.{cls.name}")
+
+    @classmethod
+    def check_files(cls, options: Mapping) -> None:
+        """Check the dataset's files before any job starts (missing, damaged, not the expected ones),
+        raising :class:`~brcd.errors.DataError` that names the file and the fix; by default nothing
+        (the loader checks its files when a job reads them)."""
 
     @classmethod
     def labels_only(cls, options: Mapping) -> "ImageDataset | None":

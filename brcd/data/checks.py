@@ -2,8 +2,10 @@
 
 Every key of ``datasets.NAME`` must be one the dataset declares (its
 ``options``, each of its declared type and range) or a split key
-(:data:`~brcd.data.base.SPLIT_KEYS`, typed by the schema), the protocol must
-exist, and the split sizes and ``topk`` must fit the dataset.
+(:data:`~brcd.data.base.SPLIT_KEYS`, typed by the schema), the dataset's own
+file check must pass (:meth:`~brcd.data.base.ImageDataset.check_files`: e.g.
+an image archive exists, has the expected sha256 and decodes), the protocol
+must exist, and the split sizes and ``topk`` must fit the dataset.
 Sizes are checked by drawing the splits on a labels-only stand-in of the
 dataset (:meth:`~brcd.data.base.ImageDataset.labels_only`), so the message is
 the split job's own: it names the key and the largest valid value. Datasets
@@ -21,7 +23,7 @@ from typing import Mapping, MutableMapping
 
 from brcd.data.base import DATASETS, SPLIT_KEYS
 from brcd.data.splits import PROTOCOLS, draw_of, make_splits
-from brcd.errors import BrcdError, ConfigError
+from brcd.errors import BrcdError, ConfigError, DataError
 from brcd.io import read_parquet_metadata
 from brcd.layout import SPLIT
 
@@ -40,6 +42,13 @@ def check_dataset_keys(name: str, options: MutableMapping, source: str = "config
         options.update(declared.parse({key: options[key] for key in declared if key in options}, f"datasets.{name}"))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def check_dataset_files(name: str, options: Mapping, source: str = "config") -> None:
+    try:
+        DATASETS.get(name).check_files(options)
+    except (ConfigError, DataError) as exc:
+        raise type(exc)(f"{source}: {exc}") from None
 
 
 def check_dataset_sizes(name: str, options: Mapping, split_seed: int, source: str = "config") -> None:
@@ -62,11 +71,12 @@ def check_dataset_sizes(name: str, options: Mapping, split_seed: int, source: st
 
 
 def check_dataset_entries(config: Mapping, source: str = "config") -> None:
-    """Keys, protocol and sizes of every dataset entry (names were checked against the registry)."""
+    """Keys, files, protocol and sizes of every dataset entry (names were checked against the registry)."""
     for name, options in config.get("datasets", {}).items():
         if name not in DATASETS:
             continue
         check_dataset_keys(name, options, source)
+        check_dataset_files(name, options, source)
         check_dataset_sizes(name, options, int(config.get("split_seed", 0)), source)
 
 

