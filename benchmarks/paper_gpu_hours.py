@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brcd import workflow  # noqa: E402
 from brcd.config import load_config  # noqa: E402
+from brcd.models.backbones import forward_gflops as backbone_gflops  # noqa: E402
 from brcd.report.results import read_benchmark  # noqa: E402
 
 #: images in the pool the widely used lists describe (query + validation + database)
@@ -76,23 +77,6 @@ def dataset_sizes(name: str, entry: Mapping) -> Sizes:
         database = LIST_POOL_SIZES[name] - query - val
     train = int(entry.get("train") or int(entry.get("train_per_class", 0)) * 10)
     return Sizes(train, query, val, database)
-
-
-def backbone_gflops(options: Mapping) -> float:
-    """Forward GFLOPs of one image (multiply-add = 2 FLOPs), weights not loaded."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from brcd.models.backbones import create_backbone
-
-    backbone = create_backbone({**options, "weights": "none"})
-    size = int(options["input_size"])
-    counter = FlopCounterMode(display=False)
-    # train mode: in eval mode nn.MultiheadAttention takes a fused fast path whose matrix products the
-    # counter does not see (ViT-B/16 would count 22.5 instead of 33.7 GFLOPs); the FLOPs are the same
-    with counter, torch.no_grad():
-        backbone.extractor.train()(torch.zeros(2, 3, size, size))  # 2 images: batch norm needs more than 1
-    return counter.get_total_flops() / 2 / 1e9
 
 
 def run_epochs(settings: Mapping, upper: bool) -> int:

@@ -46,11 +46,15 @@ COMMAND_BLOCKS = ("bash", "sh", "shell", "console")
 
 DEMO_CELL = "results/fashion_mnist/64/student/cibhash/lite2/lite0/brcd/lambda1/seed0/metrics/asym.json"
 TEST_CELL = "results/synthetic/16/student/cibhash/tteacher/tstudent/brcd/lambda1/seed0/metrics/asym.json"
+CIFAR10_TEACHER = "results/cifar10_jpeg/64/teacher/cibhash/lite2/seed0/model.pt"
+TEST_TEACHER = "results/synthetic/16/teacher/cibhash/tteacher/seed0/model.pt"
 
 #: documented text -> what runs here instead (the demo grid takes minutes; the tiny grid has the same rules).
 SUBSTITUTIONS = {
     "config/demo.yaml": "config/test.yaml",
     "config/study.yaml": "config/test.yaml",
+    "config/cifar10.yaml": "config/test.yaml",
+    CIFAR10_TEACHER: TEST_TEACHER,
     DEMO_CELL: TEST_CELL,
     "reports/demo.parquet": "reports/test.parquet",
     # the tiny grid has one run: compared with itself, it must reach its own conclusions
@@ -138,6 +142,16 @@ def _printed_scale(workdir: Path, output: str) -> None:
     assert _results_state(workdir) == _RESULTS_BEFORE.pop(workdir), "it must leave the grid's results alone"
 
 
+def _printed_size_choice(workdir: Path, output: str) -> None:
+    assert "the teacher alone, then each student without KD" in output, output
+    assert "chosen (smallest size within 0.01 of the best mean validation mAP, full bank within 30 TFLOP): tteacher " in output, output
+    assert _results_state(workdir) == _RESULTS_BEFORE.pop(workdir), "it must leave the grid's results alone"
+
+
+def _teacher_built(workdir: Path, output: str) -> None:
+    assert (workdir / TEST_TEACHER).is_file() and (workdir / TEST_TEACHER).with_name("history.tsv").is_file()
+
+
 def _printed_table(workdir: Path, output: str) -> None:
     assert "mean" in output and "brcd" in output
 
@@ -164,6 +178,9 @@ RUN_HERE: dict[str, Expect] = {
         Expect(_printed_lr_choice, before=_snapshot_results),
     ".venv/bin/python benchmarks/paper_gpu_hours.py --measured config/study.yaml": Expect(_printed_projection),
     ".venv/bin/python benchmarks/kd_scale.py --config config/demo.yaml": Expect(_printed_scale, before=_snapshot_results),
+    ".venv/bin/python benchmarks/input_size.py --config config/cifar10.yaml --teacher-sizes 32 64 96 128 "
+    "--student-sizes 32 64 96 --max-bank-tflop 30": Expect(_printed_size_choice, before=_snapshot_results),
+    f".venv/bin/snakemake --cores 2 {CIFAR10_TEACHER} --configfile config/cifar10.yaml": Expect(_teacher_built),
     ".venv/bin/python -c \"import pandas as pd; t = pd.read_parquet('reports/demo.parquet'); t = t[t.in_tables]; "
     "print(t.groupby(['bits', 'paradigm', 'kd']).map_at_k.agg(['mean', 'std', 'count']))\"": Expect(_printed_table),
     ".venv/bin/brcd compare-conclusions reports/demo.findings.parquet other-machine/demo.findings.parquet "

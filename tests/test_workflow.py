@@ -20,6 +20,7 @@ TEST_CONFIG = REPO_ROOT / "config" / "test.yaml"
 #: the tiny grid has one seed and one λ (1): every student run is the candidate lambda1 (none: lambda0)
 STUDENT = "results/synthetic/16/student/cibhash/tteacher/tstudent/{kd}/lambda{lam}/seed0"
 TEACHER = "results/synthetic/16/teacher/cibhash/tteacher/seed0"
+CIFAR10_ARCHIVE = REPO_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg" / "cifar10-jpeg.tar"
 
 
 def snakemake(workdir, *args, check=True):
@@ -187,6 +188,68 @@ def test_whole_number_floats_and_config_overrides_plan_the_grid(tmp_path):
     wrong = snakemake(tmp_path, "-n", "--configfile", str(path), "--config", "bits=[16.5]", check=False)
     output = wrong.stdout + wrong.stderr
     assert wrong.returncode != 0 and "key `bits.0`: '16.5' is not an integer in [8, 4096]" in output, output
+
+
+CIFAR10_CONFIG = REPO_ROOT / "config" / "cifar10.yaml"
+
+
+def _cifar10_config(tmp_path, **entry) -> Path:
+    """config/cifar10.yaml with its dataset entry changed (its relative path made absolute: these
+    runs use another working directory)."""
+    config = yaml.safe_load(CIFAR10_CONFIG.read_text())
+    options = config["datasets"]["cifar10_jpeg"]
+    options["path"] = str((REPO_ROOT / options["path"]).resolve())
+    options.update(entry)
+    for key in [k for k, v in options.items() if v is None]:
+        del options[key]
+    path = tmp_path / "cifar10.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.skipif(not CIFAR10_ARCHIVE.is_file(), reason="the shared CIFAR-10 JPEG archive is not here")
+def test_cifar10_grid_plans_both_students(tmp_path):
+    """config/cifar10.yaml: CIFAR-10 from the JPEG archive, Lite2 teaching Lite0 and Lite1."""
+    out = snakemake(tmp_path, "-n", "--configfile", str(_cifar10_config(tmp_path))).stdout
+    jobs = job_stats(out)
+    assert jobs["split"] == 1 and jobs["features"] == 3 and jobs["train_teacher"] == 2 * 3, jobs
+    # per student: as the study (seed 0 tries 3 λ for 12 methods, seeds 1 and 2 the selected λ)
+    assert jobs["train_candidates"] == 2 * 2 * 12 and jobs["train_student"] == 2 * 2 * 2 * 13, jobs
+    assert jobs["time_encoder"] == 3, jobs
+    for student in ("lite0", "lite1"):
+        assert f"results/cifar10_jpeg/64/student/cibhash/lite2/{student}/brcd/selected/seed2/model.pt" in out
+    assert not (tmp_path / "results" / "cifar10_jpeg").exists()
+
+
+def _tiny_cifar_tar(path: Path, corrupt: str | None = None) -> Path:
+    from tests.test_image_folder import tiny_files, write_tar
+
+    files = tiny_files(top="cifar10-jpeg/")
+    if corrupt:
+        files[corrupt] = b"not a JPEG"
+    return write_tar(path, files)
+
+
+@pytest.mark.parametrize("problem", ["missing archive", "wrong sha256", "corrupt JPEG"])
+def test_cifar10_archive_problems_stop_the_grid_before_any_job(tmp_path, problem):
+    """Each names the file (and the image) and what to do, at parse time: no job starts, not even the split."""
+    if problem == "missing archive":
+        config = _cifar10_config(tmp_path, path=str(tmp_path / "shared" / "cifar10-jpeg.tar"))
+        expected = (rf"{tmp_path}/shared/cifar10-jpeg.tar not found \(`datasets.cifar10_jpeg.path`\); "
+                    r"in this project it is \.\./shared/datasets/cifar10-jpeg/cifar10-jpeg.tar")
+    elif problem == "wrong sha256":  # another file where the archive should be
+        config = _cifar10_config(tmp_path, path=str(_tiny_cifar_tar(tmp_path / "other.tar")))
+        expected = (rf"archive {tmp_path}/other.tar \(`datasets.cifar10_jpeg.path`\) has sha256 [0-9a-f]{{64}}, "
+                    r"not the expected 06afdf53.* \(`datasets.cifar10_jpeg.sha256`\).*Replace it with an intact copy")
+    else:
+        tar = _tiny_cifar_tar(tmp_path / "damaged.tar", corrupt="cifar10-jpeg/train/dog/0002.png")
+        config = _cifar10_config(tmp_path, path=str(tar), sha256=None)
+        expected = (rf"archive {tmp_path}/damaged.tar \(`datasets.cifar10_jpeg.path`\): 1 image\(s\) cannot be "
+                    r"decoded: cifar10-jpeg/train/dog/0002.png \(UnidentifiedImageError")
+    result = snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert re.search(expected, result.stdout + result.stderr), result.stdout + result.stderr
+    assert "Job stats" not in result.stdout and not (tmp_path / "results" / "cifar10_jpeg").exists()
 
 
 @pytest.fixture(scope="module")

@@ -213,8 +213,8 @@ def parse_layout(archive: Archive) -> tuple[str, list[Entry]]:
     if len(tops) > 1:
         examples = list(tops.values())[:2]
         raise DataError(
-            f"{archive.where}: images at different depths, e.g. {examples[0]} and {examples[1]}; every image "
-            "must sit at [top/]{split}/{class}/{file} under one common top folder")
+            f"{archive.where}: images under different top folders or at different depths, e.g. {examples[0]} "
+            f"and {examples[1]}; every image must sit at [top/]{{split}}/{{class}}/{{file}} under one common top folder")
     top = next(iter(tops))
     depth = top.count("/") + 3 + (1 if top else 0)
     links = [name for name in archive.links if _is_image(name) and not _hidden(name)]
