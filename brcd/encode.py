@@ -86,10 +86,15 @@ def write_code_files(bundle: Mapping, source, splits: Splits, metadata: Mapping,
     # train is a subset of database: encode each image once, then expand to rows
     unique, rows = np.unique(index, return_inverse=True)
     features = source.clean(unique)
+    encoded: list[tuple[Mapping, np.ndarray]] = []  # (head state, its codes): a student's two heads are often one
     for selection, path in outputs.items():
-        head = load_head(bundle, selection).to(device)
+        state = bundle["heads"][selection]
+        codes = next((packed for seen, packed in encoded if same_state(seen, state)), None)
+        if codes is None:
+            codes = encode_features(load_head(bundle, selection).to(device), features)
+            encoded.append((state, codes))
         best = bundle["best"][selection]
-        write_codes(path, index, split, encode_features(head, features)[rows],
+        write_codes(path, index, split, codes[rows],
                     {**metadata, "selection": selection, "best_epoch": best["epoch"], "val_map": best["map"],
                      "lambda": bundle["metadata"].get("lambda", {}).get(selection),
                      "training": training_summary(bundle["metadata"].get("runs", {}).get(selection), best)})
@@ -178,6 +183,13 @@ def read_teacher_logits(path, expected: Mapping) -> tuple[np.ndarray, np.ndarray
     meta = read_checked(path, lambda p: json.loads(arrays["meta"].tobytes().decode()), "teacher-logits file", fix)
     check_metadata(meta, expected, f"teacher-logits file {path}", fix)
     return arrays["views"], arrays["rotations"]
+
+
+def same_state(a: Mapping, b: Mapping) -> bool:
+    """Whether two heads' state dicts are equal (then their codes are too: encoded once)."""
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
 
 def configure_parser(parser) -> None:
