@@ -97,17 +97,16 @@ def test_candidates_in_one_process_write_what_they_write_alone(grid, tmp_path):
                  (("out", "model.pt"), ("log", "history.tsv"), ("codes", "codes.parquet"),
                   ("codes-asym", "codes_asym.parquet"))} for v in variants}
     argv = ["train-student", "--config", str(config_path), "--dataset", "synthetic", "--bits", "16",
-            "--teacher", "tteacher", "--student", "tstudent", "--kd", "crd", "--seed", "0",
+            "--teacher", "tteacher", "--student", "tstudent", "--kd", "brcd", "--seed", "0",
             "--split", str(root / "split.parquet"), "--teacher-checkpoint", str(root / "teacher.pt"),
             "--student-bank", str(root / "tstudent"), "--teacher-bank", str(root / "tteacher"),
-            "--variant", *variants]
+            "--clusters", str(root / "clusters.parquet"), "--variant", *variants]
     for kind in ("out", "log", "codes", "codes-asym"):
         argv += [f"--{kind}", *(str(files[v][kind]) for v in variants)]
     assert main(argv) == 0
     alone = tmp_path / "alone"
     alone_codes = {"sym": str(alone / "codes.parquet"), "asym": str(alone / "codes_asym.parquet")}
-    _train(config, root, replace(student("crd"), variant="lambda2"), alone / "model.pt",
-           codes=alone_codes, clusters_path=None)
+    _train(config, root, replace(student("brcd"), variant="lambda2"), alone / "model.pt", codes=alone_codes)
     assert files["lambda2"]["out"].read_bytes() == (alone / "model.pt").read_bytes()
     for kind, name in (("codes", "codes.parquet"), ("codes-asym", "codes_asym.parquet")):
         assert files["lambda2"][kind].read_bytes() == (alone / name).read_bytes()

@@ -413,8 +413,8 @@ def train_students(config: Mapping, runs: Sequence[tuple[Cell, StudentOutputs]],
     inputs = {seed: load_teacher_side(config, next(c for c in cells if c.seed == seed), side, teachers[seed], device)
               for seed in dict.fromkeys(cell.seed for cell in cells)}
     results = [train_student(config, cell, split_path, teachers[cell.seed].checkpoint, outputs.model,
-                             outputs.history, device=device, codes=outputs.codes, selection_path=selection_path,
-                             inputs=inputs[cell.seed])
+                             outputs.history, clusters_path=teachers[cell.seed].clusters, device=device,
+                             codes=outputs.codes, selection_path=selection_path, inputs=inputs[cell.seed])
                for cell, outputs in runs]
     seconds = time_split(side, list(inputs.values()), results)
     log.info("time split (s): %s", ", ".join(f"{phase} {value:.2f}" for phase, value in seconds.items()))
