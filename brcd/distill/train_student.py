@@ -66,8 +66,8 @@ class TeacherLogits:
         self._views, self._rotations = views, rotations
 
     @classmethod
-    def stored(cls, views: np.ndarray, rotations: np.ndarray) -> "TeacherLogits":
-        return cls(None, None, torch.from_numpy(views), torch.from_numpy(rotations))
+    def stored(cls, views: np.ndarray, rotations: np.ndarray, device="cpu") -> "TeacherLogits":
+        return cls(None, None, torch.from_numpy(views).to(device), torch.from_numpy(rotations).to(device))
 
     @classmethod
     def computed(cls, head: torch.nn.Module, source, num_train: int, rotations: bool) -> "TeacherLogits":
@@ -277,7 +277,7 @@ def load_teacher_side(config: Mapping, cell: Cell, side: StudentSide, files: Tea
                         else encode_features(teacher_head, t_source.clean(splits.indices["database"])))
     if files.logits is not None:
         teacher = TeacherLogits.stored(*read_teacher_logits(files.logits, stored_logits_expected(
-            config, cell, splits, side.source)))
+            config, cell, splits, side.source)), device=device)
     else:
         teacher = TeacherLogits.computed(teacher_head, t_source, len(splits.indices["train"]),
                                          rotations=kd_class.needs_rotations)
