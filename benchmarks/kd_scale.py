@@ -33,12 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from brcd import layout
 from brcd.cells import Cell
 from brcd.checks import load_checked_config
-from brcd.errors import DataError
 from brcd.lambdas import NO_KD, format_lambda, tuning_seed, variant_of
-from brcd.workflow import bank_path
 
 #: published weights of L_kd (the CRD benchmark's β for sp, pkt, crd and rkd, whose 25/50 term weights sit
 #: inside the loss; SPEC §4's λ = 1 for BRCD and its ablations). Methods not listed: the measured ratio.
@@ -66,36 +63,18 @@ def student_cell(config: Mapping, kd: str, bits: int, dataset: str | None = None
                 tuning_seed(config), config["students"][0], kd, variant_of(1.0))
 
 
-def grid_inputs(config: Mapping, cell: Cell, workdir: Path) -> dict:
-    """The files a student job of ``cell`` reads, under ``workdir``; a clear error when one is missing."""
-    teacher = cell.teacher_cell()
-    paths = {
-        "split_path": workdir / layout.SPLIT.format(dataset=cell.dataset),
-        "teacher_checkpoint": workdir / layout.TEACHER_MODEL.format(**teacher.parameters()),
-        "clusters_path": workdir / layout.CLUSTERS.format(dataset=cell.dataset, bits=cell.bits, hash=cell.hash,
-                                                          teacher=cell.teacher, seed=cell.seed),
-    }
-    for name, backbone in (("student_bank", cell.student), ("teacher_bank", cell.teacher)):
-        paths.update({name: workdir / bank for bank in bank_path(config, cell.dataset, backbone)})  # none online
-    missing = [str(p) for p in paths.values() if not p.exists()]
-    if missing:
-        raise DataError(f"{', '.join(missing)} not found: build the grid's teachers and clusters first "
-                        f"(`snakemake --cores 2 --configfile <config> --until cluster encode_teacher` in {workdir})")
-    return {name: str(path) for name, path in paths.items()}
-
-
-def measure(config: Mapping, cell: Cell, inputs: Mapping[str, str], device="cpu") -> Scale:
-    """Both gradient norms of ``cell``'s student at initialisation, on the fixed probe batch."""
+def measure(config: Mapping, cell: Cell, workdir: str | Path = ".", device="cpu") -> Scale:
+    """Both gradient norms of ``cell``'s student at initialisation, on the fixed probe batch, from the
+    grid's files under ``workdir`` (what the workflow's student job reads)."""
     from brcd.checkpoint import build_head
     from brcd.config import TrainSettings
     from brcd.distill import KD_LOSSES, create_distill_loss
-    from brcd.distill.train_student import gradient_norms, kd_settings, load_student_inputs, student_step
+    from brcd.distill.train_student import gradient_norms, kd_settings, student_step
     from brcd.hashing import create_objective
     from brcd.runtime import seed_everything
+    from brcd.workflow import load_grid_student_inputs
 
-    clusters = inputs["clusters_path"] if KD_LOSSES.get(cell.kd).needs_clusters else None
-    loaded = load_student_inputs(config, cell, inputs["split_path"], inputs["teacher_checkpoint"],
-                                 inputs.get("student_bank"), inputs.get("teacher_bank"), clusters, device)
+    loaded = load_grid_student_inputs(config, cell, workdir, device)
     seed_everything(cell.seed)  # as train_student: the head every λ run starts from
     head = build_head(loaded.spec).to(device)
     objective = create_objective(cell.hash, cell.bits).to(device)
@@ -177,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for kd in methods:
         for bits in config["bits"]:
             cell = student_cell(config, kd, bits, args.dataset)
-            scales.append(measure(config, cell, grid_inputs(config, cell, Path(args.workdir))))
+            scales.append(measure(config, cell, args.workdir))
             print(f"{kd}, {bits} bits: r = {scales[-1].ratio:.4g}", flush=True)
     print(f"{cell.dataset}, {cell.teacher} -> {cell.student} ({cell.hash}), seed {cell.seed}, at initialisation, "
           "one fixed batch: gradient norms w.r.t. the student head")

@@ -114,7 +114,7 @@ def measured_sizes(config: Mapping) -> Sizes:
 def project(paper: Mapping, measured: Mapping, root: Path, pricer: Pricer, flops: Mapping[str, float],
             upper: bool) -> dict[str, tuple[int, float]]:
     """Rule -> (jobs, GPU or CPU hours) for the paper grid; ``flops``: backbone alias -> GFLOPs per image."""
-    from brcd.lambdas import lambda_grid
+    from brcd.lambdas import lambda_grid, selected_seeds, tuning_seed
 
     sizes = {name: dataset_sizes(name, entry) for name, entry in paper["datasets"].items()}
     teacher_epochs = run_epochs(paper["train"]["teacher"], upper)
@@ -135,11 +135,14 @@ def project(paper: Mapping, measured: Mapping, root: Path, pricer: Pricer, flops
         s, ft, fs = sizes[cell.dataset], flops[cell.teacher], flops[cell.student]
         views = student_epochs * s.train * 2 * (1 + (ROTATIONS / 2 if cell.kd == "sskd" else 0))
         per_run = pricer.views(views, ft + fs)
-        shared = pricer.views(s.val + s.database, fs) + pricer.views(s.database, ft)
-        if cell.seed == int(paper["seeds"][0]):
+        # once per job: the student's clean val and database features (the teacher's database codes and,
+        # in bank mode, its view logits come from the teacher's encode job)
+        shared = pricer.views(s.val + s.database, fs)
+        if cell.seed == tuning_seed(paper):
             add("train_candidates", len(lambda_grid(paper, cell.kd)) * per_run + shared)
-        else:  # a selected run: one λ (two when sym and asym chose different ones: not counted)
-            add("train_student", per_run + shared)
+        elif cell.seed == selected_seeds(paper)[0]:  # one job trains every other seed's selected λ (one λ
+            # each; two when sym and asym chose different ones: not counted)
+            add("train_student", len(selected_seeds(paper)) * per_run + shared)
     for rule, paths in workflow.benchmark_files(paper).items():
         if rule not in CPU_RULES or rule not in means:
             continue

@@ -29,12 +29,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from brcd import layout
 from brcd.cells import Cell
 from brcd.checks import load_checked_config
-from brcd.errors import DataError
 from brcd.lambdas import NO_KD, tuning_seed, variant_of
-from brcd.workflow import bank_path
 
 
 @dataclass(frozen=True)
@@ -60,34 +57,19 @@ def with_student_lr(config: Mapping, lr: float) -> dict:
     return changed
 
 
-def grid_inputs(config: Mapping, cell: Cell, workdir: Path) -> dict:
-    """The files the cell's workflow job reads, under ``workdir``; a clear error when one is missing."""
-    paths = {
-        "split_path": workdir / layout.SPLIT.format(dataset=cell.dataset),
-        "teacher_checkpoint": workdir / layout.TEACHER_MODEL.format(**cell.teacher_cell().parameters()),
-    }
-    for name, backbone in (("student_bank", cell.student), ("teacher_bank", cell.teacher)):
-        paths.update({name: workdir / bank for bank in bank_path(config, cell.dataset, backbone)})  # none online
-    missing = [str(p) for p in paths.values() if not p.exists()]
-    if missing:
-        raise DataError(f"{', '.join(missing)} not found: build the grid's teachers first "
-                        f"(`snakemake --cores 2 --configfile <config> --until encode_teacher` in {workdir})")
-    return {name: str(path) for name, path in paths.items()}
-
-
-def lr_trials(config: Mapping, cell: Cell, lrs: Sequence[float], inputs: Mapping[str, str],
+def lr_trials(config: Mapping, cell: Cell, lrs: Sequence[float], workdir: str | Path = ".",
               device="cpu") -> list[Trial]:
-    """Train ``cell`` once per lr (same seed, same draws; inputs loaded once) and report each run."""
-    from brcd.distill.train_student import load_student_inputs, train_student
+    """Train ``cell`` once per lr (same seed, same draws; the grid's files under ``workdir``, loaded
+    once) and report each run."""
+    from brcd.distill.train_student import train_student
+    from brcd.workflow import load_grid_student_inputs
 
-    loaded = load_student_inputs(config, cell, inputs["split_path"], inputs["teacher_checkpoint"],
-                                 inputs.get("student_bank"), inputs.get("teacher_bank"), None, device)
+    loaded = load_grid_student_inputs(config, cell, workdir, device)
     trials = []
     with tempfile.TemporaryDirectory() as tmp:
         for lr in lrs:
-            result = train_student(with_student_lr(config, lr), cell, inputs["split_path"],
-                                   inputs["teacher_checkpoint"], str(Path(tmp) / f"lr{lr:g}.pt"), device=device,
-                                   inputs=loaded)
+            result = train_student(with_student_lr(config, lr), cell, None, None, str(Path(tmp) / f"lr{lr:g}.pt"),
+                                   device=device, inputs=loaded)
             best = result["best"]["sym"]
             trials.append(Trial(float(lr), cell.bits, float(best["map"]), int(best["epoch"]),
                                 max(int(row["epoch"]) for row in result["history"])))
@@ -134,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     trials = []
     for bits in config["bits"]:
         cell = no_kd_cell(config, bits, args.dataset)
-        trials += lr_trials(config, cell, args.lr, grid_inputs(config, cell, Path(args.workdir)))
+        trials += lr_trials(config, cell, args.lr, args.workdir)
     print(f"{cell.dataset}, {cell.teacher} -> {cell.student} ({cell.hash}), no KD, seed {cell.seed}: "
           "best validation mAP@K (sym) and epochs trained")
     print(table(trials))

@@ -114,16 +114,19 @@ def cell_from_args(args) -> Cell:
                 getattr(args, "student", None), getattr(args, "kd", None), getattr(args, "variant", None))
 
 
-def add_cell_arguments(parser, student: bool = False, several_variants: bool = False) -> None:
+def add_cell_arguments(parser, student: bool = False, several_runs: bool = False) -> None:
+    """The options naming a cell; with ``several_runs`` --seed and --variant take several values (one
+    run per seed and variant)."""
+    several = {"nargs": "+"} if several_runs else {}
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--bits", type=int, required=True)
     parser.add_argument("--hash", default="cibhash", help="hashing objective (config `hash`)")
     parser.add_argument("--teacher", required=True, help="teacher backbone alias")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=[0] if several_runs else 0, **several,
+                        help="default 0" + ("; several: one run each" if several_runs else ""))
     if student:
         parser.add_argument("--student", required=True, help="student backbone alias")
         parser.add_argument("--kd", required=True, help="distillation method (config `kd`)")
-        several = {"nargs": "+", "default": [DEFAULT_VARIANT]} if several_variants else {"default": DEFAULT_VARIANT}
-        parser.add_argument("--variant", **several,
+        parser.add_argument("--variant", default=[DEFAULT_VARIANT] if several_runs else DEFAULT_VARIANT, **several,
                             help="lambda<λ> (train with that λ) or selected (the λ of --selection); "
-                                 f"default {DEFAULT_VARIANT}" + ("; several: one run each" if several_variants else ""))
+                                 f"default {DEFAULT_VARIANT}" + ("; several: one run each" if several_runs else ""))

@@ -36,7 +36,7 @@ log = logging.getLogger("brcd")
 #: the options through which every stage names what it writes: each is checked writable before the
 #: stage starts (brcd.io.check_writable), so that a read-only folder stops a job before its work, not
 #: after hours of training
-OUTPUT_OPTIONS = ("out", "out_asym", "out_queries", "log", "codes", "codes_asym")
+OUTPUT_OPTIONS = ("out", "out_asym", "out_logits", "out_queries", "log", "codes", "codes_asym", "timings")
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:

@@ -103,6 +103,7 @@ class BankSource(FeatureSource):
         self.device = torch.device(device)
         self._clean = load("clean.npy", mmap_mode="r")
         self._views = load("views.npy", mmap_mode="r")
+        self._views_in_memory = None
         self._rotations = load("rotations.npy", mmap_mode="r")
         clean_index = load("clean_index.npy")
         self._row = {int(i): r for r, i in enumerate(clean_index)}
@@ -120,7 +121,12 @@ class BankSource(FeatureSource):
         return self._tensor(self._clean[np.asarray(rows, dtype=np.int64)])
 
     def views(self, train_pos, views):
-        return self._tensor(self._views[np.asarray(train_pos), np.asarray(views)])
+        # every training step reads two views of a batch: the stored views are read into memory once
+        # (5,000 images x 8 views x 1,280 floats: 205 MB), so a step indexes a tensor instead of
+        # gathering rows from the memory map (the same floats, a few times faster)
+        if self._views_in_memory is None:
+            self._views_in_memory = self._tensor(self._views)
+        return self._views_in_memory[torch.as_tensor(np.asarray(train_pos)), torch.as_tensor(np.asarray(views))]
 
     def rotations(self, train_pos):
         return self._tensor(self._rotations[np.asarray(train_pos)])

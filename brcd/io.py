@@ -21,6 +21,7 @@ import os
 import shlex
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
@@ -291,7 +292,7 @@ def read_checked(path: str | os.PathLike, reader: Callable[[Path], T], what: str
         return reader(path)
     except PermissionError as exc:
         raise DataError(f"{what} {path} cannot be read ({exc.strerror}); fix its permissions, or {fix}") from None
-    except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
+    except (pa.ArrowException, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # .npz: a zip
         raise DataError(
             f"{what} {path} is corrupt or truncated ({type(exc).__name__}: {exc}); "
             f"an interrupted job or a full disk may have damaged it: {fix}"

@@ -139,5 +139,17 @@ def candidate_paths(template: str, grid: Sequence[float]) -> list[str]:
     return [template.replace("{variant}", variant_of(lam)) for lam in grid]
 
 
+def selected_seeds(config: Mapping) -> list[int]:
+    """The seeds that train only the selected λ (every seed but the tuning seed): one job trains them
+    all for one method (rule ``train_student``), sharing the start-up and the student's data."""
+    return [int(seed) for seed in config["seeds"] if int(seed) != tuning_seed(config)]
+
+
+def selected_paths(template: str, config: Mapping) -> list[str]:
+    """A student path template with ``{variant}`` = selected and ``{seed}`` filled in for every
+    :func:`selected_seeds` (the outputs of one ``train_student`` job)."""
+    return [template.replace("{variant}", SELECTED).replace("{seed}", str(seed)) for seed in selected_seeds(config)]
+
+
 #: a student cell's variant when none is named: λ = :data:`DEFAULT_LAMBDA`
 DEFAULT_VARIANT = variant_of(DEFAULT_LAMBDA)

@@ -28,6 +28,8 @@ SELECTION = "results/{dataset}/{bits}/student/{hash}/{teacher}/{student}/{kd}/se
 TEACHER_MODEL = TEACHER_DIR + "/model.pt"
 TEACHER_HISTORY = TEACHER_DIR + "/history.tsv"
 TEACHER_CODES = TEACHER_DIR + "/codes.parquet"
+#: bank mode: the teacher head's logits of every stored training view and rotation, read by its students
+TEACHER_LOGITS = TEACHER_DIR + "/teacher_logits.npz"
 STUDENT_MODEL = STUDENT_DIR + "/model.pt"
 STUDENT_HISTORY = STUDENT_DIR + "/history.tsv"
 STUDENT_CODES = STUDENT_DIR + "/codes.parquet"
@@ -54,7 +56,8 @@ BENCHMARKS = {
     "cluster": "logs/cluster/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.bench.tsv",
     "train_candidates": "logs/train_candidates/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/seed{seed}.bench.tsv",
     "select_lambda": "logs/select_lambda/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}.bench.tsv",
-    "train_student": "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/{variant}/seed{seed}.bench.tsv",
+    # one job per method trains all its seeds of the selected λ
+    "train_student": "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/selected.bench.tsv",
     "evaluate": "logs/evaluate/{dataset}/{bits}/{model}/seed{seed}.bench.tsv",
     "time_encoder": "logs/time_encoder/{dataset}/{backbone}.bench.tsv",
     "time_search": "logs/time_search/{bits}.bench.tsv",
@@ -81,6 +84,7 @@ WRITTEN_BY: dict[str, str | Callable[[dict], str]] = {
     TEACHER_MODEL: "train_teacher",
     TEACHER_HISTORY: "train_teacher",
     TEACHER_CODES: "encode_teacher",
+    TEACHER_LOGITS: "encode_teacher",
     CLUSTERS: "cluster",
     SELECTION: "select_lambda",
     # a student's codes come from its training job, which encodes with the heads it holds

@@ -146,7 +146,9 @@ def fit(
     """Optimise ``modules`` with Adam on ``step``'s ``loss``; keep ``head``'s best state per criterion.
 
     ``validator(head)`` gives one validation mAP per selection criterion.
-    Returns ``{"best": {criterion: {"epoch", "map", "state"}}, "history": [...], "run": training_run(...)}``.
+    Returns ``{"best": {criterion: {"epoch", "map", "state"}}, "history": [...], "run": training_run(...),
+    "seconds": {"steps": ..., "validation": ...}}`` (wall-clock seconds, for the log and benchmarks only:
+    no result file holds them, so identical runs write identical files).
     """
     rng = np.random.default_rng([seed, 7])
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
@@ -155,6 +157,7 @@ def fit(
     batch = min(settings.batch_size, num_train)
     best: dict[str, dict] = {}
     history, stale, stopped_early = [], 0, False
+    seconds = {"steps": 0.0, "validation": 0.0}
     # a bar in a terminal only (disable=None): in a job's log file its carriage-return updates would
     # run into the per-epoch log lines below, which already show the progress there
     bar = tqdm(range(1, settings.epochs + 1), desc=desc, unit="epoch", mininterval=5, disable=None)
@@ -175,8 +178,9 @@ def fit(
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             steps += 1
         row = {"epoch": epoch, **{name: total / max(steps, 1) for name, total in sums.items()}}
+        seconds["steps"] += time.perf_counter() - started
         if epoch % settings.eval_every == 0 or epoch == settings.epochs:
-            improved = False
+            improved, validation_started = False, time.perf_counter()
             for name, score in validator(head).items():
                 row[f"val_map_{name}"] = score
                 previous = best.get(name, {"map": -1.0})["map"]
@@ -184,6 +188,7 @@ def fit(
                     best[name] = {"epoch": epoch, "map": score, "state": copy.deepcopy(head.state_dict())}
                 improved |= score > previous + settings.min_delta
             stale = 0 if improved else stale + 1
+            seconds["validation"] += time.perf_counter() - validation_started
         history.append(row)
         bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k in ("loss",) or k.startswith("val_map")})
         # wall-clock time goes to the log only: result files must not differ between identical runs
@@ -195,7 +200,8 @@ def fit(
             break
     if log_path is not None:
         write_history(log_path, history)
-    return {"best": best, "history": history, "run": training_run(history, settings, stopped_early)}
+    return {"best": best, "history": history, "run": training_run(history, settings, stopped_early),
+            "seconds": seconds}
 
 
 def training_run(history: list[dict], settings: TrainSettings, stopped_early: bool) -> dict:
@@ -241,10 +247,16 @@ def two_views(head, source, pos, v1, v2) -> tuple[torch.Tensor, torch.Tensor]:
     return head(features).chunk(2)
 
 
+def validation_data(source, splits) -> tuple:
+    """What a :class:`Validator` searches: the clean val images' features and labels, then the
+    database's."""
+    val, db = splits.indices["val"], splits.indices["database"]
+    return source.clean(val), splits.labels(val), source.clean(db), splits.labels(db)
+
+
 def split_validator(source, splits, topk: int, databases: Mapping[str, np.ndarray | None]) -> Validator:
     """Validator over the clean val images against the clean database images."""
-    val, db = splits.indices["val"], splits.indices["database"]
-    return Validator(source.clean(val), splits.labels(val), source.clean(db), splits.labels(db), topk, databases)
+    return Validator(*validation_data(source, splits), topk, databases)
 
 
 def train_teacher(config: Mapping, cell, split_path: str, out: str, log_path: str | None = None,

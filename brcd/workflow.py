@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, replace
 from itertools import product
 from pathlib import Path
-from typing import MutableMapping, Mapping
+from typing import MutableMapping, Mapping, Sequence
 
 import yaml
 
@@ -244,6 +244,52 @@ def bank_path(config: Mapping, dataset: str, backbone: str) -> list[str]:
     return [layout.FEATURES.format(dataset=dataset, backbone=backbone)]
 
 
+def teacher_encode_outputs(config: Mapping) -> dict[str, str]:
+    """The files rule ``encode_teacher`` writes: the teacher's codes, and in bank mode its logits of
+    every stored training view and rotation (done once per teacher, read by all its students)."""
+    outputs = {"codes": layout.TEACHER_CODES}
+    if config["mode"] == "bank":
+        outputs["logits"] = layout.TEACHER_LOGITS
+    return outputs
+
+
+def student_job_inputs(config: Mapping, cell: cells.Cell, seeds: Sequence[int] | None = None) -> dict[str, list[str]]:
+    """What a student job of ``cell``'s method reads, whatever its λ (rules train_candidates*,
+    train_student), for each of ``seeds`` (default: the cell's): the split and, in bank mode, the
+    student's bank once; per seed the teacher's checkpoint and codes, in bank mode its stored logits
+    (never the teacher's bank), and the clusters where the method needs them. Every value is a list
+    (empty when absent), per-seed ones in the order of ``seeds``."""
+    seeds = [cell.seed] if seeds is None else seeds
+    teachers = [replace(cell, seed=int(seed)).teacher_cell().parameters() for seed in seeds]
+    bank = config["mode"] == "bank"
+    return {
+        "split": [layout.SPLIT.format(dataset=cell.dataset)],
+        "student_bank": bank_path(config, cell.dataset, cell.student),
+        "teacher": [layout.TEACHER_MODEL.format(**teacher) for teacher in teachers],
+        "teacher_codes": [layout.TEACHER_CODES.format(**teacher) for teacher in teachers],
+        "teacher_logits": [layout.TEACHER_LOGITS.format(**teacher) for teacher in teachers] if bank else [],
+        "clusters": [layout.CLUSTERS.format(**teacher) for teacher in teachers] if needs_clusters(cell.kd) else [],
+    }
+
+
+def load_grid_student_inputs(config: Mapping, cell: cells.Cell, workdir: str | os.PathLike = ".", device="cpu"):
+    """:func:`brcd.distill.train_student.load_student_inputs` from a built grid's files under ``workdir``
+    (the benchmarks' student runs read exactly what the workflow's job reads); a clear error naming the
+    missing files and the command that builds them."""
+    from brcd.distill.train_student import load_student_inputs
+    from brcd.errors import DataError
+
+    files = {name: [str(Path(workdir) / path) for path in paths]
+             for name, paths in student_job_inputs(config, cell).items()}
+    missing = [path for paths in files.values() for path in paths if not Path(path).exists()]
+    if missing:
+        raise DataError(f"{', '.join(missing)} not found: build the grid's teachers first (`snakemake --cores 2 "
+                        f"--configfile <config> --until encode_teacher cluster` in {workdir})")
+    first = lambda name: files[name][0] if files[name] else None  # noqa: E731
+    return load_student_inputs(config, cell, first("split"), first("teacher"), first("student_bank"), None,
+                               first("clusters"), device, first("teacher_codes"), first("teacher_logits"))
+
+
 def needs_clusters(kd: str) -> bool:
     from brcd.distill import KD_LOSSES
 
@@ -255,9 +301,9 @@ def model_cell(wildcards) -> cells.Cell:
 
 
 def option(flag: str, paths) -> str:
-    """``--flag path`` when the (possibly empty) input is present, else nothing."""
+    """``--flag path ...`` when the (possibly empty) input is present, else nothing."""
     paths = [paths] if isinstance(paths, str) else list(paths)
-    return f"{flag} {paths[0]}" if paths else ""
+    return f"{flag} {' '.join(paths)}" if paths else ""
 
 
 # --------------------------------------------------------------------------- the report's inputs

@@ -61,7 +61,8 @@ TINY_TEACHER_CELL = ("synthetic", 16, "cibhash", "tteacher", 0)
 
 def build_teacher_grid(root: Path, config: dict, clusters: int = 3) -> None:
     """What a student needs, in ``root``: split.parquet, both feature banks, a trained teacher
-    (teacher.pt), its codes (teacher.parquet) and clusters (clusters.parquet), from ``config``
+    (teacher.pt), its codes (teacher.parquet), its logits of the stored views (teacher_logits.npz) and
+    clusters (clusters.parquet), from ``config``
     (config/test.yaml with a test's own sizes and budgets)."""
     import torch
 
@@ -83,12 +84,33 @@ def build_teacher_grid(root: Path, config: dict, clusters: int = 3) -> None:
         build_bank(config, "synthetic", alias, split, root / alias)
     train_teacher(config, teacher, split, str(root / "teacher.pt"), None, str(root / "tteacher"))
     encode_model(config, teacher, split, str(root / "teacher.pt"), {"teacher": str(root / "teacher.parquet")},
-                 bank=str(root / "tteacher"))
+                 bank=str(root / "tteacher"), logits_path=str(root / "teacher_logits.npz"))
     train = read_codes(root / "teacher.parquet").select("train")
     built = build_clusters(train.codes(), train.index, cluster_settings({"clusters": clusters}), seed=0)
     built.metadata.update({"dataset": "synthetic", "bits": 16, "teacher": teacher.model, "teacher_seed": 0,
                            "teacher_config_hash": teacher.config_hash(config)})
     write_clusters(root / "clusters.parquet", built)
+
+
+def link_built_grid(root: Path, cell) -> None:
+    """Link what :func:`build_teacher_grid` made in ``root / "built"`` to where the workflow's layout
+    puts the files a student job of ``cell`` reads (brcd.workflow.student_job_inputs): a grid as the
+    benchmarks find it after `snakemake --until encode_teacher cluster`."""
+    import os
+
+    from brcd import layout
+
+    teacher = cell.teacher_cell().parameters()
+    links = {layout.SPLIT.format(dataset=cell.dataset): "split.parquet",
+             layout.TEACHER_MODEL.format(**teacher): "teacher.pt",
+             layout.TEACHER_CODES.format(**teacher): "teacher.parquet",
+             layout.TEACHER_LOGITS.format(**teacher): "teacher_logits.npz",
+             layout.CLUSTERS.format(**teacher): "clusters.parquet",
+             layout.FEATURES.format(dataset=cell.dataset, backbone=cell.teacher): cell.teacher,
+             layout.FEATURES.format(dataset=cell.dataset, backbone=cell.student): cell.student}
+    for path, built in links.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(root / "built" / built, root / path)
 
 
 def rewrite_split_labels(source, target, relabel) -> None:

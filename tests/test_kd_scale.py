@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import sys
 
 import pytest
 import yaml
 
-from brcd import layout
 from brcd.config import REPO_ROOT, validate_schema
 from brcd.errors import DataError
-from tests.conftest import build_teacher_grid
+from tests.conftest import build_teacher_grid, link_built_grid
 
 spec = importlib.util.spec_from_file_location("kd_scale", REPO_ROOT / "benchmarks" / "kd_scale.py")
 kd_scale = importlib.util.module_from_spec(spec)
@@ -30,15 +28,7 @@ def grid(tmp_path_factory):
         config["train"][role].update(epochs=3, min_epochs=3, eval_every=3, patience=1)
     build_teacher_grid(root / "built", config)
     cell = kd_scale.student_cell(config, "brcd", 16)
-    links = {layout.SPLIT.format(dataset="synthetic"): "split.parquet",
-             layout.TEACHER_MODEL.format(**cell.teacher_cell().parameters()): "teacher.pt",
-             layout.CLUSTERS.format(dataset="synthetic", bits=16, hash=cell.hash, teacher=cell.teacher,
-                                    seed=cell.seed): "clusters.parquet",
-             layout.FEATURES.format(dataset="synthetic", backbone="tteacher"): "tteacher",
-             layout.FEATURES.format(dataset="synthetic", backbone="tstudent"): "tstudent"}
-    for path, built in links.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(root / "built" / built, root / path)
+    link_built_grid(root, cell)
     config_file = root / "grid.yaml"
     config_file.write_text(yaml.safe_dump(config))
     return config, root, config_file
@@ -49,11 +39,10 @@ def test_ratio_is_the_two_gradient_norms_of_the_starting_head(grid, torch_thread
     scales = {}
     for kd in ("sp", "brcd"):
         cell = kd_scale.student_cell(config, kd, 16)
-        inputs = kd_scale.grid_inputs(config, cell, root)
-        scales[kd] = kd_scale.measure(config, cell, inputs)
+        scales[kd] = kd_scale.measure(config, cell, root)
         assert scales[kd].grad_hash > 0 and scales[kd].grad_kd > 0
         assert scales[kd].ratio == pytest.approx(scales[kd].grad_hash / scales[kd].grad_kd)
-        assert kd_scale.measure(config, cell, inputs) == scales[kd]  # seeded: the same numbers again
+        assert kd_scale.measure(config, cell, root) == scales[kd]  # seeded: the same numbers again
     assert scales["sp"].grad_hash == scales["brcd"].grad_hash  # the same starting head and batch
     # sp's batch-Gram loss pulls far less than L_hash at λ = 1 (issue 27), BRCD's contrastive loss about as much
     assert scales["sp"].ratio > 10 * scales["brcd"].ratio
@@ -89,5 +78,5 @@ def test_cli_prints_the_table_and_the_grids(grid, capsys):
 
 def test_missing_teachers_name_the_command_that_builds_them(grid, tmp_path):
     config, _, _ = grid
-    with pytest.raises(DataError, match=r"split\.parquet.*not found.*--until cluster encode_teacher"):
-        kd_scale.grid_inputs(config, kd_scale.student_cell(config, "sp", 16), tmp_path)
+    with pytest.raises(DataError, match=r"split\.parquet.*not found.*--until encode_teacher cluster"):
+        kd_scale.measure(config, kd_scale.student_cell(config, "sp", 16), tmp_path)

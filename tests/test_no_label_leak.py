@@ -196,14 +196,14 @@ def honest_and_blind(config, root, kd, tmp_path, monkeypatch) -> tuple[dict, dic
     also the dataset objects the blind run built."""
     honest = _train(config, root, kd, "split.parquet", tmp_path / "true.pt")
     true_splits = Splits(root / "split.parquet")
-    real_validator = train_student_module.split_validator
+    real_validation_data = train_student_module.validation_data
 
-    def validator_on_true_labels(source, splits, topk, databases):
+    def validation_on_true_labels(source, splits):
         assert splits.fingerprint == true_splits.fingerprint
-        return real_validator(source, true_splits, topk, databases)
+        return real_validation_data(source, true_splits)
 
     with monkeypatch.context() as patch:
-        patch.setattr(train_student_module, "split_validator", validator_on_true_labels)
+        patch.setattr(train_student_module, "validation_data", validation_on_true_labels)
         opened = scramble_dataset_labels(patch)
         blind = _train(config, root, kd, "scrambled.parquet", tmp_path / "scrambled.pt")
     return honest, blind, opened

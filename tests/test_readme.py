@@ -142,6 +142,11 @@ def _printed_scale(workdir: Path, output: str) -> None:
     assert _results_state(workdir) == _RESULTS_BEFORE.pop(workdir), "it must leave the grid's results alone"
 
 
+def _printed_job_split(workdir: Path, output: str) -> None:
+    assert "GEMM (fp32, 1 thread" in output and "share of all jobs' time: loading" in output, output
+    assert _results_state(workdir) == _RESULTS_BEFORE.pop(workdir), "it must leave the grid's results alone"
+
+
 def _printed_size_choice(workdir: Path, output: str) -> None:
     assert "the teacher alone, then each student without KD" in output, output
     assert "chosen (smallest size within 0.01 of the best mean validation mAP, full bank within 30 TFLOP): tteacher " in output, output
@@ -178,6 +183,8 @@ RUN_HERE: dict[str, Expect] = {
         Expect(_printed_lr_choice, before=_snapshot_results),
     ".venv/bin/python benchmarks/paper_gpu_hours.py --measured config/study.yaml": Expect(_printed_projection),
     ".venv/bin/python benchmarks/kd_scale.py --config config/demo.yaml": Expect(_printed_scale, before=_snapshot_results),
+    ".venv/bin/python benchmarks/student_job.py --config config/demo.yaml":
+        Expect(_printed_job_split, before=_snapshot_results),
     ".venv/bin/python benchmarks/input_size.py --config config/cifar10.yaml --teacher-sizes 32 64 96 128 "
     "--student-sizes 32 64 96 --max-bank-tflop 30": Expect(_printed_size_choice, before=_snapshot_results),
     f".venv/bin/snakemake --cores 2 {CIFAR10_TEACHER} --configfile config/cifar10.yaml": Expect(_teacher_built),

@@ -97,17 +97,16 @@ def test_candidates_in_one_process_write_what_they_write_alone(grid, tmp_path):
                  (("out", "model.pt"), ("log", "history.tsv"), ("codes", "codes.parquet"),
                   ("codes-asym", "codes_asym.parquet"))} for v in variants}
     argv = ["train-student", "--config", str(config_path), "--dataset", "synthetic", "--bits", "16",
-            "--teacher", "tteacher", "--student", "tstudent", "--kd", "crd", "--seed", "0",
+            "--teacher", "tteacher", "--student", "tstudent", "--kd", "brcd", "--seed", "0",
             "--split", str(root / "split.parquet"), "--teacher-checkpoint", str(root / "teacher.pt"),
             "--student-bank", str(root / "tstudent"), "--teacher-bank", str(root / "tteacher"),
-            "--variant", *variants]
+            "--clusters", str(root / "clusters.parquet"), "--variant", *variants]
     for kind in ("out", "log", "codes", "codes-asym"):
         argv += [f"--{kind}", *(str(files[v][kind]) for v in variants)]
     assert main(argv) == 0
     alone = tmp_path / "alone"
     alone_codes = {"sym": str(alone / "codes.parquet"), "asym": str(alone / "codes_asym.parquet")}
-    _train(config, root, replace(student("crd"), variant="lambda2"), alone / "model.pt",
-           codes=alone_codes, clusters_path=None)
+    _train(config, root, replace(student("brcd"), variant="lambda2"), alone / "model.pt", codes=alone_codes)
     assert files["lambda2"]["out"].read_bytes() == (alone / "model.pt").read_bytes()
     for kind, name in (("codes", "codes.parquet"), ("codes-asym", "codes_asym.parquet")):
         assert files["lambda2"][kind].read_bytes() == (alone / name).read_bytes()
@@ -115,6 +114,57 @@ def test_candidates_in_one_process_write_what_they_write_alone(grid, tmp_path):
     # one output list per variant, or a clear error before anything is loaded
     bad = argv[:argv.index("--out") + 2] + argv[argv.index("--log"):]
     assert main(bad) == 2
+
+
+def test_seeds_in_one_process_write_what_they_write_alone(grid, tmp_path):
+    """`brcd train-student --variant selected --seed 1 2` (rule train_student): one loading of the split,
+    the student's bank and the validation data, each seed's teacher files once, and every file byte for
+    byte that of the seed's run alone."""
+    from brcd.cli import main
+    from brcd.train import train_teacher
+    from brcd.tuning import select_lambda, write_selection
+
+    config, root = grid
+    config = {**config, "seeds": [0, 1, 2], "lambda": [0.5, 2.0]}
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    split, seeds = str(root / "split.parquet"), [1, 2]
+    teachers = {seed: {"checkpoint": str(tmp_path / f"teacher{seed}.pt"), "codes": str(tmp_path / f"teacher{seed}.parquet"),
+                       "logits": str(tmp_path / f"teacher{seed}.npz")} for seed in seeds}
+    for seed, files in teachers.items():  # every seed has its own teacher
+        teacher = replace(TEACHER, seed=seed)
+        train_teacher(config, teacher, split, files["checkpoint"], None, str(root / "tteacher"))
+        encode_model(config, teacher, split, files["checkpoint"], {"teacher": files["codes"]},
+                     bank=str(root / "tteacher"), logits_path=files["logits"])
+    keys = {"dataset": "synthetic", "bits": 16, "hash": "cibhash", "teacher": "tteacher", "student": "tstudent",
+            "kd": "kd"}
+    write_selection(tmp_path / "selection.json", keys, [0.5, 2.0], 0,
+                    select_lambda({0.5: {"sym": 0.9, "asym": 0.1}, 2.0: {"sym": 0.1, "asym": 0.9}}))
+    outputs = {seed: {kind: tmp_path / "together" / str(seed) / name for kind, name in
+                      (("out", "model.pt"), ("codes", "codes.parquet"), ("codes-asym", "codes_asym.parquet"))}
+               for seed in seeds}
+    argv = ["train-student", "--config", str(config_path), "--dataset", "synthetic", "--bits", "16",
+            "--teacher", "tteacher", "--student", "tstudent", "--kd", "kd", "--variant", "selected",
+            "--seed", "1", "2", "--split", split, "--selection", str(tmp_path / "selection.json"),
+            "--student-bank", str(root / "tstudent")]
+    for flag, name in (("--teacher-checkpoint", "checkpoint"), ("--teacher-codes", "codes"),
+                       ("--teacher-logits", "logits")):
+        argv += [flag, *(teachers[seed][name] for seed in seeds)]
+    for kind in ("out", "codes", "codes-asym"):
+        argv += [f"--{kind}", *(str(outputs[seed][kind]) for seed in seeds)]
+    assert main(argv) == 0
+    for seed in seeds:
+        alone = tmp_path / "alone" / str(seed)
+        codes = {"sym": str(alone / "codes.parquet"), "asym": str(alone / "codes_asym.parquet")}
+        train_student(config, replace(student("kd", seed), variant="selected"), split, teachers[seed]["checkpoint"],
+                      str(alone / "model.pt"), student_bank=str(root / "tstudent"), teacher_bank=str(root / "tteacher"),
+                      codes=codes, selection_path=str(tmp_path / "selection.json"))
+        for kind, name in (("out", "model.pt"), ("codes", "codes.parquet"), ("codes-asym", "codes_asym.parquet")):
+            assert outputs[seed][kind].read_bytes() == (alone / name).read_bytes(), (seed, name)
+    assert load_checkpoint(outputs[2]["out"])["metadata"]["seed"] == 2
+    # one teacher file per seed, or a clear error before anything is loaded
+    short = argv[:argv.index("--teacher-codes") + 2] + argv[argv.index("--teacher-logits"):]
+    assert main(short) == 2
 
 
 def test_convergence_flag():
@@ -130,18 +180,60 @@ def test_cached_teacher_logits_equal_fresh_ones(grid):
     from brcd.checkpoint import load_head
     from brcd.data.splits import Splits
     from brcd.distill.train_student import TeacherLogits
+    from brcd.encode import read_teacher_logits, teacher_logits_metadata
     from brcd.features import create_source
 
     config, root = grid
     splits = Splits(root / "split.parquet")
     head = load_head(load_checkpoint(root / "teacher.pt"), "teacher")
     source = create_source(config, "synthetic", "tteacher", splits, "cpu", str(root / "tteacher"))
-    cached = TeacherLogits(head, source, len(splits.indices["train"]), rotations=True)
+    cached = TeacherLogits.computed(head, source, len(splits.indices["train"]), rotations=True)
     pos, views = np.array([3, 0, 17]), np.array([1, 3, 0])
     with torch.no_grad():
         assert torch.allclose(cached.views(pos, views), head(source.views(pos, views)), atol=1e-5)
         fresh_rot = head(source.rotations(pos).flatten(0, 1)).view(3, 4, -1)
     assert torch.allclose(cached.rotations(pos), fresh_rot, atol=1e-5)
+    # the teacher's encode job stores exactly these floats (teacher_logits.npz, once per teacher)
+    expected = teacher_logits_metadata({**TEACHER.metadata(config), "split": splits.fingerprint}, source.meta)
+    stored = TeacherLogits.stored(*read_teacher_logits(root / "teacher_logits.npz", expected))
+    assert torch.equal(stored.views(pos, views), cached.views(pos, views))
+    assert torch.equal(stored.rotations(pos), cached.rotations(pos))
+
+
+@pytest.mark.parametrize("kd", ["sskd", "brcd"])
+def test_stored_teacher_files_train_the_same_student(grid, tmp_path, kd):
+    """A student job reading the teacher's codes and stored logits (the workflow's way: no teacher bank)
+    writes byte for byte the files of one that computes them from the teacher's bank."""
+    config, root = grid
+    paths = {name: {selection: str(tmp_path / name / f"{selection}.parquet") for selection in ("sym", "asym")}
+             for name in ("stored", "computed")}
+    _train(config, root, student(kd), tmp_path / "stored" / "model.pt", codes=paths["stored"], teacher_bank=None,
+           teacher_codes=str(root / "teacher.parquet"), teacher_logits=str(root / "teacher_logits.npz"))
+    _train(config, root, student(kd), tmp_path / "computed" / "model.pt", codes=paths["computed"])
+    for name in ("model.pt", "sym.parquet", "asym.parquet"):
+        assert (tmp_path / "stored" / name).read_bytes() == (tmp_path / "computed" / name).read_bytes(), name
+
+
+def test_teacher_files_of_another_cell_are_refused(grid, tmp_path):
+    """Logits of another teacher seed, or codes of another split, stop the job before training."""
+    import shutil
+
+    from brcd.encode import LOGIT_ARRAYS
+
+    config, root = grid
+    other = dict(np.load(root / "teacher_logits.npz"))
+    meta = __import__("json").loads(other["meta"].tobytes())
+    other["meta"] = np.frombuffer(__import__("json").dumps({**meta, "seed": 1}).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "other.npz", **{name: other[name] for name in LOGIT_ARRAYS})
+    with pytest.raises(MetadataMismatchError, match="teacher-logits file .*seed: file has 1, expected 0"):
+        _train(config, root, student("kd"), tmp_path / "model.pt", teacher_bank=None,
+               teacher_codes=str(root / "teacher.parquet"), teacher_logits=str(tmp_path / "other.npz"))
+    shutil.copy(root / "teacher_logits.npz", tmp_path / "broken.npz")
+    (tmp_path / "broken.npz").write_bytes((tmp_path / "broken.npz").read_bytes()[:100])
+    with pytest.raises(DataError, match="teacher-logits file .*broken.npz"):
+        _train(config, root, student("kd"), tmp_path / "model.pt", teacher_bank=None,
+               teacher_codes=str(root / "teacher.parquet"), teacher_logits=str(tmp_path / "broken.npz"))
+    assert not (tmp_path / "model.pt").exists()
 
 
 def test_evaluate_refuses_the_other_head(grid, tmp_path):

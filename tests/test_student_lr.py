@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 
 import pytest
 import yaml
 
-from brcd import layout
 from brcd.config import REPO_ROOT, validate_schema
 from brcd.errors import DataError
-from tests.conftest import build_teacher_grid
+from tests.conftest import build_teacher_grid, link_built_grid
 
 spec = importlib.util.spec_from_file_location("student_lr", REPO_ROOT / "benchmarks" / "student_lr.py")
 student_lr = importlib.util.module_from_spec(spec)
@@ -28,13 +26,7 @@ def grid(tmp_path_factory):
         config["train"][role].update(epochs=6, min_epochs=3, eval_every=3, patience=1)
     build_teacher_grid(root / "built", config)
     cell = student_lr.no_kd_cell(config, 16)
-    links = {layout.SPLIT.format(dataset="synthetic"): "split.parquet",
-              layout.TEACHER_MODEL.format(**cell.teacher_cell().parameters()): "teacher.pt",
-              layout.FEATURES.format(dataset="synthetic", backbone="tteacher"): "tteacher",
-              layout.FEATURES.format(dataset="synthetic", backbone="tstudent"): "tstudent"}
-    for path, built in links.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(root / "built" / built, root / path)
+    link_built_grid(root, cell)
     config_file = root / "grid.yaml"
     config_file.write_text(yaml.safe_dump(config))
     return config, root, config_file
@@ -44,15 +36,14 @@ def test_each_lr_is_one_no_kd_run_of_the_tuning_seed(grid, torch_threads):
     config, root, _ = grid
     cell = student_lr.no_kd_cell(config, 16)
     assert (cell.kd, cell.variant, cell.seed) == ("none", "lambda0", config["seeds"][0])
-    inputs = student_lr.grid_inputs(config, cell, root)
-    trials = student_lr.lr_trials(config, cell, [0.003, 0.03], inputs)
+    trials = student_lr.lr_trials(config, cell, [0.003, 0.03], root)
     assert [t.lr for t in trials] == [0.003, 0.03]
     for trial in trials:
         assert 0.0 < trial.val_map <= 1.0
         assert trial.best_epoch <= trial.epochs <= config["train"]["student"]["epochs"]
     assert trials[0].val_map != trials[1].val_map  # the lr reached the optimiser
     # the same lr again: the same run, bit for bit (seeded, inputs shared)
-    again = student_lr.lr_trials(config, cell, [0.003], inputs)
+    again = student_lr.lr_trials(config, cell, [0.003], root)
     assert again[0] == trials[0]
     assert not (root / "results/synthetic/16/student").exists()  # nothing written into the grid's results
 
@@ -82,4 +73,4 @@ def test_cli_prints_the_table_and_the_choice(grid, capsys):
 def test_missing_teachers_name_the_command_that_builds_them(grid, tmp_path):
     config, _, _ = grid
     with pytest.raises(DataError, match=r"split\.parquet.*not found.*--until encode_teacher"):
-        student_lr.grid_inputs(config, student_lr.no_kd_cell(config, 16), tmp_path)
+        student_lr.lr_trials(config, student_lr.no_kd_cell(config, 16), [0.003], tmp_path)

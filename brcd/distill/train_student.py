@@ -17,7 +17,8 @@ code): ``sym`` — student validation codes against student database codes;
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -28,10 +29,11 @@ from brcd.checkpoint import build_head, head_spec, load_checkpoint, load_head, s
 from brcd.config import backbone_options, dataset_options
 from brcd.data.splits import Splits
 from brcd.distill import KD_LOSSES, KDBatch, create_distill_loss
+from brcd.encode import read_teacher_logits, rotation_logits, teacher_logits_metadata, view_logits
 from brcd.features import NUM_ROTATIONS, create_source
 from brcd.errors import ConfigError
 from brcd.hashing import codes_from_logits, create_objective
-from brcd.train import encode_features, fit, sample_view_pairs, split_validator, two_views, write_history
+from brcd.train import Validator, encode_features, fit, sample_view_pairs, two_views, validation_data, write_history
 from brcd.config import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -52,34 +54,31 @@ class TeacherLogits:
     """The frozen teacher head's logits of training views and rotations.
 
     In bank mode the views are a finite stored set and the teacher never
-    changes, so all their logits are computed once up front and looked up per
-    step; online they are computed from the fresh views at every step.
+    changes: their logits are looked up per step, from the teacher's encode job
+    (``teacher_logits.npz``, :meth:`stored`) or computed once up front
+    (:meth:`computed`, for callers without that file). Online they are
+    computed from the fresh views at every step.
     """
 
-    def __init__(self, head: torch.nn.Module, source, num_train: int, rotations: bool, chunk: int = 4096):
+    def __init__(self, head: torch.nn.Module | None, source, views: torch.Tensor | None = None,
+                 rotations: torch.Tensor | None = None):
         self.head, self.source = head, source
-        self._views = self._rotations = None
-        if source.num_views is None:
-            return
-        views = source.num_views
-        positions = np.repeat(np.arange(num_train), views)
-        view_ids = np.tile(np.arange(views), num_train)
-        self._views = torch.cat([
-            self._logits(source.views(positions[s:s + chunk], view_ids[s:s + chunk]))
-            for s in range(0, len(positions), chunk)
-        ]).view(num_train, views, -1)
-        if rotations:
-            step = max(1, chunk // NUM_ROTATIONS)
-            self._rotations = torch.cat([
-                self._rotation_logits(np.arange(s, min(s + step, num_train))) for s in range(0, num_train, step)
-            ])
+        self._views, self._rotations = views, rotations
+
+    @classmethod
+    def stored(cls, views: np.ndarray, rotations: np.ndarray, device="cpu") -> "TeacherLogits":
+        return cls(None, None, torch.from_numpy(views).to(device), torch.from_numpy(rotations).to(device))
+
+    @classmethod
+    def computed(cls, head: torch.nn.Module, source, num_train: int, rotations: bool) -> "TeacherLogits":
+        if source.num_views is None:  # online: fresh views every step
+            return cls(head, source)
+        return cls(head, source, view_logits(head, source, num_train),
+                   rotation_logits(head, source, np.arange(num_train)) if rotations else None)
 
     @torch.no_grad()
     def _logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
-
-    def _rotation_logits(self, pos) -> torch.Tensor:
-        return self._logits(self.source.rotations(pos).flatten(0, 1)).view(len(pos), NUM_ROTATIONS, -1)
 
     def views(self, pos, views) -> torch.Tensor:
         if self._views is not None:
@@ -89,7 +88,7 @@ class TeacherLogits:
     def rotations(self, pos) -> torch.Tensor:
         if self._rotations is not None:
             return self._rotations[torch.as_tensor(pos)]
-        return self._rotation_logits(pos)
+        return rotation_logits(self.head, self.source, pos)
 
 
 def load_cell_clusters(path: str, config: Mapping, cell: Cell, splits: Splits):
@@ -182,9 +181,44 @@ def gradient_norms(head: torch.nn.Module, step, num_train: int, num_views: int |
 
 
 @dataclass
+class StudentSide:
+    """What every run of one method reads whatever its seed and λ: the split, the student's feature
+    source and its validation data (clean val and database features and labels)."""
+
+    splits: Splits
+    source: object
+    validation: tuple
+    topk: int
+    spec: dict
+    seconds: float  # wall-clock seconds of loading it, for the log and benchmarks only
+
+
+def load_student_side(config: Mapping, cell: Cell, split_path: str, student_bank: str | None,
+                      device) -> StudentSide:
+    started = time.perf_counter()
+    splits = Splits(split_path)
+    source = create_source(config, cell.dataset, cell.student, splits, device, student_bank)
+    spec = head_spec(backbone_options(config, cell.student), cell.bits, source.feature_dim)
+    return StudentSide(splits, source, validation_data(source, splits), dataset_options(config, cell.dataset)["topk"],
+                       spec, time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class TeacherFiles:
+    """The files of one seed's teacher (and its clusters) that a student job reads. With ``codes`` and
+    ``logits`` (the teacher's encode job writes both, once per teacher) its bank is not read at all."""
+
+    checkpoint: str
+    codes: str | None = None
+    logits: str | None = None
+    bank: str | None = None
+    clusters: str | None = None
+
+
+@dataclass
 class StudentInputs:
     """What every λ run of one method and seed reads: loaded once, shared by the runs of a
-    ``train-student`` call (the λ candidates of one method share a process, issue: demo budget)."""
+    ``train-student`` call (its λ candidates, or its seeds, which share the :class:`StudentSide`)."""
 
     splits: Splits
     teacher_head: torch.nn.Module
@@ -193,6 +227,9 @@ class StudentInputs:
     validator: object
     teacher: TeacherLogits
     spec: dict
+    #: wall-clock seconds of ``loading`` (everything) and of ``teacher`` (its part: the teacher's stored
+    #: files, or computing its logits and database codes) -- for the log and benchmarks only
+    seconds: dict = field(default_factory=dict)
 
     @property
     def num_train(self) -> int:
@@ -213,26 +250,79 @@ def check_student_settings(config: Mapping, cell: Cell, selection_path: str | No
 
 def load_student_inputs(config: Mapping, cell: Cell, split_path: str, teacher_checkpoint: str,
                         student_bank: str | None, teacher_bank: str | None, clusters_path: str | None,
-                        device) -> StudentInputs:
+                        device, teacher_codes: str | None = None, teacher_logits: str | None = None) -> StudentInputs:
+    """What the runs of one method and seed read (:func:`load_teacher_side` on a fresh
+    :func:`load_student_side`)."""
+    side = load_student_side(config, cell, split_path, student_bank, device)
+    files = TeacherFiles(teacher_checkpoint, teacher_codes, teacher_logits, teacher_bank, clusters_path)
+    return load_teacher_side(config, cell, side, files, device)
+
+
+def load_teacher_side(config: Mapping, cell: Cell, side: StudentSide, files: TeacherFiles,
+                      device) -> StudentInputs:
+    """``side`` completed with ``cell``'s teacher. The teacher's work is done once per teacher by its
+    encode job when its files are given: ``files.codes`` (its codes.parquet: the database codes the
+    asymmetric validation searches) and, in bank mode, ``files.logits`` (its logits of every stored
+    view and rotation); then the teacher's feature bank is not read at all. Without them (benchmarks,
+    tests) the same values are computed here from the teacher's head and bank."""
+    started = time.perf_counter()
     kd_class = KD_LOSSES.get(cell.kd)
-    splits = Splits(split_path)
-    num_train = len(splits.indices["train"])
-    teacher_head = load_teacher(config, cell, teacher_checkpoint, splits, device)
-    clusters = load_cell_clusters(clusters_path, config, cell, splits) if kd_class.needs_clusters else None
-    s_source = create_source(config, cell.dataset, cell.student, splits, device, student_bank)
-    t_source = create_source(config, cell.dataset, cell.teacher, splits, device, teacher_bank)
-    topk = dataset_options(config, cell.dataset)["topk"]
-    teacher_database = encode_features(teacher_head, t_source.clean(splits.indices["database"]))
-    validator = split_validator(s_source, splits, topk, {"sym": None, "asym": teacher_database})
-    teacher = TeacherLogits(teacher_head, t_source, num_train, rotations=kd_class.needs_rotations)
-    spec = head_spec(backbone_options(config, cell.student), cell.bits, s_source.feature_dim)
-    return StudentInputs(splits, teacher_head, clusters, s_source, validator, teacher, spec)
+    splits = side.splits
+    teacher_head = load_teacher(config, cell, files.checkpoint, splits, device)
+    clusters = load_cell_clusters(files.clusters, config, cell, splits) if kd_class.needs_clusters else None
+    t_source = None
+    if files.logits is None or files.codes is None:
+        t_source = create_source(config, cell.dataset, cell.teacher, splits, device, files.bank)
+    teacher_database = (stored_teacher_database(config, cell, splits, files.codes) if files.codes
+                        else encode_features(teacher_head, t_source.clean(splits.indices["database"])))
+    if files.logits is not None:
+        teacher = TeacherLogits.stored(*read_teacher_logits(files.logits, stored_logits_expected(
+            config, cell, splits, side.source)), device=device)
+    else:
+        teacher = TeacherLogits.computed(teacher_head, t_source, len(splits.indices["train"]),
+                                         rotations=kd_class.needs_rotations)
+    validator = Validator(*side.validation, side.topk, {"sym": None, "asym": teacher_database})
+    teacher_seconds = time.perf_counter() - started
+    seconds = {"loading": side.seconds + teacher_seconds, "teacher": teacher_seconds, "student": side.seconds}
+    return StudentInputs(splits, teacher_head, clusters, side.source, validator, teacher, side.spec, seconds)
+
+
+def teacher_file_metadata(config: Mapping, cell: Cell, splits: Splits) -> dict:
+    """The metadata the teacher's files (codes, logits) carry for this student's teacher and split."""
+    return {**cell.teacher_cell().metadata(config), "split": splits.fingerprint}
+
+
+def stored_teacher_database(config: Mapping, cell: Cell, splits: Splits, path: str) -> np.ndarray:
+    """The teacher's packed database codes from its codes.parquet, in the split's database order."""
+    from brcd.codes import read_codes
+    from brcd.io import check_metadata, rebuild_hint
+
+    codes = read_codes(path)
+    expected = teacher_file_metadata(config, cell, splits)
+    check_metadata(codes.metadata, {key: expected[key] for key in ("model", "dataset", "bits", "seed", "split",
+                                                                   "config_hash")},
+                   f"teacher code file {path}", rebuild_hint(path))
+    database = codes.select("database")
+    if not np.array_equal(database.index, splits.indices["database"]):
+        raise ConfigError(f"teacher code file {path} does not hold the split's database images in order; "
+                          f"{rebuild_hint(path)}")
+    return database.packed
+
+
+def stored_logits_expected(config: Mapping, cell: Cell, splits: Splits, student_source) -> dict:
+    """A teacher-logits file must be of this student's teacher and split, and of the same stored views
+    as the student's bank (``aug_seed``, ``views``): view v of image i is the same pixels for both."""
+    if student_source.num_views is None:
+        raise ConfigError("--teacher-logits holds the teacher's logits of a feature bank's stored views; "
+                          "in mode `online` the views are fresh every step: leave it out")
+    return teacher_logits_metadata(teacher_file_metadata(config, cell, splits), student_source.meta)
 
 
 def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoint: str, out: str,
                   log_path: str | None = None, student_bank: str | None = None, teacher_bank: str | None = None,
                   clusters_path: str | None = None, device="cpu", codes: Mapping[str, str] | None = None,
-                  selection_path: str | None = None, inputs: StudentInputs | None = None) -> dict:
+                  selection_path: str | None = None, inputs: StudentInputs | None = None,
+                  teacher_codes: str | None = None, teacher_logits: str | None = None) -> dict:
     """Train, save ``model.pt``, and with ``codes`` (selected head -> path, e.g. ``{"sym": ...,
     "asym": ...}``) also write the code files from the features already loaded: the same
     files ``brcd encode`` writes, without a second process loading the bank again.
@@ -240,7 +330,8 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
     Each distinct λ of :func:`student_lambdas` is one training from the same seed (one when both
     paradigms chose the same λ); the sym head comes from the sym λ's run, the asym head from the
     asym λ's. ``inputs`` (:func:`load_student_inputs`) lets several runs of one method and seed
-    share one loading. Returns ``{"best", "history", "runs": {λ: fit result}}``.
+    share one loading. Returns ``{"best", "history", "runs": {λ: fit result}, "seconds"}`` (wall-clock
+    seconds of the training steps, the validations and the writing, for the log and benchmarks).
     """
     from brcd.encode import check_selections, write_code_files
     from brcd.runtime import seed_everything
@@ -252,7 +343,7 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
     lambdas = check_student_settings(config, cell, selection_path, clusters_path)
     if inputs is None:
         inputs = load_student_inputs(config, cell, split_path, teacher_checkpoint, student_bank, teacher_bank,
-                                     clusters_path, device)
+                                     clusters_path, device, teacher_codes, teacher_logits)
     splits, s_source, teacher, num_train = inputs.splits, inputs.student_source, inputs.teacher, inputs.num_train
 
     def train_one(lam: float) -> dict:
@@ -270,6 +361,7 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
         return result
 
     runs = {lam: train_one(lam) for lam in dict.fromkeys(lambdas.values())}
+    writing_started = time.perf_counter()
     best = {name: runs[lam]["best"][name] for name, lam in lambdas.items()}
     history = [{"lambda": lam, **row} for lam, result in runs.items() for row in result["history"]]
     if log_path is not None:
@@ -283,7 +375,9 @@ def train_student(config: Mapping, cell: Cell, split_path: str, teacher_checkpoi
     if codes:  # encode what was saved, exactly as `brcd encode` would read it back
         write_code_files(load_checkpoint(out), s_source, splits, {**cell.metadata(config), "split": splits.fingerprint},
                          codes, device)
-    return {"best": best, "history": history, "runs": runs}
+    seconds = {phase: sum(result["seconds"][phase] for result in runs.values()) for phase in ("steps", "validation")}
+    seconds["writing"] = time.perf_counter() - writing_started
+    return {"best": best, "history": history, "runs": runs, "seconds": seconds}
 
 
 @dataclass(frozen=True)
@@ -296,24 +390,59 @@ class StudentOutputs:
 
 
 def train_students(config: Mapping, runs: Sequence[tuple[Cell, StudentOutputs]], split_path: str,
-                   teacher_checkpoint: str, student_bank: str | None = None, teacher_bank: str | None = None,
-                   clusters_path: str | None = None, device="cpu", selection_path: str | None = None) -> list[dict]:
-    """Several runs of one method and seed (e.g. its λ candidates) in one process: banks, teacher,
-    clusters and validation data are loaded once. Each run's files are exactly those of
-    :func:`train_student` alone (same seed, same draws). All settings are checked first."""
+                   teachers: Mapping[int, TeacherFiles], student_bank: str | None = None, device="cpu",
+                   selection_path: str | None = None) -> tuple[list[dict], dict[str, float]]:
+    """Several runs of one method in one process: its λ candidates of one seed, or its seeds of the
+    selected λ (``teachers``: seed -> that seed's :class:`TeacherFiles`). The split, the student's bank
+    and the validation data are loaded once, each seed's teacher once. Each run's files are exactly
+    those of :func:`train_student` alone (it starts from its own seed: same initialisation, same
+    draws). All settings are checked before anything is loaded.
+    Returns each run's result and the job's :func:`time_split`."""
     cells = [cell for cell, _ in runs]
-    shared = {replace(cell, variant=None) for cell in cells}
+    shared = {replace(cell, variant=None, seed=0) for cell in cells}
     if len(shared) != 1:
-        raise ConfigError("one train-student call trains runs of one method and seed (they differ only in "
-                          f"--variant); got {', '.join(sorted({c.model + f' seed {c.seed}' for c in cells}))}")
+        raise ConfigError("one train-student call trains runs of one method (they differ only in --variant and "
+                          f"--seed); got {', '.join(sorted({c.model for c in cells}))}")
+    missing = sorted({cell.seed for cell in cells} - set(teachers))
+    if missing:
+        raise ConfigError(f"no teacher files for seed(s) {', '.join(map(str, missing))}: give --teacher-checkpoint "
+                          "(and --teacher-codes, --teacher-logits, --clusters) once per --seed, in its order")
     for cell, _ in runs:
-        check_student_settings(config, cell, selection_path, clusters_path)
-    inputs = load_student_inputs(config, cells[0], split_path, teacher_checkpoint, student_bank, teacher_bank,
-                                 clusters_path, device)
-    return [train_student(config, cell, split_path, teacher_checkpoint, outputs.model, outputs.history,
-                          clusters_path=clusters_path, device=device, codes=outputs.codes,
-                          selection_path=selection_path, inputs=inputs)
-            for cell, outputs in runs]
+        check_student_settings(config, cell, selection_path, teachers[cell.seed].clusters)
+    side = load_student_side(config, cells[0], split_path, student_bank, device)
+    inputs = {seed: load_teacher_side(config, next(c for c in cells if c.seed == seed), side, teachers[seed], device)
+              for seed in dict.fromkeys(cell.seed for cell in cells)}
+    results = [train_student(config, cell, split_path, teachers[cell.seed].checkpoint, outputs.model,
+                             outputs.history, clusters_path=teachers[cell.seed].clusters, device=device,
+                             codes=outputs.codes, selection_path=selection_path, inputs=inputs[cell.seed])
+               for cell, outputs in runs]
+    seconds = time_split(side, list(inputs.values()), results)
+    log.info("time split (s): %s", ", ".join(f"{phase} {value:.2f}" for phase, value in seconds.items()))
+    return results, seconds
+
+
+#: the phases of a student job's time (:func:`time_split`), in the order they happen
+PHASES = ("loading", "teacher", "steps", "validation", "writing")
+
+
+def time_split(side: StudentSide, inputs: Sequence[StudentInputs], results: Sequence[dict]) -> dict[str, float]:
+    """Wall-clock seconds of a job's phases: ``loading`` (split, the student's bank, validation data,
+    each teacher's checkpoint and clusters), ``teacher`` (each teacher's stored files, or computing its
+    logits and database codes), then the training ``steps``, the ``validation`` and the ``writing`` of
+    every run. ``benchmarks/student_job.py`` adds the process's start-up."""
+    teacher = sum(item.seconds["teacher"] for item in inputs)
+    seconds = {"loading": side.seconds + sum(item.seconds["loading"] - item.seconds["student"] for item in inputs)
+               - teacher, "teacher": teacher}
+    for phase in ("steps", "validation", "writing"):
+        seconds[phase] = sum(result["seconds"][phase] for result in results)
+    return seconds
+
+
+#: the train-student options given once per --seed (the files of that seed's teacher)
+PER_SEED = ("teacher_checkpoint", "teacher_codes", "teacher_logits", "clusters")
+#: the options naming a run's outputs, given once per run (seed-major: every --variant of the first
+#: --seed, then of the next)
+PER_RUN = ("out", "log", "codes", "codes_asym")
 
 
 def configure_parser(parser) -> None:
@@ -321,31 +450,51 @@ def configure_parser(parser) -> None:
     from brcd.runtime import add_runtime_arguments
 
     parser.add_argument("--config", required=True, help="grid config YAML")
-    add_cell_arguments(parser, student=True, several_variants=True)
+    add_cell_arguments(parser, student=True, several_runs=True)
     parser.add_argument("--split", required=True)
-    parser.add_argument("--teacher-checkpoint", required=True, help="the trained teacher's model.pt")
+    parser.add_argument("--teacher-checkpoint", required=True, nargs="+",
+                        help="the trained teacher's model.pt (one per --seed)")
     parser.add_argument("--student-bank", help="feature bank of the student backbone (mode: bank)")
-    parser.add_argument("--teacher-bank", help="feature bank of the teacher backbone (mode: bank)")
-    parser.add_argument("--clusters", help="clusters.parquet of the teacher (BRCD variants)")
+    parser.add_argument("--teacher-bank", help="feature bank of the teacher backbone (mode: bank; not read "
+                        "when --teacher-codes and --teacher-logits are given)")
+    parser.add_argument("--teacher-codes", nargs="+", help="the teacher's codes.parquet (one per --seed: its "
+                        "database codes, for the asymmetric validation); without it they are encoded here")
+    parser.add_argument("--teacher-logits", nargs="+", help="the teacher's teacher_logits.npz (mode: bank; one "
+                        "per --seed: its logits of every stored view and rotation); without it they are computed here")
+    parser.add_argument("--clusters", nargs="+", help="clusters.parquet of the teacher (BRCD variants; one per --seed)")
     parser.add_argument("--selection", help="selection.json of rule select_lambda (cells with --variant selected)")
-    # one file per --variant, in the same order: the λ candidates of a method share one process
-    parser.add_argument("--out", required=True, nargs="+", help="model.pt to write")
+    # one file per run, seed-major: the λ candidates of a method, or its seeds, share one process
+    parser.add_argument("--out", required=True, nargs="+", help="model.pt to write (one per run)")
     parser.add_argument("--log", nargs="+", help="per-epoch log (TSV)")
     parser.add_argument("--codes", nargs="+",
                         help="also write codes.parquet (head selected for sym), as `brcd encode` does")
     parser.add_argument("--codes-asym", nargs="+", help="also write codes_asym.parquet (head selected for asym)")
+    parser.add_argument("--timings", help="also write the job's time split (JSON, seconds per phase: loading, "
+                        "teacher, steps, validation, writing); benchmarks/student_job.py reads it")
     add_runtime_arguments(parser)
 
 
-def outputs_per_variant(args) -> list[StudentOutputs]:
-    """--out, --log, --codes and --codes-asym, one entry per --variant (in its order)."""
-    variants = len(args.variant)
-    for flag in ("out", "log", "codes", "codes_asym"):
+def _per(args, flags: Sequence[str], count: int, unit: str) -> None:
+    for flag in flags:
         paths = getattr(args, flag)
-        if paths is not None and len(paths) != variants:
-            raise ConfigError(f"--{flag.replace('_', '-')} gives {len(paths)} path(s) for {variants} --variant "
-                              "value(s); give one per variant, in the same order")
-    column = lambda flag: getattr(args, flag) or [None] * variants  # noqa: E731
+        if paths is not None and len(paths) != count:
+            raise ConfigError(f"--{flag.replace('_', '-')} gives {len(paths)} path(s) for {count} {unit}; give "
+                              f"one per {unit.rstrip('s')}, in the same order")
+
+
+def teachers_per_seed(args) -> dict[int, TeacherFiles]:
+    """--teacher-checkpoint, --teacher-codes, --teacher-logits and --clusters, one entry per --seed."""
+    _per(args, PER_SEED, len(args.seed), "--seed values")
+    column = lambda flag: getattr(args, flag) or [None] * len(args.seed)  # noqa: E731
+    return {int(seed): TeacherFiles(checkpoint, codes, logits, args.teacher_bank, clusters)
+            for seed, checkpoint, codes, logits, clusters in zip(args.seed, *(column(flag) for flag in PER_SEED))}
+
+
+def outputs_per_run(args) -> list[StudentOutputs]:
+    """--out, --log, --codes and --codes-asym, one entry per run (seed-major)."""
+    runs = len(args.seed) * len(args.variant)
+    _per(args, PER_RUN, runs, "runs (--seed x --variant, seed-major)")
+    column = lambda flag: getattr(args, flag) or [None] * runs  # noqa: E731
     return [StudentOutputs(out, history, {name: path for name, path in (("sym", sym), ("asym", asym)) if path})
             for out, history, sym, asym in zip(args.out, column("log"), column("codes"), column("codes_asym"))]
 
@@ -356,8 +505,13 @@ def run(args) -> None:
     from brcd.cells import cell_from_args
     from brcd.runtime import load_stage
 
-    outputs = outputs_per_variant(args)
+    outputs, teachers = outputs_per_run(args), teachers_per_seed(args)
     config, device = load_stage(args)
-    cells = [cell_from_args(Namespace(**{**vars(args), "variant": variant})) for variant in args.variant]
-    train_students(config, list(zip(cells, outputs)), args.split, args.teacher_checkpoint, args.student_bank,
-                   args.teacher_bank, args.clusters, device, args.selection)
+    cells = [cell_from_args(Namespace(**{**vars(args), "seed": seed, "variant": variant}))
+             for seed in args.seed for variant in args.variant]
+    _, seconds = train_students(config, list(zip(cells, outputs)), args.split, teachers, args.student_bank, device,
+                                args.selection)
+    if args.timings:
+        from brcd.io import write_json
+
+        write_json(args.timings, seconds)

@@ -9,7 +9,8 @@ from brcd.checks import check_config
 from brcd.config import validate_schema
 from dataclasses import replace
 
-from brcd.lambdas import SELECTED, candidate_groups, candidate_paths, format_lambda, lambda_grid, tuning_seed, variant_of
+from brcd.lambdas import (SELECTED, candidate_groups, candidate_paths, format_lambda, lambda_grid, selected_paths,
+                          selected_seeds, tuning_seed, variant_of)
 from brcd.workflow import (
     BRCD_COMMAND,
     bank_path,
@@ -21,6 +22,8 @@ from brcd.workflow import (
     option,
     per_query_targets,
     selection_targets,
+    student_job_inputs,
+    teacher_encode_outputs,
     prepare_job_environment,
     sort_config_keys,
     timing_targets,
@@ -74,10 +77,6 @@ def teacher_cell(w):
     return cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, int(w.seed))
 
 
-def student_cell(w):
-    return cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, int(w.seed), w.student, w.kd, w.variant)
-
-
 def selection_input(cell):
     """A `selected` run reads the λ chosen on the tuning seed's candidates; candidates need nothing."""
     return [cell.selection_path()] if cell.variant == SELECTED else []
@@ -95,29 +94,33 @@ def cell_hash(wildcards):
     return model_cell(wildcards).config_hash(config)
 
 
+def method_cell(w, seed=None):
+    """The method of a student job's wildcards (rules train_candidates*, train_student), at ``seed``."""
+    return cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, int(w.seed if seed is None else seed), w.student,
+                      w.kd)
+
+
 def candidate_inputs(w):
-    """What a student run of one method and seed reads, whatever its λ (rules train_candidates*)."""
-    inputs = {
-        "split": layout.SPLIT.format(dataset=w.dataset),
-        "teacher": layout.TEACHER_MODEL.format(**w),
-        "student_bank": bank_path(config, w.dataset, w.student),
-        "teacher_bank": bank_path(config, w.dataset, w.teacher),
-        "clusters": [],
-    }
-    if needs_clusters(w.kd):
-        inputs["clusters"] = [layout.CLUSTERS.format(**w)]
-    return inputs
+    """What the λ candidates of one method and seed read (rules train_candidates*)."""
+    return student_job_inputs(config, method_cell(w))
 
 
-def student_inputs(w):
-    """A `selected` run also reads the λ chosen on the tuning seed (rule train_student)."""
-    return {**candidate_inputs(w), "selection": selection_input(student_cell(w))}
+def selected_inputs(w):
+    """What the seeds of a method's selected λ read (rule train_student): each seed's teacher files,
+    and the λ chosen on the tuning seed's candidates."""
+    method = method_cell(w, seed=tuning_seed(config))
+    return {**student_job_inputs(config, method, selected_seeds(config)),
+            "selection": [layout.SELECTION.format(**method.parameters())]}
+
+
+def selected_hashes(w):
+    """Config hashes of the runs one train_student job writes: an edit reruns the job."""
+    return [replace(method_cell(w, seed), variant=SELECTED).config_hash(config) for seed in selected_seeds(config)]
 
 
 def candidate_hashes(w, grid):
     """Config hashes of the candidates one train_candidates job writes: an edit reruns the job."""
-    method = cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, int(w.seed), w.student, w.kd)
-    return [replace(method, variant=variant_of(lam)).config_hash(config) for lam in grid]
+    return [replace(method_cell(w), variant=variant_of(lam)).config_hash(config) for lam in grid]
 
 
 def evaluate_inputs(w):

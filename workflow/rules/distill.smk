@@ -36,7 +36,7 @@ for _rule_name, (_grid, _methods) in candidate_groups(config).items():
             brcd=BRCD,
             variants=" ".join(variant_of(lam) for lam in _grid),
             banks=lambda w, input: " ".join(
-                [option("--student-bank", input.student_bank), option("--teacher-bank", input.teacher_bank)]
+                [option("--student-bank", input.student_bank), option("--teacher-logits", input.teacher_logits)]
             ),
             clusters=lambda w, input: option("--clusters", input.clusters),
             config_hash=lambda w, grid=_grid: candidate_hashes(w, grid),
@@ -44,48 +44,52 @@ for _rule_name, (_grid, _methods) in candidate_groups(config).items():
             "{params.brcd} train-student --config $BRCD_CONFIG --dataset {wildcards.dataset} --bits {wildcards.bits}"
             " --hash {wildcards.hash} --teacher {wildcards.teacher} --student {wildcards.student}"
             " --kd {wildcards.kd} --variant {params.variants} --seed {wildcards.seed} --split {input.split}"
-            " --teacher-checkpoint {input.teacher} {params.banks} {params.clusters}"
+            " --teacher-checkpoint {input.teacher} --teacher-codes {input.teacher_codes} {params.banks} {params.clusters}"
             " --out {output.model} --log {output.history} --codes {output.sym} --codes-asym {output.asym}"
             " --threads {threads} > {log} 2>&1"
 
 
-# The other seeds' runs of the selected λ (candidates: rules train_candidates* above).
-rule train_student:
-    input:
-        unpack(student_inputs),
-    output:
-        model=layout.STUDENT_MODEL,
-        history=layout.STUDENT_HISTORY,
-        # both heads' codes (selected for sym and for asym), written by the same job from the features it
-        # already holds: a separate encode job would pay start-up and bank loading again (issue: demo budget)
-        sym=layout.STUDENT_CODES,
-        asym=layout.STUDENT_CODES_ASYM,
-    wildcard_constraints:
-        variant=SELECTED,
-    log:
-        "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/{variant}/seed{seed}.log",
-    benchmark:
-        layout.BENCHMARKS["train_student"]
-    threads: 1
-    resources:
-        mem_mb=4000,
-    conda:
-        "../../environment.yml"
-    params:
-        brcd=BRCD,
-        banks=lambda w, input: " ".join(
-            [option("--student-bank", input.student_bank), option("--teacher-bank", input.teacher_bank)]
-        ),
-        clusters=lambda w, input: option("--clusters", input.clusters),
-        selection=lambda w, input: option("--selection", input.selection),
-        config_hash=lambda w: student_cell(w).config_hash(config),
-    shell:
-        "{params.brcd} train-student --config $BRCD_CONFIG --dataset {wildcards.dataset} --bits {wildcards.bits}"
-        " --hash {wildcards.hash} --teacher {wildcards.teacher} --student {wildcards.student}"
-        " --kd {wildcards.kd} --variant {wildcards.variant} --seed {wildcards.seed} --split {input.split}"
-        " --teacher-checkpoint {input.teacher} {params.banks} {params.clusters} {params.selection}"
-        " --out {output.model} --log {output.history} --codes {output.sym} --codes-asym {output.asym}"
-        " --threads {threads} > {log} 2>&1"
+# The other seeds' runs of the selected λ: one job per method trains them all (like the candidates:
+# one start-up, one loading of the split, the student's bank and the validation data; each seed's
+# teacher files once), and each run writes exactly the files it would write alone. Naming one seed's
+# file builds them all. A grid with only the tuning seed has no such runs.
+if selected_seeds(config):
+
+    rule train_student:
+        input:
+            unpack(selected_inputs),
+        output:
+            model=selected_paths(layout.STUDENT_MODEL, config),
+            history=selected_paths(layout.STUDENT_HISTORY, config),
+            # both heads' codes (selected for sym and for asym), written by the same job from the features it
+            # already holds: a separate encode job would pay start-up and bank loading again (issue: demo budget)
+            sym=selected_paths(layout.STUDENT_CODES, config),
+            asym=selected_paths(layout.STUDENT_CODES_ASYM, config),
+        log:
+            "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/selected.log",
+        benchmark:
+            layout.BENCHMARKS["train_student"]
+        threads: 1
+        resources:
+            mem_mb=4000,
+        conda:
+            "../../environment.yml"
+        params:
+            brcd=BRCD,
+            seeds=" ".join(map(str, selected_seeds(config))),
+            banks=lambda w, input: " ".join(
+                [option("--student-bank", input.student_bank), option("--teacher-logits", input.teacher_logits)]
+            ),
+            clusters=lambda w, input: option("--clusters", input.clusters),
+            config_hash=selected_hashes,
+        shell:
+            "{params.brcd} train-student --config $BRCD_CONFIG --dataset {wildcards.dataset} --bits {wildcards.bits}"
+            " --hash {wildcards.hash} --teacher {wildcards.teacher} --student {wildcards.student}"
+            " --kd {wildcards.kd} --variant selected --seed {params.seeds} --split {input.split}"
+            " --teacher-checkpoint {input.teacher} --teacher-codes {input.teacher_codes} {params.banks} {params.clusters}"
+            " --selection {input.selection}"
+            " --out {output.model} --log {output.history} --codes {output.sym} --codes-asym {output.asym}"
+            " --threads {threads} > {log} 2>&1"
 
 
 rule select_lambda:

@@ -34,7 +34,8 @@ rule encode_teacher:
         model=layout.TEACHER_MODEL,
         bank=lambda w: bank_path(config, w.dataset, w.teacher),
     output:
-        layout.TEACHER_CODES,
+        # bank mode: also the head's logits of every stored view, read by every student of this teacher
+        **teacher_encode_outputs(config),
     log:
         "logs/encode_teacher/{dataset}/{bits}/{hash}/{teacher}/seed{seed}.log",
     benchmark:
@@ -46,7 +47,8 @@ rule encode_teacher:
         brcd=BRCD,
         bank=lambda w, input: option("--bank", input.bank),
         model=lambda w: teacher_cell(w).model,
+        logits=lambda w, output: option("--out-logits", output.get("logits", [])),
     shell:
         "{params.brcd} encode --config $BRCD_CONFIG --dataset {wildcards.dataset} --bits {wildcards.bits}"
         " --model {params.model} --seed {wildcards.seed} --split {input.split}"
-        " --checkpoint {input.model} {params.bank} --out {output} --threads {threads} > {log} 2>&1"
+        " --checkpoint {input.model} {params.bank} --out {output.codes} {params.logits} --threads {threads} > {log} 2>&1"
