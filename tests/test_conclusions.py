@@ -189,3 +189,65 @@ def test_a_file_that_is_not_a_findings_table_is_named(tmp_path):
     write_parquet(path, pa.table({"x": [1]}), {"name": "demo"})
     with pytest.raises(DataError, match="findings table .*demo.parquet"):
         read_statements(path)
+
+
+def _corrected(statements, level=()):
+    """``statements`` as a table since issue 29 holds them: family fields, and the verdicts of ``level``
+    (kind, method) made "level" / "tied" as Holm's correction can make them (the intervals unchanged)."""
+    families = {VS_NO_KD: "A", VS_BRCD: "B", VS_BEST: "C"}
+    out = []
+    for s in statements:
+        verdict = s.verdict
+        if (s.kind, s.method) in level:
+            verdict = "tied" if s.kind == VS_BEST else "level"
+        p = None if s.verdict == "best" else 0.01
+        out.append(replace(s, verdict=verdict, family=families[s.kind], family_size=3, p_value=p,
+                           p_adjusted=None if p is None else (0.2 if (s.kind, s.method) in level else 0.03)))
+    return out
+
+
+def test_an_old_table_is_compared_on_uncorrected_verdicts():
+    """A findings table from before Holm's correction (the committed demo's, format 1) against one with
+    corrected verdicts: both are compared on each interval's own verdict, so a verdict the correction
+    changed is no disagreement; two corrected tables are compared on the corrected verdicts."""
+    from tests.conftest import REFERENCE
+
+    _, old = read_statements(REFERENCE / "demo-two-paths" / "avx2.findings.parquet")
+    assert not any(s.corrected or s.p_value is not None for s in old)  # read without the new columns
+    better = next(s for s in old if s.kind == VS_NO_KD and s.verdict == "better")
+    new = _corrected(old, level={(VS_NO_KD, better.method)})
+    agreement = compare_conclusions(old, new)
+    assert all(c.agree and not c.changed for c in agreement) and {c.corrected for c in agreement} == {1}
+    text = render_agreement(agreement, "old", "new")
+    assert "each 95% interval's own, uncorrected for the number of verdicts (one table predates Holm's " in text
+    both = compare_conclusions(_corrected(old), new)
+    assert {c.corrected for c in both} == {2}
+    changed = [(a.method, a.verdict, b.verdict) for c in both for a, b in c.changed]
+    assert (better.method, "better", "level") in changed
+    text = render_agreement(both, "A", "B")
+    assert "Verdicts compared: Holm-corrected within each column's family (both tables have them)." in text
+    assert f"`{better.method}` vs `none`: better (" in text and ", adj. p 0.03) → level (" in text
+
+
+def test_corrected_table_round_trip(tmp_path):
+    path = tmp_path / "new.findings.parquet"
+    statements = _corrected(run_a(), level={(VS_NO_KD, "kd")})
+    write_statements(path, statements, "demo")
+    assert read_statements(path) == ("demo", statements)
+
+
+def test_overlapping_grids_compare_on_their_shared_columns(tmp_path, capsys):
+    """A grid grown to more columns (the cross-dataset study against the committed one) is compared on
+    the columns both have with --shared-columns; without it that is an error naming the option."""
+    a, b = tmp_path / "a.findings.parquet", tmp_path / "b.findings.parquet"
+    write_statements(a, run_a(), "study")
+    write_statements(b, _corrected(run_a() + run_a(bits=64) + run_a(student="lite1")), "study")
+    assert main(["compare-conclusions", str(a), str(b)]) == 2
+    assert "--shared-columns compares the columns both have" in capsys.readouterr().err
+    assert main(["compare-conclusions", str(a), str(b), "--shared-columns", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "**Yes: 1 of 1 columns agree**" in out
+    assert "Compared on the 1 columns both tables have; left out: 0 of " in out and " 2 of " in out
+    assert "64 bits sym" in out and "`lite2` → `lite1`" in out
+    with pytest.raises(DataError, match="no column in common"):
+        compare_conclusions(run_a(), run_a(bits=64), shared_only=True)

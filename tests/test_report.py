@@ -195,8 +195,10 @@ def test_main_table_mean_ci_and_tied_with_best(report):
     assert rows["teacher (`tt`)"] == ["0.720 ± 0.050", "0.720 ± 0.050", "0.770 ± 0.050", "0.770 ± 0.050"]
     assert rows["student, no KD (`ss`)"] == ["0.420 ± 0.050", "0.430 ± 0.050", "0.470 ± 0.050", "0.480 ± 0.050"]
     assert rows["`brcd`"] == ["**0.640 ± 0.099**", "**0.650 ± 0.099**", "**0.690 ± 0.099**", "0.700 ± 0.099"]
-    # kd's seed 1 at 16 bits sym hit its epoch cap while improving: marked
-    assert rows["`kd`"] == ["0.520 ± 0.050†", "0.530 ± 0.050", "0.570 ± 0.050", "**0.920 ± 0.050**"]
+    # kd's seed 1 at 16 bits sym hit its epoch cap while improving: marked. At 32 bits sym kd is 0.12 below
+    # the best (brcd_nomask) with paired differences -0.14, -0.08, -0.14: raw p 0.027 (t, 2 df), but Holm's
+    # correction over the column's 3 comparisons with the best doubles it, so kd is tied with the best there
+    assert rows["`kd`"] == ["0.520 ± 0.050†", "0.530 ± 0.050", "**0.570 ± 0.050**", "**0.920 ± 0.050**"]
 
 
 def test_delta_vs_no_kd_and_ablation_delta(report):
@@ -204,10 +206,13 @@ def test_delta_vs_no_kd_and_ablation_delta(report):
     _, delta = table_after(text, "### Δ mAP@10 vs the student without KD")
     assert list(delta) == ["`kd`", "`brcd`"]
     kd = delta["`kd`"][0]  # kd - none = 0.10 in every seed, plus query noise
-    assert kd.startswith("**+0.100** [+0.0") and kd.endswith("P=1.00")
+    assert kd.startswith("**+0.100** [+0.0") and kd.endswith("P=1.00, adj. p < 0.001")
     _, ablation_delta = table_after(text, "Δ mAP@10 of each ablation vs full `brcd`")
     nomask = ablation_delta["`brcd_nomask`"][0]  # paired differences -0.04, +0.04, 0: not significant
-    assert nomask.startswith("0.000 [-0.") and "**" not in nomask and 0.3 < float(nomask.split("P=")[1]) < 0.7
+    assert nomask.startswith("0.000 [-0.") and "**" not in nomask
+    assert 0.3 < float(nomask.split("P=")[1].split(",")[0]) < 0.7 and nomask.endswith("adj. p 1.00")
+    assert "Holm-adjusted within the column's family A (each method vs the student without KD, 3 tests)" in text
+    assert "family B (each ablation vs full `brcd`, 1 test)" in text
 
 
 def test_ablation_alignment_and_secondary_tables(report):
@@ -353,7 +358,7 @@ def findings_groups(text: str) -> dict[str, set[str]]:
 
     groups = {}
     for column, tied in re.findall(r"\), (\d+ bits \w+)\*\* \(mAP@\d+\)\n(?:  - .*\n)*?  - tied with the best "
-                                   r"\(`[^`]+`, mAP [0-9.]+\): (.*)\n", text):
+                                   r"\(`[^`]+`, mAP [0-9.]+\)(?:, family C)?: (.*)\n", text):
         groups[column] = set(re.findall(r"`([^`]+)`", tied))
     return groups
 
@@ -420,14 +425,24 @@ def test_findings_are_generated_from_the_intervals(report):
     column = findings[findings.index("16 bits sym"):findings.index("16 bits asym")]
     better = next(line for line in column.splitlines() if "better than the student without KD" in line)
     assert "`kd` (+0.100 [" in better and "`brcd` (+0.220 [" in better and "`brcd_nomask`" in better
-    assert "worse than it: none" in column and "not distinguishable from it: none" in column
+    assert "worse than it (family A): none" in column and "not distinguishable from it (family A): none" in column
     assert "tied with the best (`brcd`" in column and "`brcd_nomask`" in column.split("tied with the best")[1]
     assert "without the bit mask (`brcd_nomask`): " in column and "no significant change" in column
     kd_wins = findings[findings.index("32 bits asym"):]
-    assert "tied with the best (`kd`, mAP 0.920): `kd`" in kd_wins
+    assert "tied with the best (`kd`, mAP 0.920), family C: `kd`" in kd_wins
     overall = findings[findings.index("Over all 4 columns"):findings.index("synthetic, `tt`")]
-    assert "`kd`: better than no KD in 4 of 4 columns, worse in 0; tied with the best in 1 of 4" in overall
+    # tied at 32 bits sym after Holm's correction (test_main_table_mean_ci_and_tied_with_best)
+    assert "`kd`: better than no KD in 4 of 4 columns, worse in 0; tied with the best in 2 of 4" in overall
     assert "`brcd`: better than no KD in 4 of 4 columns, worse in 0; tied with the best in 3 of 4" in overall
+
+
+def test_claims_the_grid_cannot_test_are_named(report):
+    """This grid has no `brcd_nocluster`: claim (c) says so and leaves the tables (tests/test_claims.py has
+    the rest of the claims section)."""
+    text = report[3]
+    assert "- **(c) the cluster terms help**: not testable in this grid (it needs `brcd_nocluster`)" in text
+    header, _ = table_after(text, "Verdict per column")
+    assert header == ["column", "(a) `kd`", "(b) mask", "(d) asym"]
 
 
 def test_time_per_stage_from_benchmark_files(tmp_path):
@@ -525,7 +540,10 @@ def test_findings_table_holds_the_findings_statements(report, tmp_path, capsys):
     better = {s.method for s in column if s.kind == VS_NO_KD and s.verdict == "better"}
     assert {"kd", "brcd", "brcd_nomask"} <= better
     kd = next(s for s in column if s.kind == VS_NO_KD and s.method == "kd")
-    assert f"`kd` ({kd.delta:+.3f} [{kd.low:+.3f}, {kd.high:+.3f}])" in text  # the text is rendered from the rows
+    assert f"`kd` ({kd.delta:+.3f} [{kd.low:+.3f}, {kd.high:+.3f}], adj. p < 0.001)" in text  # rendered from the rows
+    assert (kd.family, kd.family_size, kd.p_adjusted) == ("A", 3, pytest.approx(3 * kd.p_value))  # the smallest of 3
+    nomask = next(s for s in column if s.kind == VS_BRCD)
+    assert (nomask.family, nomask.family_size, nomask.p_value) == ("B", 1, nomask.p_adjusted)  # a family of one
     tied = {s.method for s in column if s.kind == VS_BEST and s.verdict in ("best", "tied")}
     assert "brcd" in tied and "brcd_nomask" in tied
     assert {s.verdict for s in column if s.kind == VS_BRCD and s.method == "brcd_nomask"} == {"level"}

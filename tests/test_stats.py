@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from brcd import stats
+from brcd.stats import ranks
 
 
 # --------------------------------------------------------------------------- Student t
@@ -121,9 +122,9 @@ def test_compare_rejects_unpaired_shapes():
 
 
 # Coverage simulation: 400 data sets per regime (binomial s.e. of the coverage
-# 0.011). 1,000 replicates per interval are enough here: the t draws are
-# stratified, and the Monte Carlo error of an endpoint is small next to the
-# sampling variability the coverage measures.
+# 0.011). 1,000 bootstrap centres per interval are enough here: the t term is
+# integrated exactly, and the Monte Carlo error of the query term is small next
+# to the sampling variability the coverage measures.
 REGIMES = {
     # (S = 3, Q = 300) sigma_u^2/S = 3.3e-5 dominates sigma_v^2/Q = 3e-6 and sigma_w^2/(SQ) = 1e-6
     "seed-dominant": dict(seed_sd=0.01, query_sd=0.03, inter_sd=0.03),
@@ -146,6 +147,83 @@ def test_compare_interval_covers_truth_about_95_percent(n_seeds, regime):
         c = stats.compare(a, b, n_boot=1000, seed=r)
         covered += c.low <= delta <= c.high
     assert 0.90 <= covered / n_sets <= 0.99
+
+
+# --------------------------------------------------------------------------- the test an interval makes
+
+@pytest.mark.parametrize("n_seeds, n_queries", [(1, 200), (2, 50), (3, 1), (3, 7), (3, 200), (5, 200)])
+def test_p_value_rejects_exactly_when_the_interval_excludes_zero(n_seeds, n_queries):
+    """The p-value of compare() is the test its interval makes: at every level, p < 1 - confidence exactly
+    when the interval at that confidence excludes 0 (random data around the threshold, so that both
+    outcomes occur; one seed and one query are the degenerate cases of the construction)."""
+    rng = np.random.default_rng(n_seeds * 1000 + n_queries)
+    outcomes = set()
+    for r in range(12):
+        a, b = paired_runs(rng, n_seeds, n_queries, delta=rng.normal(0, 0.02), seed_sd=0.01,
+                           query_sd=0.05, inter_sd=0.05, skew=bool(r % 2))
+        p_values = set()
+        for confidence in (0.5, 0.8, 0.9, 0.95, 0.99):
+            c = stats.compare(a, b, n_boot=400, seed=r, confidence=confidence)
+            assert (c.p_value < 1 - confidence) == c.significant, (r, confidence, c)
+            p_values.add(c.p_value)
+            outcomes.add(c.significant)
+        assert len(p_values) == 1  # one p-value: the level only moves the interval's ends
+    assert outcomes == {True, False}
+
+
+def test_p_value_without_a_query_term_is_the_paired_t_test():
+    """One unit per seed (metrics without per-query values): the interval is the paired t interval over
+    seeds and the p-value its two-sided t-test."""
+    d = np.array([0.03, 0.01, 0.05, 0.02])
+    c = stats.compare(d[:, None] + 0.5, np.full((4, 1), 0.5))
+    t = d.mean() / (d.std(ddof=1) / 2)
+    assert c.p_value == pytest.approx(2 * (1 - stats.t_cdf(t, 3)), rel=1e-9)
+    assert c.low == pytest.approx(d.mean() - stats.t_quantile(0.975, 3) * d.std(ddof=1) / 2, rel=1e-9)
+    assert c.p_improvement == pytest.approx(stats.t_cdf(t, 3), rel=1e-9)
+    same = stats.compare(np.ones((3, 5)), np.ones((3, 5)))
+    assert (same.p_value, same.p_improvement) == (1.0, 0.5)
+
+
+# --------------------------------------------------------------------------- Holm's correction
+
+@pytest.mark.parametrize("raw, adjusted", [
+    ([0.01, 0.04, 0.03, 0.005], [0.03, 0.06, 0.06, 0.02]),  # 4 x 0.005, 3 x 0.01, 2 x 0.03, then max(0.04, 0.06)
+    ([0.5, 0.6], [1.0, 1.0]),                               # capped at 1, and kept in order
+    ([0.01, 0.01, 0.2], [0.03, 0.03, 0.2]),                  # equal raw p-values, equal adjusted ones
+    ([0.04], [0.04]),                                        # a family of one is left as it is
+    ([], []),
+])
+def test_holm_on_hand_computed_families(raw, adjusted):
+    np.testing.assert_allclose(stats.holm(raw), adjusted)
+
+
+def test_holm_is_the_step_down_procedure_and_keeps_the_order():
+    rng = np.random.default_rng(8)
+    for _ in range(300):
+        m = int(rng.integers(1, 14))
+        p = rng.uniform(0, 0.2, m) ** 2
+        adjusted = stats.holm(p)
+        # monotone: a smaller raw p never gets a larger adjusted p; never below raw, never above Bonferroni
+        order = np.argsort(p)
+        assert np.all(np.diff(adjusted[order]) >= 0)
+        assert np.all(adjusted >= p) and np.all(adjusted <= np.minimum(1, m * p) + 1e-15)
+        # the step-down procedure at a random level: reject the i-th smallest while p_(j) <= alpha / (m - j + 1)
+        alpha = rng.uniform(0.001, 0.2)
+        steps = p[order] <= alpha / (m - np.arange(m))
+        rejected = set(order[:np.argmin(steps)] if not steps.all() else order)
+        assert {i for i in range(m) if adjusted[i] <= alpha} == rejected
+
+
+def test_tied_with_best_is_holm_corrected_by_default():
+    """Three methods below the best (paired t, 2 df; raw p 0.038, 0.030 and < 0.001): each interval alone
+    excludes 0, but Holm over the family of three keeps the weaker two (2 x 0.030 > 0.05) tied."""
+    base = np.array([[0.60], [0.62], [0.64]])
+    methods = {"best": base, "a": base - [[0.10], [0.05], [0.10]], "b": base - [[0.10], [0.055], [0.10]],
+               "c": base - [[0.40], [0.39], [0.41]]}
+    _, comparisons = stats.compare_to_best(methods)
+    assert all(c.significant for c in comparisons.values())
+    assert stats.tied_with_best(methods, adjust=False) == ("best", {"best"})
+    assert stats.tied_with_best(methods) == ("best", {"best", "a", "b"})
 
 
 # --------------------------------------------------------------------------- best of a column
@@ -206,9 +284,9 @@ def test_nemenyi_matches_demsar():
 
 
 def test_studentized_range_reproduces_demsar_table_and_extends_it():
-    for alpha, table in stats._DEMSAR_Q.items():
+    for alpha, table in ranks._DEMSAR_Q.items():
         for k, q in zip(range(2, 11), table):
-            assert stats._studentized_range_q(k, alpha) == pytest.approx(q, abs=0.0015)
+            assert ranks._studentized_range_q(k, alpha) == pytest.approx(q, abs=0.0015)
     # q_0.05(20, inf) = 5.012 in studentized-range tables
     assert stats.nemenyi_q(20) == pytest.approx(5.012 / math.sqrt(2), abs=0.001)
 
@@ -218,8 +296,16 @@ def test_friedman_on_a_consistent_order():
     stat, p = stats.friedman_test(scores)
     assert stat == pytest.approx(8.0)
     assert p == pytest.approx(math.exp(-4.0))
-    assert stats._chi2_sf(3.841459, 1) == pytest.approx(0.05, abs=1e-6)
-    assert stats._chi2_sf(11.070498, 5) == pytest.approx(0.05, abs=1e-6)
+    assert ranks._chi2_sf(3.841459, 1) == pytest.approx(0.05, abs=1e-6)
+    assert ranks._chi2_sf(11.070498, 5) == pytest.approx(0.05, abs=1e-6)
+
+
+def test_nemenyi_groups_are_the_maximal_runs_within_cd():
+    # sorted ranks 1, 1.5, 3, 5, 5.2 and CD 2.1: {1, 1.5, 3}, {3, 5}, {5, 5.2}; {1.5, 3} is inside the first
+    assert stats.nemenyi_groups([5.2, 1, 3, 1.5, 5], 2.1) == [(0, 2), (2, 3), (3, 4)]
+    assert stats.nemenyi_groups([1, 2, 3], 0.5) == []  # every method separated from every other
+    assert stats.nemenyi_groups([1, 2, 3], 5.0) == [(0, 2)]
+    assert stats.nemenyi_groups([1, 2, 3], 1.0) == [(0, 1), (1, 2)]  # a difference of exactly CD: not significant
 
 
 def test_bootstrap_rank_intervals():

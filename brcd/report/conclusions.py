@@ -10,6 +10,13 @@ better than no KD and the two tied-with-best groups share at least one method (i
 "Conclusions you can trust"). Numbers move between such runs; the comparison also lists every
 other statement whose verdict changed, so a reader sees how far the agreement goes.
 
+The verdicts compared are the Holm-corrected ones (issue 29) when both tables have them; a table
+written before that holds uncorrected verdicts only, and then both tables' verdicts are read off
+their own 95% intervals (:func:`brcd.report.statements.uncorrected`), so that like is compared
+with like (an older table's own verdicts are kept as they are). With ``shared_only``
+(``--shared-columns``), two grids that overlap (a study grown to more datasets and students
+against the earlier one) are compared on the columns both have.
+
 It also says whether the two runs agree *within their stated uncertainty*, which the
 verdicts alone cannot show: a verdict is a 95% interval's end compared with 0, so a difference
 measured twice, each time inside the other measurement's interval, still changes verdict
@@ -30,8 +37,9 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from brcd.errors import DataError
-from brcd.report.format import interval_text
-from brcd.report.statements import COLUMN_KEYS, VS_BEST, VS_BRCD, VS_NO_KD, Statement, column_label, read_statements
+from brcd.report.format import tested_text
+from brcd.report.statements import (COLUMN_KEYS, VS_BEST, VS_BRCD, VS_NO_KD, Statement, column_label, read_statements,
+                                    uncorrected)
 from brcd.report.tidy import read_tidy_table
 
 
@@ -41,6 +49,7 @@ class ColumnAgreement:
     better: tuple[frozenset, frozenset]  # methods significantly better than no KD, in A and in B
     tied: tuple[frozenset, frozenset]  # the tied-with-best groups (best included)
     pairs: tuple[tuple[Statement, Statement], ...]  # every Δ statement (vs no KD, vs brcd): (A's, B's)
+    corrected: int = 0  # how many of the two tables hold Holm-corrected verdicts (2: those are compared)
 
     @property
     def changed(self) -> tuple[tuple[Statement, Statement], ...]:
@@ -92,14 +101,23 @@ def _group(statements: Mapping[tuple, Statement], kind: str, verdicts: set[str])
     return frozenset(s.method for (k, _), s in statements.items() if k == kind and s.verdict in verdicts)
 
 
-def compare_conclusions(a: Sequence[Statement], b: Sequence[Statement]) -> list[ColumnAgreement]:
+def compare_conclusions(a: Sequence[Statement], b: Sequence[Statement],
+                        shared_only: bool = False) -> list[ColumnAgreement]:
     """Column by column, whether B reaches A's conclusions. Both must come from the same grid
-    (same columns and methods); anything else is a named error, not a disagreement."""
+    (same columns and methods; with ``shared_only``, the columns both have); anything else is a
+    named error, not a disagreement."""
+    corrected = sum(all(s.corrected for s in table) for table in (a, b))
+    if corrected < 2:  # a table from before Holm's correction: compare each interval's own verdict
+        a, b = ([uncorrected(s) if s.corrected else s for s in table] for table in (a, b))
     cols_a, cols_b = _by_column(a), _by_column(b)
+    if shared_only:
+        cols_a, cols_b = ({c: s for c, s in cols.items() if c in cols_a and c in cols_b} for cols in (cols_a, cols_b))
+        if not cols_a:
+            raise DataError("the two findings tables have no column in common")
     if set(cols_a) != set(cols_b):
         only = sorted(set(cols_a) ^ set(cols_b))
         raise DataError(f"the two findings tables are not of the same grid: columns in only one of them: "
-                        f"{', '.join(column_label(c) for c in only)}")
+                        f"{', '.join(column_label(c) for c in only)} (--shared-columns compares the columns both have)")
     out = []
     for column in sorted(cols_a):
         sa, sb = cols_a[column], cols_b[column]
@@ -113,8 +131,18 @@ def compare_conclusions(a: Sequence[Statement], b: Sequence[Statement]) -> list[
             better=(_group(sa, VS_NO_KD, {"better"}), _group(sb, VS_NO_KD, {"better"})),
             tied=(_group(sa, VS_BEST, {"best", "tied"}), _group(sb, VS_BEST, {"best", "tied"})),
             pairs=tuple((sa[key], sb[key]) for key in sorted(sa) if key[0] != VS_BEST),
+            corrected=corrected,
         ))
     return out
+
+
+def _verdicts_compared(agreement: Sequence[ColumnAgreement]) -> str:
+    corrected = agreement[0].corrected if agreement else 0
+    if corrected == 2:
+        return "Verdicts compared: Holm-corrected within each column's family (both tables have them)."
+    why = ("both tables predate Holm's correction" if corrected == 0 else
+           "one table predates Holm's correction, so the other's verdicts are read off its own intervals")
+    return f"Verdicts compared: each 95% interval's own, uncorrected for the number of verdicts ({why})."
 
 
 def _names(methods: Iterable[str]) -> str:
@@ -123,8 +151,8 @@ def _names(methods: Iterable[str]) -> str:
 
 
 def _statement_text(s: Statement) -> str:
-    """The verdict and the report's own Δ [low, high] text."""
-    return f"{s.verdict} ({interval_text(s)})"
+    """The verdict and the report's own Δ [low, high] text (with the adjusted p-value when corrected)."""
+    return f"{s.verdict} ({tested_text(s)})"
 
 
 def render_agreement(agreement: Sequence[ColumnAgreement], label_a: str, label_b: str,
@@ -139,12 +167,12 @@ def render_agreement(agreement: Sequence[ColumnAgreement], label_a: str, label_b
     lines = [f"# Same conclusions? {label_a} vs {label_b}", "",
              "Generated by `brcd compare-conclusions` from the two runs' findings tables. Two runs reach the "
              "same conclusions when, in every column, the same methods are significantly better than the "
-             "student without KD and the tied-with-best groups share a method.", "",
+             "student without KD and the tied-with-best groups share a method. " + _verdicts_compared(agreement), "",
              f"**{'Yes' if agree == n else 'No'}: {agree} of {n} columns agree** — the same methods better than "
              f"no KD in {same_better} of {n}, tied-with-best groups overlapping in {overlap} of {n}.", ""]
     lines += [_within_intervals(agreement), ""]
     if deltas is not None:
-        lines += [_movement(*deltas), ""]
+        lines += _left_out(agreement, deltas, label_a, label_b) + [_movement(*deltas), ""]
     if movement is not None:
         lines += [movement.text(), ""]
     lines += ["| column | better than no KD (A) | better than no KD (B) | tied with the best (A) | "
@@ -161,6 +189,18 @@ def render_agreement(agreement: Sequence[ColumnAgreement], label_a: str, label_b
         lines.append(f"- {column_label(sa.column)}: `{sa.method}` vs `{sa.reference}`: "
                      f"{_statement_text(sa)} → {_statement_text(sb)}{_pair_note(sa, sb)}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _left_out(agreement: Sequence[ColumnAgreement], tables: tuple[Sequence[Statement], Sequence[Statement]],
+              label_a: str, label_b: str) -> list[str]:
+    """The columns of either table not compared (``--shared-columns``): none for one grid."""
+    shown = {c.column for c in agreement}
+    extra = [(label, sorted({s.column for s in table} - shown)) for label, table in zip((label_a, label_b), tables)]
+    if not any(columns for _, columns in extra):
+        return []
+    return [f"Compared on the {len(shown)} columns both tables have; left out: "
+            + "; ".join(f"{len(columns)} of {label} ({', '.join(map(column_label, columns)) or 'none'})"
+                        for label, columns in extra) + ".", ""]
 
 
 def _within_intervals(agreement: Sequence[ColumnAgreement]) -> str:
@@ -244,11 +284,15 @@ def seed_deltas(table) -> dict[tuple, float]:
             for row in rows if row["kd"] != "none" and (key(row), row["seed"]) in none}
 
 
-def seed_movement(table_a, table_b) -> SeedMovement:
-    """:class:`SeedMovement` of two tidy tables of the same grid (a mismatch is a named error)."""
+def seed_movement(table_a, table_b, columns: set | None = None) -> SeedMovement:
+    """:class:`SeedMovement` of two tidy tables of the same grid (a mismatch is a named error); with
+    ``columns``, of two overlapping grids: the runs both have in those columns."""
     import numpy as np
 
     da, db = seed_deltas(table_a), seed_deltas(table_b)
+    if columns is not None:
+        shared = {k for k in da.keys() & db.keys() if k[0] in columns}
+        da, db = ({k: d[k] for k in shared} for d in (da, db))
     if set(da) != set(db) or not da:
         raise DataError("the two tidy tables do not hold the same runs (columns × methods × seeds); "
                         "compare the tables of two runs of the same grid config")
@@ -279,6 +323,9 @@ def configure_parser(parser) -> None:
     parser.add_argument("--tables", nargs=2, metavar=("A", "B"), default=None,
                         help="the two runs' tidy tables (reports/{name}.parquet): also say how far each seed's "
                         "Δ vs no KD moved, against its seed-to-seed spread")
+    parser.add_argument("--shared-columns", action="store_true",
+                        help="compare the columns both tables have (two grids that overlap, e.g. a study grown to "
+                        "more datasets and students against the earlier one); the output says how many were left out")
     parser.add_argument("--check", action="store_true",
                         help="exit with status 1 when the two runs do not reach the same conclusions")
 
@@ -293,7 +340,7 @@ def run(args) -> None:
     if name_a != name_b:
         raise DataError(f"{args.a} is of grid `{name_a}` and {args.b} of grid `{name_b}`: compare two runs of "
                         "the same grid config")
-    agreement = compare_conclusions(a, b)
+    agreement = compare_conclusions(a, b, shared_only=args.shared_columns)
     movement = None
     if args.tables:
         tables = [read_tidy_table(path) for path in args.tables]  # the same path twice is allowed
@@ -301,7 +348,8 @@ def run(args) -> None:
         if wrong:
             raise DataError(f"--tables: {', '.join(wrong)} not of grid `{name_a}` like the findings tables; "
                             "give the two runs' reports/{name}.parquet")
-        movement = seed_movement(*(table for _, table in tables))
+        columns = {c.column for c in agreement} if args.shared_columns else None
+        movement = seed_movement(*(table for _, table in tables), columns=columns)
     text = render_agreement(agreement, args.label_a or str(args.a), args.label_b or str(args.b), (a, b), movement)
     if args.out:
         with atomic_path(args.out) as tmp:

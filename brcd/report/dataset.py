@@ -13,6 +13,7 @@ from typing import Sequence
 from brcd.report.figures import latency_figure, map_bits_figure, pr_figure, sensitivity_figure
 from brcd.report.format import LAMBDA_EDGE, UNCONVERGED
 from brcd.report.grid import GridResults, Pairing, main_methods, student_methods, student_row
+from brcd.report.significance import FAMILY_ABLATIONS, FAMILY_BEST, FAMILY_NO_KD
 from brcd.report.speed import encoder_section
 from brcd.report.tables import delta_table, interval_note, lambda_table, metric_table, secondary_table, spread_table
 from brcd.lambdas import NO_KD, tuning_seed
@@ -62,8 +63,9 @@ def delta_section(results: GridResults, dataset: str, pairing: Pairing, suffix: 
     if NO_KD not in results.config["kd"] or not kd_rows:
         return []
     return [f"### Δ mAP@{results.topk(dataset)} vs the student without KD{suffix}", "",
-            delta_table(results, dataset, pairing, kd_rows, student_row(pairing, NO_KD)), "",
-            f"Δ = method − no KD; bold: the 95% interval excludes 0; {interval_note(results)}.", ""]
+            delta_table(results, dataset, pairing, kd_rows, FAMILY_NO_KD), "",
+            f"Δ = method − no KD. {interval_note(results, FAMILY_NO_KD)} (the family also holds the ablations, "
+            "whose Δ vs no KD is in the findings).", ""]
 
 
 def ablation_section(results: GridResults, dataset: str, pairing: Pairing, suffix: str) -> list[str]:
@@ -78,8 +80,8 @@ def ablation_section(results: GridResults, dataset: str, pairing: Pairing, suffi
              "", ablation_note(ablations), ""]
     if ablations[0] == "brcd":
         lines += [f"Δ mAP@{k} of each ablation vs full `brcd`:", "",
-                  delta_table(results, dataset, pairing, methods[1:], methods[0]), "",
-                  f"Δ = ablation − `brcd`; bold: the 95% interval excludes 0; {interval_note(results)}.", ""]
+                  delta_table(results, dataset, pairing, methods[1:], FAMILY_ABLATIONS), "",
+                  f"Δ = ablation − `brcd`. {interval_note(results, FAMILY_ABLATIONS)}.", ""]
     return lines
 
 
@@ -121,8 +123,9 @@ def alignment_section(results: GridResults, dataset: str, pairing: Pairing, suff
             f"NRA@{k} (overlap of the teacher's and the student's top-{k} database neighbours; "
             "higher = closer):", "",
             metric_table(results, dataset, pairing, methods, "nra@K"), "",
-            "Bold: the best per column and every method not significantly worse (paired 95% Student-t "
-            "interval over seeds: these metrics have no per-query values; no bold with one seed).", ""]
+            "Bold: the best per column and every method not significantly worse (paired Student-t test over "
+            "seeds, Holm-corrected over the column's comparisons with the best: these metrics have no per-query "
+            "values; no bold with one seed).", ""]
 
 
 def secondary_section(results: GridResults, dataset: str, pairing: Pairing, suffix: str) -> list[str]:
@@ -135,13 +138,19 @@ def secondary_section(results: GridResults, dataset: str, pairing: Pairing, suff
     return lines
 
 
+#: how "not significantly worse than the best" is decided, for the notes under the tables
+BEST_FAMILY_NOTE = ("after Holm's correction over the column's comparisons with the best, family "
+                    f"{FAMILY_BEST}")
+
+
 def main_bold_note(results: GridResults) -> str:
     if not results.ablations():
         return ("Bold: the best student per column and every student not significantly worse than it "
-                "(tied with the best).")
+                f"(tied with the best, {BEST_FAMILY_NOTE}).")
     return ("Bold: the best student per column, the ablation variants below included, and every student not "
-            "significantly worse than it (tied with the best: the group of the findings, shown across this table "
-            "and the ablation table; a column whose best is an ablation variant may have no bold here).")
+            f"significantly worse than it (tied with the best, {BEST_FAMILY_NOTE}: the group of the findings, "
+            "shown across this table and the ablation table; a column whose best is an ablation variant may have "
+            "no bold here).")
 
 
 def ablation_note(ablations: Sequence[str]) -> str:

@@ -17,10 +17,11 @@ student) pairing:
   KD method of the config (ablations excluded); columns bits x paradigm;
   cells mAP@K as mean ± half-width of the 95% Student-t interval over seeds;
   bold: the best student of a column and every student not significantly
-  worse than it (paired interval over seeds and queries); † marks a cell
-  with a seed that hit its epoch cap while still improving;
+  worse than it (a seed-level t interval widened by a query-bootstrap
+  term, Holm-corrected over the column's comparisons with the best); †
+  marks a cell with a seed that hit its epoch cap while still improving;
 - Δ vs the student without KD, per KD method and column, with its 95%
-  interval and P(method > no KD);
+  interval, P(method > no KD) and the Holm-adjusted p-value;
 - ablation table: ``brcd`` and its ``brcd_*`` variants, same layout, and
   each variant's Δ vs full ``brcd``;
 - alignment with the teacher: ISD (lower = closer) and NRA@K (higher = closer);
@@ -29,8 +30,10 @@ student) pairing:
 - figures: precision-recall over Hamming radius, mAP vs bits, encoder
   latency vs mAP.
 
-Then the average rank of every student method over all columns with the
-Nemenyi critical difference (and its figure), the search latency per bits
+Before them, after the header, the paper's claims checked one by one
+(:mod:`brcd.report.claims`) and the findings, statement by statement.
+Then the average rank of every student method over all columns with
+Friedman's test and the Nemenyi critical difference (and its diagram), the search latency per bits
 and, collapsed, every cell's config hash. The header says what the seeds
 vary, what the intervals cover (with one seed: query sampling only) and how
 many runs did not converge.
@@ -47,6 +50,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from brcd.layout import figures_dir_for, findings_path_for, table_path_for
+from brcd.report.claims import claims_section
 from brcd.report.costs import stage_time_section
 from brcd.report.dataset import dataset_section
 from brcd.report.findings import findings_section, findings_statements
@@ -71,7 +75,7 @@ def build_report(results: GridResults, out: str | os.PathLike,
     figures_dir = figures_dir_for(out)
     figures_dir.mkdir(parents=True, exist_ok=True)
     link = figures_dir.name  # relative to the Markdown file
-    lines = header(results) + findings_section(results, statements)
+    lines = header(results) + claims_section(results) + findings_section(results, statements)
     for dataset in results.config["datasets"]:
         lines += dataset_section(results, dataset, figures_dir, link)
     lines += rank_section(results, figures_dir, link)

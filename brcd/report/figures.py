@@ -1,5 +1,5 @@
 """The report's figures, as PNG files beside it: precision-recall over Hamming radius, mAP vs
-bits, λ sensitivity, encoder latency vs mAP and the average ranks.
+bits, λ sensitivity, encoder latency vs mAP and the critical-difference diagram of the average ranks.
 
 Drawn on matplotlib's Agg canvas without pyplot (no global state, no display), one colour
 per kd method in every figure, saved atomically without a timestamp: the same results
@@ -228,17 +228,36 @@ def latency_figure(results: GridResults, dataset: str, pairing: Pairing, path: P
     return True
 
 
-def rank_figure(results: GridResults, methods: Sequence[str], ranks: Sequence[float], cd: float,
-                path: Path) -> None:
-    """Each method's average rank with a bar of ± CD/2: methods whose bars do not overlap differ significantly."""
+def cd_figure(results: GridResults, methods: Sequence[str], ranks: Sequence[float], cd: float,
+              groups: Sequence[tuple[int, int]], n_columns: int, path: Path) -> None:
+    """Critical-difference diagram (Demšar 2006): ``methods`` sorted by average rank on a rank axis
+    (1 = best, on the left), the better half labelled on the left and the rest on the right, the CD
+    as a bar above the axis, and a thick line under each of ``groups`` (positions into ``methods``:
+    runs the Nemenyi test cannot separate, :func:`brcd.stats.nemenyi_groups`)."""
     styles = method_styles(results)
-    figure, (ax,) = _figure(1, width=7.0, height=0.35 * len(methods) + 1.2)
-    y = list(range(len(methods)))[::-1]
-    for yi, kd, rank in zip(y, methods, ranks):
-        ax.errorbar([rank], [yi], xerr=[[cd / 2], [cd / 2]], color=styles[kd].color, marker="o", capsize=3)
-    ax.set_yticks(y, methods)
-    ax.set_xlabel(f"average rank (1 = best); bars ± CD/2 = {cd / 2:.2f}: non-overlapping bars differ significantly")
-    ax.set_xlim(0.5, len(methods) + 0.5)
-    ax.grid(axis="x", alpha=0.3)
-    figure.suptitle("Average rank over all columns (Nemenyi critical difference, α = 0.05)")
+    k = len(methods)
+    left = (k + 1) // 2
+    step, lowest = 0.45, -0.45 * (max(left, k - left) + 1 + len(groups) * 0.35)
+    figure, (ax,) = _figure(1, width=8.0, height=1.4 + 0.32 * (max(left, k - left) + len(groups)))
+    ax.plot([1, k], [0, 0], color="black", linewidth=1)
+    for tick in range(1, k + 1):
+        ax.plot([tick, tick], [0, 0.08], color="black", linewidth=1)
+        ax.text(tick, 0.14, str(tick), ha="center", va="bottom", fontsize="small")
+    ax.plot([1, 1 + cd], [0.55, 0.55], color="black", linewidth=1.5)
+    ax.text(1 + cd / 2, 0.62, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize="small")
+    for i, (kd, rank) in enumerate(zip(methods, ranks)):
+        on_left = i < left
+        y = -step * (1 + len(groups) * 0.35 + (i if on_left else k - 1 - i))
+        end = 0.4 if on_left else k + 0.6
+        color = styles[kd].color
+        ax.plot([rank, rank, end], [0, y, y], color=color, linewidth=1)
+        ax.text(end + (-0.05 if on_left else 0.05), y, f"{kd} ({rank:.2f})", ha="right" if on_left else "left",
+                va="center", fontsize="small", color=color)
+    for j, (first, last) in enumerate(groups):
+        y = -step * 0.35 * (j + 1)
+        ax.plot([ranks[first] - 0.04, ranks[last] + 0.04], [y, y], color="black", linewidth=3.5, solid_capstyle="round")
+    ax.set_xlim(-1.8, k + 2.8)
+    ax.set_ylim(lowest - 0.2, 0.95)
+    ax.set_axis_off()
+    figure.suptitle(f"Average rank over {n_columns} columns: critical-difference diagram (Nemenyi, α = 0.05)")
     save_figure(figure, path)

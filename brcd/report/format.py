@@ -59,6 +59,18 @@ def interval_text(c) -> str:
     return f"{signed(c.delta, digits)} [{signed(c.low, digits)}, {signed(c.high, digits)}]"
 
 
+def tested_text(s) -> str:
+    """``+0.012 [+0.004, +0.020], adj. p 0.031``: Δ, its 95% interval and the Holm-adjusted p-value
+    (of a findings statement or a tested comparison)."""
+    adjusted = f", adj. p {p_text(s.p_adjusted)}" if s.p_adjusted is not None else ""
+    return interval_text(s) + adjusted
+
+
+def p_text(p: float) -> str:
+    """A p-value to two significant digits, small ones as "< 0.001"."""
+    return "< 0.001" if p < 0.001 else f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
+
+
 def format_duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)

@@ -82,6 +82,8 @@ class GridResults:
     benchmarks: dict[str, tuple[int, list[BenchmarkRow]]] = field(default_factory=dict)
     # kd -> (its student-training jobs, benchmark rows of those that have one): workflow.student_training_files
     training_cost: dict[str, tuple[int, list[BenchmarkRow]]] = field(default_factory=dict)
+    # (dataset, pairing, bits, paradigm) -> its families of tests (brcd.report.families), kept once computed
+    tests: dict[tuple, object] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- grid axes
 

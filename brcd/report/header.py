@@ -115,12 +115,15 @@ def seed_note(config: Mapping) -> str:
 
 def uncertainty_note(config: Mapping) -> str:
     if len(config["seeds"]) > 1:
-        return ("tables show mean ± half-width of the 95% Student-t interval over seeds; bold marks the best "
-                "student and every student not significantly worse than it (paired bootstrap over seeds and "
-                "queries, 95%)")
+        return ("tables show mean ± half-width of the 95% Student-t interval over seeds; a difference of two "
+                "methods has a 95% seed-level Student-t interval (paired by seed) widened by a query-bootstrap "
+                "term, and its verdict is Holm-corrected within its family of the column (section \"Findings\"); "
+                "bold marks the best student and every student not significantly worse than it. Every interval "
+                "is conditional on each method's λ chosen on validation")
     return ("**one seed: intervals and significance cover query sampling only**, not training randomness "
             "(seeds, teacher); tables show the single run's value; bold marks the best student and every "
-            "student not significantly worse than it on a bootstrap over queries")
+            "student not significantly worse than it on a bootstrap over queries, Holm-corrected within the "
+            "column; every interval is conditional on each method's λ chosen on validation")
 
 
 def schedule_note(config: Mapping) -> str:

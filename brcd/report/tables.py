@@ -11,11 +11,12 @@ from dataclasses import replace
 from typing import Mapping, Sequence
 
 from brcd.cells import Cell
-from brcd.report.format import (DIGITS, LAMBDA_EDGE, MISSING, UNCONVERGED, interval_digits, markdown_table,
+from brcd.report.families import column_tests, family_size, interval_sentence, tests_text
+from brcd.report.format import (DIGITS, LAMBDA_EDGE, MISSING, UNCONVERGED, interval_digits, markdown_table, p_text,
                                 signed)
 from brcd.report.grid import (GridResults, Method, Pairing, column_header, columns, metric_value, rank_columns,
                               student_methods, teacher_row)
-from brcd.report.significance import BOOTSTRAP_SEED, summarize, tied_with_best
+from brcd.report.significance import FAMILIES, summarize, tied_with_best
 from brcd.lambdas import NO_KD, format_lambda, lambda_grid
 
 
@@ -53,26 +54,23 @@ def metric_table(results: GridResults, dataset: str, pairing: Pairing, methods: 
     return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
 
 
-def delta_table(results: GridResults, dataset: str, pairing: Pairing, methods: Sequence[Method],
-                reference: Method) -> str:
-    """Δ mAP@K of each method against ``reference`` per column: paired bootstrap over seeds and
-    queries (:func:`brcd.stats.compare`), its 95% interval and P(method > reference)."""
-    from brcd.stats import compare
-
+def delta_table(results: GridResults, dataset: str, pairing: Pairing, methods: Sequence[Method], family: str) -> str:
+    """Δ mAP@K of each method against the reference of its ``family`` (A: the student without KD,
+    B: full ``brcd``; :mod:`brcd.report.families`) per column: the 95% interval, P(method > reference)
+    and the Holm-adjusted p-value; bold when significant after the correction."""
     cols = columns(results)
     rows = []
     for method in methods:
         cells = []
         for bits, paradigm in cols:
-            a = results.samples(dataset, pairing, method, bits, paradigm, "map@K")
-            b = results.samples(dataset, pairing, reference, bits, paradigm, "map@K")
-            if a is None or b is None:
+            t = column_tests(results, dataset, pairing, bits, paradigm).family(family).get(method.kd)
+            if t is None:
                 cells.append(MISSING)
                 continue
-            c = compare(a, b, seed=BOOTSTRAP_SEED)
-            digits = interval_digits(c)
-            delta = f"**{signed(c.delta, digits)}**" if c.significant else signed(c.delta, digits)
-            cells.append(f"{delta} [{signed(c.low, digits)}, {signed(c.high, digits)}] P={c.p_improvement:.2f}")
+            digits = interval_digits(t)
+            delta = f"**{signed(t.delta, digits)}**" if t.significant else signed(t.delta, digits)
+            cells.append(f"{delta} [{signed(t.low, digits)}, {signed(t.high, digits)}] P={t.p_improvement:.2f}, "
+                         f"adj. p {p_text(t.p_adjusted)}")
         rows.append([method.label, *cells])
     return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
 
@@ -126,12 +124,13 @@ def spread_table(results: GridResults, dataset: str, pairing: Pairing) -> str:
     return markdown_table(["method", *(column_header(b, p) for b, p in cols)], rows)
 
 
-def interval_note(results: GridResults) -> str:
-    if len(results.config["seeds"]) > 1:
-        return ("intervals are 95% paired bootstrap intervals over seeds and queries (`brcd.stats.compare`); "
-                "P is the bootstrap probability that the method beats the reference")
-    return ("one seed: intervals cover query sampling only (a bootstrap over queries), not training randomness; "
-            "P is the bootstrap probability that the method beats the reference")
+def interval_note(results: GridResults, family: str) -> str:
+    """What a Δ table's cells are: the interval, P, and the family its bold is corrected within."""
+    return (f"{interval_sentence(results)} P is the share of the interval's distribution above 0, the probability "
+            f"that the method beats the reference; adj. p is the p-value of the test the interval makes, "
+            f"Holm-adjusted within the column's family {family} ({FAMILIES[family]}, "
+            f"{tests_text(family_size(results, family))}): bold when it is below 0.05. Intervals are conditional on "
+            "the λ chosen on validation")
 
 
 def precision_cutoffs(results: GridResults, dataset: str) -> list[str]:
