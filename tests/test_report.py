@@ -480,10 +480,10 @@ def test_time_per_stage_from_benchmark_files(tmp_path):
     assert first != second  # the grid's first two candidate jobs belong to two methods
     header, per_method = table_after(text, "Student training per distillation method")
     assert header == ["method", "λ candidates", "jobs", "total (s)", "mean (s)", "share"]
-    assert per_method.pop(f"`{first}`")[1:] == ["1 of 6", "30.00", "30.00", "37.5%"]  # 2 bits x 3 seeds
-    assert per_method.pop(f"`{second}`")[1:] == ["1 of 6", "50.00", "50.00", "62.5%"]
-    assert per_method.pop("all") == ["", "2 of 24", "80.00", "", "100%"]
-    assert all(cells[1:] == ["0 of 6", "—", "—", "—"] for cells in per_method.values()) and len(per_method) == 2
+    assert per_method.pop(f"`{first}`")[1:] == ["1 of 4", "30.00", "30.00", "37.5%"]  # 2 bits x (candidates, other seeds)
+    assert per_method.pop(f"`{second}`")[1:] == ["1 of 4", "50.00", "50.00", "62.5%"]
+    assert per_method.pop("all") == ["", "2 of 16", "80.00", "", "100%"]
+    assert all(cells[1:] == ["0 of 4", "—", "—", "—"] for cells in per_method.values()) and len(per_method) == 2
     assert per_method["`brcd`"][0] == "2"  # the λ grid of config/test.yaml's methods; `none` has one
 
 
