@@ -21,9 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from brcd.distill.base import (KD_LOSSES, MAX_SIZE, MOMENTUM, DistillLoss, KDBatch, MemoryBank, apply_embeddings_option,
-                               bank_similarities, embeddings_option,
-                               check_positions, features_option, l2_normalize, nce_loss, normalised_exp,
-                               sample_negatives, view_features)
+                               bank_similarities, check_positions, contrastive_nce, embeddings_option,
+                               features_option, l2_normalize, sample_negatives, view_features)
 from brcd.options import Int, Number, Options
 
 
@@ -71,7 +70,7 @@ class CRD(ContrastiveMemoryLoss):
         # student anchor vs the teacher's bank (positive first), and vice versa
         sim_s = bank_similarities(self.memory_t.memory, contrast, v_s)
         sim_t = bank_similarities(self.memory_s.memory, contrast, v_t)
-        loss_s = nce_loss(normalised_exp(sim_s, t, self.z_s, self.num_train), self.num_train)
-        loss_t = nce_loss(normalised_exp(sim_t, t, self.z_t, self.num_train), self.num_train)
+        loss_s = contrastive_nce(sim_s, t, self.z_s, self.num_train)
+        loss_t = contrastive_nce(sim_t, t, self.z_t, self.num_train)
         self.update_memory(batch.index.long(), v_s, v_t)
         return {"loss": loss_s + loss_t, "student_nce": loss_s.detach(), "teacher_nce": loss_t.detach()}
