@@ -261,9 +261,9 @@ def bank_similarities(memory: Tensor, positions: Tensor, sample: Tensor) -> Tens
 
 
 class _BankDots(torch.autograd.Function):
-    """:func:`bank_similarities` on CPU: the kernel :func:`~brcd.distill.kernels.bank_dots` (summed in
-    float64), and ``embedding_bag``'s weighted sums of the rows read for the backward pass (0.15 ms at
-    B = 64, K = 501, D = 128 on one core, where a product with a 5,000-row bank takes 0.8 ms)."""
+    """:func:`bank_similarities` on CPU: the kernel :func:`~brcd.distill.kernels.bank_dots`, and
+    ``embedding_bag``'s weighted sums of the rows read for the backward pass (0.15 ms at B = 64,
+    K = 501, D = 128 on one core, where a product with a 5,000-row bank takes 0.8 ms)."""
 
     @staticmethod
     def forward(ctx, sample, memory, positions):

@@ -44,17 +44,36 @@ _BLOCK = 1 << 16
 
 
 def _contrast_table(memory: Tensor, contrast: Tensor) -> tuple[Tensor, Tensor, bool]:
-    """(table, rows, whole): the bank rows a step reads, in float64, ``table[rows] == memory[contrast]``.
+    """(table, rows, whole): the bank rows a step reads, ``table[rows] == memory[contrast]``.
 
     While the bank has no more rows than the step reads, the table is the
     whole bank and products with it are matrix products over all its rows;
     otherwise it is the (B * J) rows read, in order. Either way a copy: the
-    step updates the bank in place before the backward pass.
+    step updates the bank in place before the backward pass. Float32, as the
+    bank: the float64 parts take each value as it is read (exactly), and a
+    float64 copy would double what a step reads of it (5 MB for 5,000 rows).
     """
     if memory.shape[0] <= contrast.numel():
-        return memory.double(), contrast, True
+        return memory.clone(), contrast, True
     rows = torch.arange(contrast.numel(), device=contrast.device).view_as(contrast)
-    return memory[contrast.reshape(-1)].double(), rows, False
+    return memory[contrast.reshape(-1)], rows, False
+
+
+def _relation_tables(table: Tensor, shifted: Tensor) -> tuple[Tensor, Tensor]:
+    """(neg_dots, w_norm2), (R, A) in float64: -table[r] . shifted[a] and |table[r] - shifted[a]|^2."""
+    if on_kernels(table):
+        from brcd.distill import kernels
+
+        neg_dots, w_norm2 = (torch.empty(len(table), len(shifted), dtype=torch.float64) for _ in range(2))
+        kernels.relation_tables(table.numpy(), shifted.numpy(), neg_dots.numpy(), w_norm2.numpy())
+        return neg_dots, w_norm2
+    table = table.double()
+    # (R, A), from the (A, R) product: one with 8 rows is 2x faster than one with 8 columns on one core
+    neg_dots = (shifted @ table.t()).t().contiguous()
+    # |w|^2 as a squared norm: one pass over the bank (x * x would write a bank-sized product first)
+    w_norm2 = (shifted * shifted).sum(1) - 2 * neg_dots
+    w_norm2 += torch.linalg.vector_norm(table, dim=1, keepdim=True).square_()
+    return neg_dots.neg_(), w_norm2
 
 
 def _row_dots(table: Tensor, rows: Tensor, whole: bool, sample: Tensor) -> Tensor:
@@ -70,14 +89,16 @@ def _per_entry(table: Tensor, rows: Tensor) -> Tensor:
     return torch.gather(table.expand(b, a, -1), 2, rows[:, None, :].expand(b, a, -1))
 
 
-def _entries_kernel(table, rows, whole, sample64, neg_dots, inv_w, a_v, inv_v, zero, ones, cosine, scale) -> None:
-    """Fill ``cosine`` and ``scale`` (B, A, J) by the compiled kernel: one pass over the entries, the
-    bank rows read in place, the zero relations set there too (no (B, A, J) float64 blocks, no index
-    lists; 2 instead of 8 ms per side and step at B = 64, A = 8, J = 501 on one core)."""
+def _entries_kernel(table, rows, whole, sample64, neg_dots, inv_w, a_v, inv_v, zero, ones, cosine) -> None:
+    """Fill ``cosine`` (B, A, J) by the compiled kernel: one pass over the entries, the bank rows read in
+    place, the zero relations set there too (no (B, A, J) float64 blocks, no index lists). No scale per
+    entry is kept (None): the backward kernel takes it from the (R, A) and (B, A) tables again, cheaper
+    than writing and reading back 1 MB per side."""
     from brcd.distill import kernels
 
     kernels.relation_forward(table.numpy(), rows.numpy(), sample64.numpy(), neg_dots.numpy(), inv_w.numpy(),
-                             a_v.numpy(), inv_v.numpy(), zero.numpy(), ones.numpy(), cosine.numpy(), scale.numpy())
+                             a_v.numpy(), inv_v.numpy(), zero.numpy(), ones.numpy(), cosine.numpy())
+    return None
 
 
 def _zero_entries(zero: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -88,9 +109,11 @@ def _zero_entries(zero: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return b, hits[:, 1], j
 
 
-def _entries_torch(table, rows, whole, sample64, neg_dots, inv_w, a_v, inv_v, zero, ones, cosine, scale) -> None:
-    """What :func:`_entries_kernel` computes, with torch ops on blocks of (B, A, J) entries (other devices)."""
-    w_v = _row_dots(table, rows, whole, sample64)  # (B, J)
+def _entries_torch(table, rows, whole, sample64, neg_dots, inv_w, a_v, inv_v, zero, ones, cosine) -> Tensor:
+    """What :func:`_entries_kernel` computes, with torch ops on blocks of (B, A, J) entries (other devices), and
+    the entries' scale 1 / (|w - A'| |v - A'|) (0 on zero relations) for the backward pass."""
+    scale = torch.empty_like(cosine)
+    w_v = _row_dots(table.double(), rows, whole, sample64)  # (B, J)
     batch, neg_dots, inv_w = rows.shape[0], neg_dots.t(), inv_w.t()  # (A, R) for _per_entry
     step = max(1, _BLOCK // cosine[0].numel())
     for lo in range(0, batch, step):
@@ -105,21 +128,24 @@ def _entries_torch(table, rows, whole, sample64, neg_dots, inv_w, a_v, inv_v, ze
     entries = _zero_entries(zero, rows)
     cosine[entries] = ones[entries[:2]].to(cosine.dtype)
     scale[entries] = 0.0
+    return scale
 
 
-def _sums_kernel(grad, scale, cosine, table, rows, whole, zero) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The backward pass's sums (:meth:`_RelationCosines.backward`) by the compiled kernel, in float64."""
+def _sums_kernel(grad, scale, cosine, table, rows, whole, zero, inv_w, inv_v) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The backward pass's sums (:meth:`_RelationCosines.backward`) by the compiled kernel, in float64;
+    ``scale`` is None (see :func:`_entries_kernel`)."""
     from brcd.distill import kernels
 
     batch, anchors = cosine.shape[:2]
     h_a, g_cos, g_ones = (torch.empty(batch, anchors, dtype=torch.float64) for _ in range(3))
     w_part = torch.empty(batch, table.shape[1], dtype=torch.float64)
-    kernels.relation_backward(grad.numpy(), scale.numpy(), cosine.numpy(), table.numpy(), rows.numpy(), zero.numpy(),
-                              h_a.numpy(), g_cos.numpy(), g_ones.numpy(), w_part.numpy())
+    inv_w = inv_w.masked_fill(zero, 0.0)  # a zero relation's h is 0: the kernel multiplies, without a branch
+    kernels.relation_backward(grad.numpy(), cosine.numpy(), table.numpy(), rows.numpy(), inv_w.numpy(), inv_v.numpy(),
+                              zero.numpy(), h_a.numpy(), g_cos.numpy(), g_ones.numpy(), w_part.numpy())
     return h_a, g_cos, g_ones, w_part
 
 
-def _sums_torch(grad, scale, cosine, table, rows, whole, zero) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _sums_torch(grad, scale, cosine, table, rows, whole, zero, inv_w, inv_v) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """What :func:`_sums_kernel` computes, with torch ops on blocks of entries (other devices)."""
     batch, anchors, count = cosine.shape
     h_w = torch.empty(rows.shape, dtype=torch.float64, device=grad.device)  # sum over anchors of h
@@ -134,6 +160,7 @@ def _sums_torch(grad, scale, cosine, table, rows, whole, zero) -> tuple[Tensor, 
         g_cos[lo:hi] = (grad[lo:hi] * cosine[lo:hi]).sum(2, dtype=torch.float64)
     entries = _zero_entries(zero, rows)  # sum over bank rows of grad on the zero relations
     g_ones = torch.zeros_like(h_a).index_put_(entries[:2], grad[entries].double(), accumulate=True)
+    table = table.double()
     if whole:
         w_part = torch.zeros(batch, table.shape[0], dtype=table.dtype, device=table.device)
         return h_a, g_cos, g_ones, w_part.scatter_add_(1, rows, h_w) @ table
@@ -158,7 +185,7 @@ class _RelationCosines(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, sample, table, rows, whole, anchors, offset, neg_dots, inv_w, zero):
-        # sample (B, D); table (R, D) float64, rows (B, J); anchors (A, D); neg_dots = -table . (anchors - offset)
+        # sample (B, D); table (R, D), rows (B, J); anchors (A, D); neg_dots = -table . (anchors - offset)
         # and inv_w = 1 / |table - anchors + offset|: (R, A), float64; zero (R, A): row r holds anchor a's vector
         batch, count = rows.shape
         shifted = anchors.double() - offset
@@ -169,18 +196,17 @@ class _RelationCosines(torch.autograd.Function):
         # a zero relation's cosine: with offset * (1, ..., 1)
         ones = (v_rel.sum(-1) * inv_v / math.sqrt(v_rel.shape[-1])).clamp_(-1.0, 1.0)
         cosine = sample.new_empty(batch, len(anchors), count)
-        scale = torch.empty_like(cosine)  # 1 / (|w - A'| |v - A'|), 0 on zero relations, for the backward pass
         entries = _entries_kernel if on_kernels(table) else _entries_torch
-        entries(table, rows, whole, sample64, neg_dots, inv_w, a_v, inv_v, zero, ones, cosine, scale)
+        scale = entries(table, rows, whole, sample64, neg_dots, inv_w, a_v, inv_v, zero, ones, cosine)
         ctx.whole, ctx.offset = whole, offset
-        ctx.save_for_backward(sample, table, rows, anchors, inv_v, scale, cosine, zero)
+        ctx.save_for_backward(sample, table, rows, anchors, inv_v, inv_w, scale, cosine, zero)
         return cosine
 
     @staticmethod
     def backward(ctx, grad):
-        sample, table, rows, anchors, inv_v, scale, cosine, zero = ctx.saved_tensors
+        sample, table, rows, anchors, inv_v, inv_w, scale, cosine, zero = ctx.saved_tensors
         sums = _sums_kernel if on_kernels(table) else _sums_torch
-        h_a, g_cos, g_ones, w_part = sums(grad.contiguous(), scale, cosine, table, rows, ctx.whole, zero)
+        h_a, g_cos, g_ones, w_part = sums(grad.contiguous(), scale, cosine, table, rows, ctx.whole, zero, inv_w, inv_v)
         anchors64 = anchors.double()
         v_rel = (sample.double()[:, None, :] - anchors64) + ctx.offset
         # every entry is proportional to inv_v = |v - A'|^-1, whose derivative is -(v - A') inv_v^3; a zero
@@ -223,17 +249,12 @@ def relation_cosines(memory: Tensor, contrast: Tensor, sample: Tensor, anchor_ro
     table, rows, whole = _contrast_table(memory, contrast)
     with torch.no_grad():
         shifted = anchors.double() - offset
-        # (R, A), from the (A, R) product: one with 8 rows is 2x faster than one with 8 columns on one core
-        neg_dots = (shifted @ table.t()).t().contiguous()
-        # |w|^2 as a squared norm: one pass over the bank (x * x would write a bank-sized product first)
-        w_norm2 = (shifted * shifted).sum(1) - 2 * neg_dots
-        w_norm2 += torch.linalg.vector_norm(table, dim=1, keepdim=True).square_()
-        neg_dots.neg_()
+        neg_dots, w_norm2 = _relation_tables(table, shifted)
         inv_w = w_norm2.clamp_min(1e-30).rsqrt()
         # zero relations: |w - A + offset|^2 = D offset^2 (to float64 rounding) and w equal to A
         zero = w_norm2 < 2 * memory.shape[1] * offset ** 2  # (R, A)
         pair_r, pair_a = zero.nonzero().unbind(1)
-        zero[pair_r, pair_a] = (table[pair_r] == anchors[pair_a].double()).all(-1)
+        zero[pair_r, pair_a] = (table[pair_r] == anchors[pair_a]).all(-1)
     return _RelationCosines.apply(sample, table, rows, whole, anchors, offset, neg_dots, inv_w, zero)
 
 

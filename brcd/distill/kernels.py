@@ -4,20 +4,22 @@ A step of these losses reads a few hundred bank rows per image: 32,064 rows
 at B = 64 and 500 negatives. In torch that is either a matrix product with
 the whole bank (10x the products needed for 5,000 rows) or a fresh copy of
 the rows read (16 MB per bank and step); these kernels read the rows in
-place instead, and accumulate in float64:
+place instead:
 
 - :func:`top_keys`: the positions of the ``count`` largest keys of each row,
   the draw of ``sample_negatives`` (the same set as ``torch.topk``), by a
   histogram of the keys instead of a selection;
 - :func:`bank_dots`: ``table[rows[b, k]] . sample[b, s]`` (its transpose, the
   backward pass, is torch's ``embedding_bag``);
-- :func:`relation_forward` and :func:`relation_backward`: crcd's relation
-  cosines per (image, anchor, bank row) from its dot-product tables, and
+- :func:`relation_tables`, :func:`relation_forward` and
+  :func:`relation_backward`: crcd's dot-product tables per (bank row,
+  anchor), its relation cosines per (image, anchor, bank row) from them, and
   their gradient's sums (:class:`brcd.distill.crcd._RelationCosines`).
 
 Inputs are C-contiguous numpy views of CPU tensors (``Tensor.numpy()``, no copy).
 Sums over the 128 embedding dimensions may be reassociated (vectorised): deterministic
-for one compiled kernel, and in float64, far below the float32 rounding of the results.
+for one compiled kernel. crcd's are float64 (its relations can be short: see
+:func:`brcd.distill.crcd.relation_cosines`).
 """
 from __future__ import annotations
 
@@ -107,26 +109,49 @@ def _largest(values, index, low, count, out):
 
 @njit(**_SUMS)
 def bank_dots(table, rows, sample, out):
-    """``out[b, s, k] = table[rows[b, k]] . sample[b, s]``, summed in float64."""
+    """``out[b, s, k] = table[rows[b, k]] . sample[b, s]``, summed in float32 like the matrix product it
+    replaces (these are unit vectors' cosines, no cancellation to guard against; float64 sums cost a
+    step 0.35 ms more at B = 64, K = 501 on one core)."""
     batch, count = rows.shape
     for b in range(batch):
         for s in range(sample.shape[1]):
             vector = sample[b, s]
             for k in range(count):
                 row = table[rows[b, k]]
-                acc = 0.0
+                acc = np.float32(0.0)
                 for d in range(row.shape[0]):
-                    acc += np.float64(row[d]) * np.float64(vector[d])
+                    acc += row[d] * vector[d]
                 out[b, s, k] = acc
 
 
 @njit(**_SUMS)
-def relation_forward(table, rows, sample, neg_dots, inv_w, a_v, inv_v, zero, ones, cosine, scale):
+def relation_tables(table, shifted, neg_dots, w_norm2):
+    """crcd's tables per bank row r and anchor a, in float64: ``neg_dots[r, a] = -table[r] . shifted[a]`` and
+    ``w_norm2[r, a] = |table[r] - shifted[a]|^2``, expanded as |w|^2 - 2 w . A' + |A'|^2 (each row read once)."""
+    anchors = shifted.shape[0]
+    norms = np.empty(anchors, np.float64)
+    for a in range(anchors):
+        norms[a] = (shifted[a] * shifted[a]).sum()
+    for r in range(table.shape[0]):
+        row = table[r]
+        squared = 0.0
+        for d in range(row.shape[0]):
+            squared += np.float64(row[d]) * np.float64(row[d])
+        for a in range(anchors):
+            dot = 0.0
+            for d in range(row.shape[0]):
+                dot += np.float64(row[d]) * shifted[a, d]
+            neg_dots[r, a] = -dot
+            w_norm2[r, a] = squared - 2.0 * dot + norms[a]
+
+
+@njit(**_SUMS)
+def relation_forward(table, rows, sample, neg_dots, inv_w, a_v, inv_v, zero, ones, cosine):
     """crcd's relation cosines from their tables (``_RelationCosines.forward``): for every b, a, j with
     r = rows[b, j], ``cosine[b, a, j] = clamp((neg_dots[r, a] + table[r] . sample[b] - a_v[b, a]) *
-    scale[b, a, j], -1, 1)`` and ``scale[b, a, j] = inv_w[r, a] inv_v[b, a]``, all in float64; where
-    row r holds anchor a's vector (``zero[r, a]``), ``ones[b, a]`` and 0. The tables are (rows,
-    anchors): an entry's row r brings the values of every anchor in one cache line."""
+    inv_w[r, a] * inv_v[b, a], -1, 1)``, all in float64; where row r holds anchor a's vector
+    (``zero[r, a]``), ``ones[b, a]``. The tables are (rows, anchors): an entry's row r brings the
+    values of every anchor in one cache line."""
     batch, count = rows.shape
     for b in range(batch):
         for j in range(count):
@@ -136,39 +161,40 @@ def relation_forward(table, rows, sample, neg_dots, inv_w, a_v, inv_v, zero, one
             for d in range(row.shape[0]):
                 w_v += np.float64(row[d]) * sample[b, d]
             for a in range(neg_dots.shape[1]):
-                factor = inv_w[r, a] * inv_v[b, a]
-                value = min(max((neg_dots[r, a] + w_v - a_v[b, a]) * factor, -1.0), 1.0)
-                if zero[r, a]:
-                    value, factor = ones[b, a], 0.0
-                cosine[b, a, j] = value
-                scale[b, a, j] = factor
+                value = min(max((neg_dots[r, a] + w_v - a_v[b, a]) * (inv_w[r, a] * inv_v[b, a]), -1.0), 1.0)
+                cosine[b, a, j] = ones[b, a] if zero[r, a] else value
 
 
 @njit(**_SUMS)
-def relation_backward(grad, scale, cosine, table, rows, zero, h_a, g_cos, g_ones, w_part):
-    """The sums of ``_RelationCosines.backward``, in float64: with h = grad * scale,
-    ``h_a[b, a] = sum_j h``, ``g_cos[b, a] = sum_j grad * cosine``, ``g_ones[b, a]`` the sum of
-    grad over the zero relations and ``w_part[b] = sum_j (sum_a h[b, a, j]) table[rows[b, j]]``."""
+def relation_backward(grad, cosine, table, rows, inv_w, inv_v, zero, h_a, g_cos, g_ones, w_part):
+    """The sums of ``_RelationCosines.backward``, in float64: with h = grad inv_w[r, a] inv_v[b, a]
+    (0 on the zero relations), ``h_a[b, a] = sum_j h``, ``g_cos[b, a] = sum_j grad * cosine``,
+    ``g_ones[b, a]`` the sum of grad over the zero relations and ``w_part[b] = sum_j (sum_a h[b, a, j])
+    table[rows[b, j]]``. ``inv_w`` is 0 on the zero relations (so h is, without a branch)."""
     batch, anchors, count = grad.shape
     h_w = np.empty(count, np.float64)
     acc = np.empty(table.shape[1], np.float64)
     for b in range(batch):
         h_w[:] = 0.0
         for a in range(anchors):
-            sum_h, sum_c, sum_z = 0.0, 0.0, 0.0
+            sum_h, sum_c = 0.0, 0.0
+            inv = inv_v[b, a]
             for j in range(count):
                 g = np.float64(grad[b, a, j])
-                h = g * scale[b, a, j]
+                h = g * (inv_w[rows[b, j], a] * inv)
                 h_w[j] += h
                 sum_h += h
                 sum_c += g * cosine[b, a, j]
-                sum_z += g * zero[rows[b, j], a]
             h_a[b, a] = sum_h
             g_cos[b, a] = sum_c
-            g_ones[b, a] = sum_z
+            g_ones[b, a] = 0.0
         acc[:] = 0.0
         for j in range(count):
-            row = table[rows[b, j]]
+            r = rows[b, j]
+            row = table[r]
             for d in range(acc.shape[0]):
                 acc[d] += h_w[j] * np.float64(row[d])
+            for a in range(anchors):
+                if zero[r, a]:
+                    g_ones[b, a] += grad[b, a, j]
         w_part[b] = acc

@@ -125,28 +125,12 @@ def kd_settings(config: Mapping) -> dict:
     return {**config.get("brcd", {}), **config.get("kd_settings", {})}
 
 
-def student_logits(head, source, pos, v1, v2, rotations: bool):
-    """The head's logits of views ``v1`` and ``v2`` of the images at ``pos``, and with ``rotations`` of
-    their four rotations ((B, 4, L); else None).
-
-    The rotations go through the same forward pass as the views (:func:`brcd.train.two_views`): one
-    6B-row matrix product per layer instead of a 2B- and a 4B-row one, and one gradient per weight
-    instead of two summed (sskd: 0.6 ms of 7.8 per step at the study's settings on one core). The
-    heads are row-wise (no batch statistics), so each row's logits are those of a pass of its own.
-    """
-    if not rotations:
-        return (*two_views(head, source, pos, v1, v2), None)
-    logits = head(torch.cat([source.views(pos, v1), source.views(pos, v2), source.rotations(pos).flatten(0, 1)]))
-    n = len(pos)
-    return logits[:n], logits[n:2 * n], logits[2 * n:].view(n, NUM_ROTATIONS, -1)
-
-
 def student_step(head, objective, kd_loss, s_source, teacher: "TeacherLogits", lam: float):
     """The training step of a student: L_hash + λ·L_kd on the batch at ``pos`` (views ``v1``, ``v2``);
     returns the weighted loss and every term (``hash_loss`` and ``kd_loss`` with their graphs)."""
 
     def step(pos, v1, v2):
-        s1, s2, s_rot = student_logits(head, s_source, pos, v1, v2, kd_loss.needs_rotations)
+        s1, s2 = two_views(head, s_source, pos, v1, v2)
         t1, t2 = teacher.views(pos, v1), teacher.views(pos, v2)
         batch = KDBatch(
             index=torch.as_tensor(pos, dtype=torch.long, device=s1.device),
@@ -154,7 +138,7 @@ def student_step(head, objective, kd_loss, s_source, teacher: "TeacherLogits", l
             t_logits=(t1, t2), t_codes=(codes_from_logits(t1).float(), codes_from_logits(t2).float()),
         )
         if kd_loss.needs_rotations:
-            batch.s_rot_logits = s_rot
+            batch.s_rot_logits = head(s_source.rotations(pos).flatten(0, 1)).view(len(pos), NUM_ROTATIONS, -1)
             batch.t_rot_logits = teacher.rotations(pos)
         hash_terms, kd_terms = objective(s1, s2), kd_loss(batch)
         return {
