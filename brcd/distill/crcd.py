@@ -12,10 +12,10 @@ Defaults are what the reference code ran (its ``ContrastMemory`` of CRCD):
 
 - ``anchors: all``: every image of the batch is an anchor, B x B x 501
   relations per side. ``anchors: <int>`` draws that many anchors per step
-  instead, a speed option (at B = 64 on one CPU core the loss's forward
-  and backward pass take about 10 ms per step with 8 anchors and 40 ms with
-  all for 2,000 training images, 30 and 75 ms for 10,500); over an epoch
-  every image still serves as one.
+  instead, a speed option (at B = 64 and 64 bits on one CPU core the loss's
+  forward and backward pass take about 6 ms per step with 8 anchors and 30 ms
+  with all for 2,000 training images, 11 and 58 ms for 10,500;
+  ``benchmarks/step_cost.py``); over an epoch every image still serves as one.
 - ``self_pairs: true``: the a = b pairs are included. Their positive teacher
   relation is A_t(b) - A_t(b) = 0; the reference adds 1e-6 to every relation
   before normalising, so a zero relation has the direction of the all-ones
@@ -48,13 +48,15 @@ def _contrast_table(memory: Tensor, contrast: Tensor) -> tuple[Tensor, Tensor, b
 
     While the bank has no more rows than the step reads, the table is the
     whole bank and products with it are matrix products over all its rows;
-    otherwise it is the (B * J) rows read, in order. Either way a copy: the
-    step updates the bank in place before the backward pass. Float32, as the
-    bank: the float64 parts take each value as it is read (exactly), and a
-    float64 copy would double what a step reads of it (5 MB for 5,000 rows).
+    otherwise it is the (B * J) rows read, in order (a copy). The whole bank
+    is the bank itself: crcd queues its update of the bank until its next
+    forward pass (:meth:`~brcd.distill.crd.ContrastiveMemoryLoss.update_memory`),
+    and autograd raises if the bank changes before the backward pass. Float32,
+    as the bank: the float64 parts take each value as it is read (exactly), and
+    a float64 copy would double what a step reads of it (5 MB for 5,000 rows).
     """
     if memory.shape[0] <= contrast.numel():
-        return memory.clone(), contrast, True
+        return memory, contrast, True
     rows = torch.arange(contrast.numel(), device=contrast.device).view_as(contrast)
     return memory[contrast.reshape(-1)], rows, False
 
