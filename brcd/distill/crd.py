@@ -46,7 +46,7 @@ class ContrastiveMemoryLoss(DistillLoss):
         self.register_buffer("z_t", torch.tensor(-1.0))
         apply_embeddings_option(self)
         self._pending: tuple[Tensor, Tensor, Tensor] | None = None
-        self.register_state_dict_pre_hook(lambda module, prefix, keep_vars: module.apply_pending_update())
+        self.register_state_dict_pre_hook(_apply_pending_update)
 
     def embed(self, batch: KDBatch) -> tuple[Tensor, Tensor, Tensor]:
         self.apply_pending_update()
@@ -74,6 +74,11 @@ class ContrastiveMemoryLoss(DistillLoss):
             self._pending = None
             self.memory_s.update(positions, v_s)
             self.memory_t.update(positions, v_t)
+
+
+def _apply_pending_update(module: ContrastiveMemoryLoss, prefix: str, keep_vars: bool) -> None:
+    """``state_dict`` pre-hook: a saved bank holds every update (a module function, so the loss pickles)."""
+    module.apply_pending_update()
 
 
 @KD_LOSSES.register("crd")

@@ -17,8 +17,8 @@ place instead:
   their gradient's sums (:class:`brcd.distill.crcd._RelationCosines`).
 
 Inputs are C-contiguous numpy views of CPU tensors (``Tensor.numpy()``, no copy).
-Sums over the 128 embedding dimensions may be reassociated (vectorised): deterministic
-for one compiled kernel. crcd's are float64 (its relations can be short: see
+Sums over the 128 embedding dimensions may be reassociated (vectorised) and their
+multiply-adds fused: deterministic for one compiled kernel on one machine. crcd's are float64 (its relations can be short: see
 :func:`brcd.distill.crcd.relation_cosines`).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from numba import njit
 
 #: compiled code is cached next to this file (or in NUMBA_CACHE_DIR): only a first run compiles
 _JIT = {"nogil": True, "cache": True, "boundscheck": False}
-#: only sums may be reordered (SIMD); no other fast-math licence
+#: sums may be reordered (SIMD) and multiply-adds fused; no other fast-math licence
 _SUMS = {**_JIT, "fastmath": {"reassoc", "contract"}}
 #: histogram buckets of :func:`_largest` (about one candidate key per bucket)
 _BUCKETS = 1024
