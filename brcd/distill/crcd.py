@@ -235,9 +235,11 @@ def relation_cosines(memory: Tensor, contrast: Tensor, sample: Tensor, anchor_ro
     computed in float64: they subtract terms of size 1, and a relation can be
     short -- w close to A, or w *being* A, a zero relation, whose true
     squared norm is D * offset^2 (~1e-10) -- far below float32 rounding.
-    Only small tables are float64 (rows x A, B x rows, the bank, a block of
-    entries), not the (B, J, D) rows read as in a plain float64 expansion;
-    the (B, A, J) tensors kept for the backward pass are float32.
+    Only small tables are float64 (rows x A, and on other devices B x rows,
+    the bank, a block of entries; on CPU the kernels take each float32 value
+    to float64 as they read it), not the (B, J, D) rows read as in a plain
+    float64 expansion; the (B, A, J) cosines kept for the backward pass are
+    float32.
 
     Zero relations -- the bank row holds the anchor's own vector, as for the
     positive of an a = b pair or a negative drawn at an anchor's position --
