@@ -270,22 +270,56 @@ def test_memory_losses_reject_positions_outside_the_training_split(cell):
 
 @pytest.mark.parametrize("n_rows", [20, 2000])  # a product with the whole bank, or the rows copied out
 @pytest.mark.parametrize("views", [None, 2])
-def test_bank_similarities_are_the_dot_products_with_the_rows_read(n_rows, views):
-    from brcd.distill.base import bank_similarities
+@pytest.mark.parametrize("kernels", [True, False])  # the compiled kernels (CPU), or torch ops (other devices)
+def test_bank_similarities_are_the_dot_products_with_the_rows_read(monkeypatch, n_rows, views, kernels):
+    import brcd.distill.base as base
 
+    monkeypatch.setattr(base, "KERNELS", kernels)
     torch.manual_seed(8)
     memory = torch.randn(n_rows, 6)
     positions = torch.randint(0, n_rows, (3, 5))
     sample = torch.randn(3, 6) if views is None else torch.randn(3, views, 6)
     sample.requires_grad_(True)
     rows = memory[positions].clone()
-    out = bank_similarities(memory, positions, sample)
+    out = base.bank_similarities(memory, positions, sample)
     assert torch.allclose(out, torch.einsum("b...d,bkd->b...k", sample.detach(), rows), atol=1e-6)
     weights = torch.randn(out.shape)
-    memory.mul_(2.0)  # the loss updates its bank in place before the backward pass: the gradient keeps the rows read
-    (out * weights).sum().backward()
     expected = torch.einsum("b...k,bkd->b...d", weights, rows)
+    if kernels:  # the bank itself is kept for the backward pass: changing it before that pass is an error
+        memory.mul_(2.0)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            (out * weights).sum().backward()
+        return
+    memory.mul_(2.0)  # elsewhere the product keeps a copy: the gradient keeps the rows read
+    (out * weights).sum().backward()
     assert torch.allclose(sample.grad, expected, atol=1e-5)
+
+
+def test_bank_similarities_gradient_reads_the_rows_read():
+    from brcd.distill.base import bank_similarities
+
+    torch.manual_seed(9)
+    memory, positions = torch.randn(50, 6), torch.randint(0, 50, (3, 5))
+    sample = torch.randn(3, 2, 6, requires_grad=True)
+    out = bank_similarities(memory, positions, sample)
+    weights = torch.randn(out.shape)
+    (out * weights).sum().backward()
+    assert torch.allclose(sample.grad, torch.einsum("b...k,bkd->b...d", weights, memory[positions]), atol=1e-5)
+
+
+def test_crd_and_crcd_update_their_banks_before_their_next_forward_pass(cell):
+    """The update is queued (the backward pass reads the banks unchanged) and applied before the banks are read
+    again: by the next forward pass, or by state_dict."""
+    for name in ("crd", "crcd"):
+        torch.manual_seed(3)
+        loss_fn = create_distill_loss(name, BITS, N, {name: {"negatives": 8}})
+        before = loss_fn.memory_t.memory.clone()
+        head = nn.Linear(DIM, BITS)
+        loss_fn(cell.batch(head, torch.arange(8)))["loss"].backward()  # no error: the banks are unchanged until now
+        assert torch.equal(loss_fn.memory_t.memory, before)
+        state = loss_fn.state_dict()
+        assert not torch.equal(state["memory_t.memory"][:8], before[:8])  # applied: the batch's rows moved
+        assert torch.equal(state["memory_t.memory"][8:], before[8:])
 
 
 def test_memory_banks_are_buffers_and_embeddings_parameters():

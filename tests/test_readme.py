@@ -153,6 +153,14 @@ def _printed_size_choice(workdir: Path, output: str) -> None:
     assert _results_state(workdir) == _RESULTS_BEFORE.pop(workdir), "it must leave the grid's results alone"
 
 
+def _printed_step_costs(workdir: Path, output: str) -> None:
+    from brcd.distill import KD_LOSSES
+
+    assert "single-thread fp32 GEMM" in output and "x kd" in output, output
+    printed = {line.split()[0] for line in output.splitlines() if line.strip()}
+    assert set(KD_LOSSES.names()) <= printed, output
+
+
 def _teacher_built(workdir: Path, output: str) -> None:
     assert (workdir / TEST_TEACHER).is_file() and (workdir / TEST_TEACHER).with_name("history.tsv").is_file()
 
@@ -188,6 +196,8 @@ RUN_HERE: dict[str, Expect] = {
     ".venv/bin/python benchmarks/input_size.py --config config/cifar10.yaml --teacher-sizes 32 64 96 128 "
     "--student-sizes 32 64 96 --max-bank-tflop 30": Expect(_printed_size_choice, before=_snapshot_results),
     f".venv/bin/snakemake --cores 2 {CIFAR10_TEACHER} --configfile config/cifar10.yaml": Expect(_teacher_built),
+    ".venv/bin/python benchmarks/step_cost.py --bits 16 --train-size 200 --batch-size 16 --hidden 32 --repeats 3":
+        Expect(_printed_step_costs),
     ".venv/bin/python -c \"import pandas as pd; t = pd.read_parquet('reports/demo.parquet'); t = t[t.in_tables]; "
     "print(t.groupby(['bits', 'paradigm', 'kd']).map_at_k.agg(['mean', 'std', 'count']))\"": Expect(_printed_table),
     ".venv/bin/brcd compare-conclusions reports/demo.findings.parquet other-machine/demo.findings.parquet "

@@ -41,7 +41,12 @@ def rotation_similarities(rot: Tensor) -> Tensor:
     return safe_cosine_matrix(rotated, normal)
 
 
-def rows_to_keep(t_sim: Tensor, ss_ratio: float) -> Tensor:
+def rows_to_keep(t_sim: Tensor, ss_ratio: float) -> Tensor | None:
+    """The rows SSKD keeps: every row the teacher ranks right, and the fraction ``ss_ratio`` of the wrong ones
+    with the smallest rank error. None when that is every row (``ss_ratio`` 1, the default): the loss then
+    skips the selection (a KL summed over the same rows, in another order)."""
+    if ss_ratio >= 1.0:
+        return None
     batch = t_sim.shape[1]
     target = torch.arange(batch, device=t_sim.device).repeat_interleave(3)
     target_sim = t_sim.gather(1, target[:, None])
@@ -71,8 +76,11 @@ class SSKD(DistillLoss):
             t_sim = rotation_similarities(t_rot)
             keep = rows_to_keep(t_sim, self.options["ss_ratio"])
         s_sim = rotation_similarities(s_rot)
-        if len(keep) == 0:
+        rows = len(t_sim)
+        if keep is not None:
+            s_sim, t_sim = s_sim[keep], t_sim[keep]
+        if len(t_sim) == 0:
             return {"loss": s_sim.sum() * 0.0, "kept_rows": s_sim.new_zeros(())}
-        loss = F.kl_div(F.log_softmax(s_sim[keep] / temperature, dim=1), F.softmax(t_sim[keep] / temperature, dim=1),
+        loss = F.kl_div(F.log_softmax(s_sim / temperature, dim=1), F.softmax(t_sim / temperature, dim=1),
                         reduction="batchmean") * temperature**2
-        return {"loss": loss, "kept_rows": s_sim.new_tensor(len(keep) / len(t_sim))}
+        return {"loss": loss, "kept_rows": s_sim.new_tensor(len(t_sim) / rows)}
