@@ -126,7 +126,7 @@ def build_inputs(config: dict, bits: int, batch_size: int, train_size: int, hidd
     t_source = SyntheticSource(train_size, TEACHER_FEATURES, VIEWS, seed=1)
     t_head = build_head(head_spec({"head": "mlp", "hidden": TEACHER_HIDDEN}, bits, TEACHER_FEATURES)).eval()
     t_head.requires_grad_(False)
-    teacher = TeacherLogits(t_head, t_source, train_size, rotations=True)
+    teacher = TeacherLogits.computed(t_head, t_source, train_size, rotations=True)
     with torch.no_grad():
         codes = torch.where(t_head(t_source.clean(np.arange(train_size))) >= 0, 1, -1).numpy().astype(np.int8)
     brcd = config.get("brcd", {})
