@@ -11,8 +11,10 @@ CORES ?= 2
 demo: setup data
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --workflow-profile workflow/profiles/default
 
+# Whole test files spread over one worker per core (pytest-xdist; docs/testing.md): the Slurm runs, the
+# documented commands and the workflow's runs wait on jobs much of the time.
 test: setup data
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 setup: $(STAMP)
 

@@ -1,9 +1,13 @@
-"""Shared test fixtures: small on-disk datasets in their real formats."""
+"""Shared test fixtures: small on-disk datasets in their real formats, a trained tiny teacher, the tiny
+grid of config/test.yaml built once per test session, and Snakemake run in the test's own process."""
 from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import struct
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +130,101 @@ def rewrite_split_labels(source, target, relabel) -> None:
     new = relabel(table.column("index").to_numpy(), table.column("split").to_numpy(zero_copy_only=False), labels)
     column = pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(new, dtype=np.uint8).reshape(-1)), width)
     write_parquet(target, table.set_column(table.column_names.index("labels"), "labels", column), metadata)
+
+
+# ----------------------------------------------------------------------------- Snakemake in this process
+
+SNAKEFILE = REPO / "Snakefile"
+TEST_CONFIG = REPO / "config" / "test.yaml"
+
+
+@dataclass(frozen=True)
+class SnakemakeRun:
+    """What a Snakemake command line did: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def snakemake_here(workdir: Path, *args: str) -> SnakemakeRun:
+    """``snakemake -s Snakefile --directory workdir ARGS`` run in this process: Snakemake's own command
+    line (``snakemake.cli.main``, what the ``snakemake`` script and ``python -m snakemake`` run), so the
+    Snakefile is parsed and checked, the DAG planned and any jobs run exactly as from a shell. What a fresh
+    process adds is importing Snakemake, torch and timm again (~4 s a command): tests that need a fresh
+    process (another interpreter, a documented command as written) start one themselves.
+    Afterwards the working directory, the environment (the Snakefile puts this interpreter's folder on
+    PATH) and sys.path are as before."""
+    import contextlib
+    import io
+
+    from snakemake.cli import main
+
+    cwd, environ, path = os.getcwd(), dict(os.environ), list(sys.path)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            main(["-s", str(SNAKEFILE), "--directory", str(workdir), *args])
+        code = 0
+    except SystemExit as exit_:
+        code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(environ)
+        sys.path[:] = path
+    return SnakemakeRun(code, stdout.getvalue(), stderr.getvalue())
+
+
+# ----------------------------------------------------------------------------- the tiny grid, built once
+
+def _shared_folder(tmp_path_factory) -> Path:
+    """A folder every process of this test session sees: pytest's temporary folder of this session, or
+    under pytest-xdist the one its workers' folders share."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def built_tiny_grid(tmp_path_factory) -> Path:
+    """config/test.yaml's tiny grid, built end to end by Snakemake once per test session, with the
+    `make demo` recipe as the documentation shows it (tests/test_readme.py: ``make_demo_here``), in a
+    working directory laid out like the repository. Under pytest-xdist the first worker to need it
+    builds it and the others wait for it. Never change it: take a copy (:func:`copy_tiny_grid`)."""
+    import fcntl
+
+    from tests.test_readme import make_demo_here
+
+    shared = _shared_folder(tmp_path_factory)
+    workdir, built = shared / "tiny-grid", shared / "tiny-grid.built"
+    with open(shared / "tiny-grid.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():
+            shutil.rmtree(workdir, ignore_errors=True)  # a build that failed in another worker
+            workdir.mkdir()
+            make_demo_here(workdir)
+            built.touch()
+    return workdir
+
+
+def copy_tiny_grid(built: Path, target: Path) -> Path:
+    """A copy of the built tiny grid (its results, reports, logs and Snakemake's records in .snakemake/,
+    with their modification times, so that Snakemake finds it up to date; links stay links) in
+    ``target``, for a test to change."""
+    shutil.copytree(built, target, symlinks=True)
+    return target
+
+
+# ----------------------------------------------------------------------------- under pytest-xdist
+
+#: the test modules that take longest (`pytest --durations`: the Slurm cluster and its runs, the documented
+#: commands, the workflow's runs), started first when `make test` spreads whole modules over workers
+#: (pytest-xdist, --dist loadfile), so that none of them is left to run alone at the end
+SLOWEST_MODULES = ("test_slurm.py", "test_readme.py", "test_workflow.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # one process: the order of the files
+    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: within a module, as written

@@ -36,7 +36,7 @@ from typing import Callable
 
 import pytest
 
-from tests.conftest import job_stats
+from tests.conftest import copy_tiny_grid, job_stats
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -208,7 +208,7 @@ RUN_HERE: dict[str, Expect] = {
 #: documented ``make`` command -> Makefile target whose recipe runs here (its prerequisites `setup` and
 #: `data` install .venv, which runs these tests, and Fashion-MNIST, which config/test.yaml does not use).
 VIA_MAKEFILE: dict[str, str] = {
-    "make demo": "demo",  # the tiny grid every other command here works on (the `tiny_grid` fixture)
+    "make demo": "demo",  # builds the tiny grid every other command here works on (make_demo_here)
 }
 
 #: documented command -> the test or CI step that runs it.
@@ -467,17 +467,22 @@ def run(workdir: Path, command: str, timeout: int = 600) -> str:
     return output
 
 
-@pytest.fixture(scope="module")
-def tiny_grid(tmp_path_factory):
-    """A working directory laid out like the repository (results go here, not into the
-    checkout), with the tiny grid built by the `make demo` recipe on config/test.yaml."""
-    workdir = tmp_path_factory.mktemp("readme")
+def make_demo_here(workdir: Path) -> None:
+    """Lay ``workdir`` out like the repository (results go there, not into the checkout) and build the
+    tiny grid in it with the `make demo` recipe on config/test.yaml, run as written (after SUBSTITUTIONS).
+    The session's one build of the tiny grid (tests/conftest.py, ``built_tiny_grid``)."""
     for name in ("Snakefile", "workflow", "config", "benchmarks"):
         (workdir / name).symlink_to(REPO / name)
     (workdir / ".venv").symlink_to(Path(sys.prefix))  # the environment running these tests
     for line in makefile_recipe(VIA_MAKEFILE["make demo"]):
         run(workdir, substitute(line))
-    return workdir
+
+
+@pytest.fixture(scope="module")
+def tiny_grid(built_tiny_grid, tmp_path_factory):
+    """A working directory laid out like the repository, with the tiny grid built by the `make demo`
+    recipe on config/test.yaml: this module's copy of the session's build (the commands change it)."""
+    return copy_tiny_grid(built_tiny_grid, tmp_path_factory.mktemp("readme") / "grid")
 
 
 @pytest.mark.parametrize(("document", "command"), [_case(c) for c in COMMANDS if c.text in VIA_MAKEFILE])

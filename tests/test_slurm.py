@@ -2,14 +2,18 @@
 
 Fast checks (no cluster): the profile names only rules of the workflow, the
 workflow parses without --cores (as on Slurm), and GPUs are requested only where
-the grid's mode needs one.
+the grid's mode needs one. Their Snakemake runs in this process
+(tests.conftest.snakemake_here); the cluster's runs are processes of their own.
 
 Cluster checks: the single-node cluster of workflow/slurm/cluster-up.sh (Debian's
 Slurm with accounting and 2 fake GPUs) is brought up -- installed first when
 missing -- and taken down afterwards if this module started it. Without root or
 apt-get those tests are skipped, saying why; CI (root, fresh Debian) runs them.
-Three runs go at once (about 1.5 min on 2 cores; installing and starting the
-cluster on a fresh machine adds about 20 s, taking it down 10 s):
+Three runs go at once (1.5-2 min on 2 cores, much of it waiting: the plugin
+first checks its jobs' status 2 s after submitting and waits 10 s longer after
+each check that finds none finished, so a run notices a finished job up to half
+a minute late; installing and starting the cluster on a fresh machine adds
+about 20 s, taking it down 10 s):
 
 - the teacher cell of config/test.yaml (split, features, train_teacher,
   encode_teacher, evaluate_teacher): a SUBSET of the test grid, named by its metrics
@@ -42,7 +46,7 @@ import pytest
 import yaml
 
 from brcd.config import REPO_ROOT
-from tests.conftest import job_stats
+from tests.conftest import job_stats, snakemake_here
 
 PROFILE = REPO_ROOT / "workflow" / "profiles" / "slurm"
 CLUSTER_UP = REPO_ROOT / "workflow" / "slurm" / "cluster-up.sh"
@@ -93,10 +97,12 @@ def planned_resources(output: str) -> list[tuple[str, dict[str, str]]]:
 # --- fast checks: the profile and the rules --------------------------------------------
 
 @pytest.fixture(scope="module")
-def rule_names() -> set[str]:
-    """Rule names, from `snakemake --list-rules`."""
-    result = run([sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--list-rules",
-                  "--configfile", str(TEST_CONFIG)])
+def rule_names(tmp_path_factory) -> set[str]:
+    """Rule names, from `snakemake --list-rules`, of the test grid with a second seed (rule train_student,
+    the selected λ's runs of the other seeds, exists only in a grid that has them)."""
+    result = snakemake_here(tmp_path_factory.mktemp("rules"), "--list-rules", "--configfile", str(TEST_CONFIG),
+                            "--config", "seeds=[0,1]")
+    assert result.returncode == 0, result.stdout + result.stderr
     names = set(result.stdout.split())
     assert {"split", "features", "train_teacher", "evaluate_teacher", "evaluate", "all"} <= names, result.stdout
     return names
@@ -107,8 +113,8 @@ def test_workflow_parses_without_cores(tmp_path):
     total number of cores"), and `-n` hid it. Parse with the slurm executor and no --cores;
     the bogus target makes Snakemake stop right after parsing, before any submission."""
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="the slurm plugin comes with pip install -e '.[test]'")
-    result = run(snakemake_cmd(tmp_path, "--executor", "slurm", "--jobs", "1", "no/such/file",
-                               "--configfile", str(TEST_CONFIG)), check=False)
+    result = snakemake_here(tmp_path, "--executor", "slurm", "--jobs", "1", "no/such/file",
+                            "--configfile", str(TEST_CONFIG))
     output = result.stdout + result.stderr
     assert "No rule to produce no/such/file" in output, f"the workflow does not parse without --cores:\n{output}"
 
@@ -126,14 +132,12 @@ def dry_runs(tmp_path_factory) -> dict[str, list[tuple[str, dict[str, str]]]]:
     """Dry runs of the test grid with the slurm profile, in bank and in online mode:
     (rule, resources) of every job."""
     root = tmp_path_factory.mktemp("dry")
-    processes = {mode: subprocess.Popen(snakemake_cmd(root / mode, "-n", "--workflow-profile", str(PROFILE),
-                                                      "--configfile", str(TEST_CONFIG), "--config", f"mode={mode}"),
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for mode in ("bank", "online")}  # both at once: each uses one core
     jobs = {}
-    for mode, process in processes.items():
-        out, _ = process.communicate(timeout=120)
-        assert process.returncode == 0, f"dry run in {mode} mode failed:\n{out}"
+    for mode in ("bank", "online"):
+        result = snakemake_here(root / mode, "-n", "--workflow-profile", str(PROFILE), "--configfile",
+                                str(TEST_CONFIG), "--config", f"mode={mode}")
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, f"dry run in {mode} mode failed:\n{out}"
         jobs[mode] = planned_resources(out)
     return jobs
 

@@ -14,7 +14,7 @@ import yaml
 
 from brcd.config import REPO_ROOT
 from brcd.data.splits import Splits
-from tests.conftest import job_stats
+from tests.conftest import copy_tiny_grid, job_stats, snakemake_here
 
 TEST_CONFIG = REPO_ROOT / "config" / "test.yaml"
 #: the tiny grid has one seed and one λ (1): every student run is the candidate lambda1 (none: lambda0)
@@ -24,9 +24,8 @@ CIFAR10_ARCHIVE = REPO_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg" / "c
 
 
 def snakemake(workdir, *args, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    """`snakemake --cores 2 ARGS` in ``workdir``, in this process (tests.conftest.snakemake_here)."""
+    result = snakemake_here(workdir, "--cores", "2", *args)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -253,11 +252,10 @@ def test_cifar10_archive_problems_stop_the_grid_before_any_job(tmp_path, problem
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """The tiny synthetic grid, end to end through Snakemake (about a minute)."""
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    snakemake(workdir, "--configfile", str(TEST_CONFIG))
-    return workdir
+def tiny_run(built_tiny_grid, tmp_path_factory):
+    """The tiny synthetic grid, end to end through Snakemake: this module's copy of the session's one
+    build (tests/conftest.py, ``built_tiny_grid``; about a minute)."""
+    return copy_tiny_grid(built_tiny_grid, tmp_path_factory.mktemp("tiny_run") / "grid")
 
 
 def test_tiny_grid_end_to_end(tiny_run):
@@ -400,33 +398,16 @@ def _commands(message: str) -> list[str]:
 
 def run_as_written(workdir: Path, command: str) -> dict[str, int]:
     """Dry-run an advised command with its words in the order written, N and CONFIG filled in: the planned
-    jobs (rule -> count). In this process (Snakemake's own command line, `snakemake.cli.main`, which the
-    `snakemake` script runs): a fresh Snakemake per command would cost ~6 s each."""
-    import contextlib
-    import io
-    import os
+    jobs (rule -> count). In this process (tests.conftest.snakemake_here): a fresh Snakemake per command
+    would cost ~4 s each."""
     import shlex
-
-    from snakemake.cli import main as snakemake_main
 
     words = shlex.split(command)
     assert words[0] == "snakemake", command
     args = [{"N": "2", "CONFIG": str(TEST_CONFIG)}.get(word, word) for word in words[1:]]
-    cwd, environ, path = os.getcwd(), dict(os.environ), list(sys.path)
-    output = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            snakemake_main(["-s", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir), "-n", *args])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:
-        os.chdir(cwd)
-        os.environ.clear()
-        os.environ.update(environ)
-        sys.path[:] = path
-    text = output.getvalue()
-    assert code == 0, f"`{command}` failed as written:\n{text}"
+    result = snakemake_here(workdir, "-n", *args)
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, f"`{command}` failed as written:\n{text}"
     return job_stats(text) if "Job stats:" in text else {}
 
 

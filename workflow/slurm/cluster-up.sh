@@ -175,7 +175,10 @@ fi
 
 # --- slurm.conf: one node with this machine's CPUs and memory ------------------------
 HOST=$(hostname -s)
-CPUS=$(nproc)
+# nproc counts the CPUs this process may use, but also obeys OMP_NUM_THREADS and OMP_THREAD_LIMIT,
+# which say nothing about the machine (the test suite sets OMP_NUM_THREADS=1: a node of 1 CPU ran
+# the test runs one job at a time)
+CPUS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 HW=$(slurmd -C | sed -n 1p)                     # what slurmd itself detects
 MEM=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$HW")
 [ -n "$MEM" ] || fail "could not read RealMemory from 'slurmd -C': $HW"
