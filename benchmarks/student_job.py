@@ -127,7 +127,7 @@ def head_gflop(config: Mapping, cell: Cell, workdir: Path, out: Path) -> float:
     samples = 2 + (4 if KD_LOSSES.get(cell.kd).needs_rotations else 0)
     with open(out / "history.tsv") as handle:
         epochs = len(list(csv.DictReader(handle, delimiter="\t")))
-    num_train = len(Splits(workdir / student_job_inputs(config, cell)["split"]).indices["train"])
+    num_train = len(Splits(workdir / student_job_inputs(config, cell)["split"][0]).indices["train"])
     batch = min(int(config["train"]["student"]["batch_size"]), num_train)
     steps = epochs * (num_train // batch)
     return per_sample * samples * batch * steps / 1e9
