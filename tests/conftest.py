@@ -135,7 +135,6 @@ def rewrite_split_labels(source, target, relabel) -> None:
 # ----------------------------------------------------------------------------- Snakemake in this process
 
 SNAKEFILE = REPO / "Snakefile"
-TEST_CONFIG = REPO / "config" / "test.yaml"
 
 
 @dataclass(frozen=True)
