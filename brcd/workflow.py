@@ -279,12 +279,15 @@ def load_grid_student_inputs(config: Mapping, cell: cells.Cell, workdir: str | o
     from brcd.distill.train_student import load_student_inputs
     from brcd.errors import DataError
 
-    files = {name: [str(Path(workdir) / path) for path in paths]
-             for name, paths in student_job_inputs(config, cell).items()}
-    missing = [path for paths in files.values() for path in paths if not Path(path).exists()]
+    relative = student_job_inputs(config, cell)
+    missing = [path for paths in relative.values() for path in paths if not (Path(workdir) / path).exists()]
     if missing:
-        raise DataError(f"{', '.join(missing)} not found: build the grid's teachers first (`snakemake --cores 2 "
-                        f"--configfile <config> --until encode_teacher cluster` in {workdir})")
+        from brcd.io import snakemake_command
+
+        raise DataError(f"{', '.join(missing)} not found in {workdir}: build the grid's teachers first, e.g. "
+                        f"`{snakemake_command(missing[0])}` there (or all of them: add "
+                        "`--until encode_teacher cluster` without the file)")
+    files = {name: [str(Path(workdir) / path) for path in paths] for name, paths in relative.items()}
     first = lambda name: files[name][0] if files[name] else None  # noqa: E731
     return load_student_inputs(config, cell, first("split"), first("teacher"), first("student_bank"), None,
                                first("clusters"), device, first("teacher_codes"), first("teacher_logits"))

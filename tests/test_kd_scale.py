@@ -78,5 +78,5 @@ def test_cli_prints_the_table_and_the_grids(grid, capsys):
 
 def test_missing_teachers_name_the_command_that_builds_them(grid, tmp_path):
     config, _, _ = grid
-    with pytest.raises(DataError, match=r"split\.parquet.*not found.*--until encode_teacher cluster"):
+    with pytest.raises(DataError, match=r"split\.parquet.*not found.*snakemake --cores N results/.*--configfile CONFIG.*--until encode_teacher cluster"):
         kd_scale.measure(config, kd_scale.student_cell(config, "sp", 16), tmp_path)

@@ -72,5 +72,5 @@ def test_cli_prints_the_table_and_the_choice(grid, capsys):
 
 def test_missing_teachers_name_the_command_that_builds_them(grid, tmp_path):
     config, _, _ = grid
-    with pytest.raises(DataError, match=r"split\.parquet.*not found.*--until encode_teacher"):
+    with pytest.raises(DataError, match=r"split\.parquet.*not found.*snakemake --cores N results/.*--configfile CONFIG.*--until encode_teacher cluster"):
         student_lr.lr_trials(config, student_lr.no_kd_cell(config, 16), [0.003], tmp_path)

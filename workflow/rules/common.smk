@@ -106,7 +106,7 @@ def candidate_inputs(w):
 
 
 def selected_inputs(w):
-    """What the seeds of a method's selected λ read (rule train_student): each seed's teacher files,
+    """What the seeds of a method's selected λ read (the train_student rule), each seed's teacher files
     and the λ chosen on the tuning seed's candidates."""
     method = method_cell(w, seed=tuning_seed(config))
     return {**student_job_inputs(config, method, selected_seeds(config)),
