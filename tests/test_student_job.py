@@ -41,7 +41,7 @@ def test_every_phase_of_a_real_job_is_timed(grid, capsys):
     for row in rows.values():
         total, startup, *phases = map(float, row[1:8])
         assert total > 0 and startup > 0 and all(value >= 0 for value in phases)
-        assert total == pytest.approx(startup + sum(phases), abs=0.02)
+        assert total == pytest.approx(startup + sum(phases), abs=0.04)  # seven values printed to 0.01
         assert row[-1].endswith("%")
     assert "share of all jobs' time: loading" in out
     assert not (root / "results/synthetic/16/student").exists()  # the jobs write into a temporary folder
