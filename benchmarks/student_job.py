@@ -10,7 +10,7 @@ per method:
   imports, parsing, exit);
 - ``loading``: split, the student's bank, the validation data (the
   teacher's part apart);
-- ``teacher``: the teacher's part of the loading (its stored codes and
+- ``teacher``: the teacher's part of the loading (its checkpoint, clusters, stored codes and
   logits, or computing them when a grid has no stored files);
 - ``steps``, ``validation``, ``writing``: training steps, validations and the
   model, history and code files;
@@ -88,14 +88,13 @@ def method_cell(config: Mapping, kd: str, bits: int) -> Cell:
 
 def job_command(config_path: str, config: Mapping, cell: Cell, workdir: Path, out: Path) -> list[str]:
     """The workflow's train-student command for ``cell`` (its inputs under ``workdir``), writing into ``out``."""
-    from brcd.workflow import student_job_inputs
+    from brcd.errors import DataError
+    from brcd.workflow import grid_student_files
 
-    files = {name: [str(workdir / p) for p in ([paths] if isinstance(paths, str) else paths)]
-             for name, paths in student_job_inputs(config, cell).items()}
-    missing = [path for paths in files.values() for path in paths if not Path(path).exists()]
-    if missing:
-        raise SystemExit(f"{', '.join(missing)} not found: build the grid's teachers first (`snakemake --cores 2 "
-                         f"--configfile {config_path} --until encode_teacher cluster` in {workdir})")
+    try:
+        files = grid_student_files(config, cell, workdir)
+    except DataError as exc:  # a script's error: its message, no traceback
+        raise SystemExit(str(exc)) from None
     command = [sys.executable, "-m", "brcd", "train-student", "--config", config_path, "--dataset", cell.dataset,
                "--bits", str(cell.bits), "--hash", cell.hash, "--teacher", cell.teacher, "--student", cell.student,
                "--kd", cell.kd, "--variant", cell.variant, "--seed", str(cell.seed), "--split", files["split"][0],

@@ -272,11 +272,10 @@ def student_job_inputs(config: Mapping, cell: cells.Cell, seeds: Sequence[int] |
     }
 
 
-def load_grid_student_inputs(config: Mapping, cell: cells.Cell, workdir: str | os.PathLike = ".", device="cpu"):
-    """:func:`brcd.distill.train_student.load_student_inputs` from a built grid's files under ``workdir``
-    (the benchmarks' student runs read exactly what the workflow's job reads); a clear error naming the
-    missing files and the command that builds them."""
-    from brcd.distill.train_student import load_student_inputs
+def grid_student_files(config: Mapping, cell: cells.Cell, workdir: str | os.PathLike = ".") -> dict[str, list[str]]:
+    """:func:`student_job_inputs` of ``cell`` under a built grid's ``workdir``, every file checked: a
+    clear error naming the missing files and the command that builds them (the benchmarks' student runs
+    read exactly what the workflow's job reads)."""
     from brcd.errors import DataError
 
     relative = student_job_inputs(config, cell)
@@ -287,7 +286,15 @@ def load_grid_student_inputs(config: Mapping, cell: cells.Cell, workdir: str | o
         raise DataError(f"{', '.join(missing)} not found in {workdir}: build the grid's teachers first, e.g. "
                         f"`{snakemake_command(missing[0])}` there (or all of them: add "
                         "`--until encode_teacher cluster` without the file)")
-    files = {name: [str(Path(workdir) / path) for path in paths] for name, paths in relative.items()}
+    return {name: [str(Path(workdir) / path) for path in paths] for name, paths in relative.items()}
+
+
+def load_grid_student_inputs(config: Mapping, cell: cells.Cell, workdir: str | os.PathLike = ".", device="cpu"):
+    """:func:`brcd.distill.train_student.load_student_inputs` from a built grid's files under ``workdir``
+    (:func:`grid_student_files`)."""
+    from brcd.distill.train_student import load_student_inputs
+
+    files = grid_student_files(config, cell, workdir)
     first = lambda name: files[name][0] if files[name] else None  # noqa: E731
     return load_student_inputs(config, cell, first("split"), first("teacher"), first("student_bank"), None,
                                first("clusters"), device, first("teacher_codes"), first("teacher_logits"))

@@ -117,6 +117,32 @@ def link_built_grid(root: Path, cell) -> None:
         os.symlink(root / "built" / built, root / path)
 
 
+def built_benchmark_grid(root: Path, config: dict, cell) -> Path:
+    """A working copy whose results/ holds what the workflow builds before the students of ``config``
+    (:func:`build_teacher_grid` in ``root / "built"``, linked for ``cell``: :func:`link_built_grid`),
+    as the benchmarks find it; returns the config written to ``root / "grid.yaml"``."""
+    import yaml
+
+    build_teacher_grid(root / "built", config)
+    link_built_grid(root, cell)
+    config_file = root / "grid.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    return config_file
+
+
+def load_benchmark(name: str):
+    """``benchmarks/{name}.py`` as a module (the scripts are not a package), registered in
+    ``sys.modules``, where its dataclasses look their module up."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def rewrite_split_labels(source, target, relabel) -> None:
     """Copy a split file with other labels: ``relabel(index, split, labels)`` -> new labels (one row per
     row of the file). Membership, and so the split's fingerprint, stays the same."""

@@ -1,19 +1,15 @@
 """benchmarks/input_size.py: input sizes chosen on validation from the teacher alone and the no-KD students."""
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 
 import pytest
 import yaml
 
 from brcd.config import REPO_ROOT, validate_schema
+from tests.conftest import load_benchmark
 
-spec = importlib.util.spec_from_file_location("input_size", REPO_ROOT / "benchmarks" / "input_size.py")
-input_size = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = input_size  # its dataclasses look their module up
-spec.loader.exec_module(input_size)
+input_size = load_benchmark("input_size")
 
 
 def _trial(role, size, bits, val_map, tflop=1.0):

@@ -1,21 +1,16 @@
 """benchmarks/kd_scale.py: ‖∇L_hash‖ / ‖∇L_kd‖ per method at initialisation and the λ grids it suggests."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 
 import pytest
 import yaml
 
 from brcd.config import REPO_ROOT, validate_schema
 from brcd.errors import DataError
-from tests.conftest import build_teacher_grid, link_built_grid
+from tests.conftest import built_benchmark_grid, load_benchmark
 
-spec = importlib.util.spec_from_file_location("kd_scale", REPO_ROOT / "benchmarks" / "kd_scale.py")
-kd_scale = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = kd_scale  # its dataclasses look their module up
-spec.loader.exec_module(kd_scale)
+kd_scale = load_benchmark("kd_scale")
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +21,7 @@ def grid(tmp_path_factory):
     config["bits"] = [16]
     for role in ("teacher", "student"):
         config["train"][role].update(epochs=3, min_epochs=3, eval_every=3, patience=1)
-    build_teacher_grid(root / "built", config)
-    cell = kd_scale.student_cell(config, "brcd", 16)
-    link_built_grid(root, cell)
-    config_file = root / "grid.yaml"
-    config_file.write_text(yaml.safe_dump(config))
+    config_file = built_benchmark_grid(root, config, kd_scale.student_cell(config, "brcd", 16))
     return config, root, config_file
 
 

@@ -1,19 +1,15 @@
 """benchmarks/paper_gpu_hours.py: the paper grid's GPU-hours from its job list and a measured run."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 from brcd.config import REPO_ROOT, load_config
 from brcd.workflow import benchmark_files, teacher_cells
+from tests.conftest import load_benchmark
 
-spec = importlib.util.spec_from_file_location("paper_gpu_hours", REPO_ROOT / "benchmarks" / "paper_gpu_hours.py")
-projection = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = projection  # its dataclasses look their module up
-spec.loader.exec_module(projection)
+projection = load_benchmark("paper_gpu_hours")
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

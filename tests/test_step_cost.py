@@ -10,8 +10,6 @@ itself is benchmarks/step_cost.py's (run here on tiny settings; no test asserts 
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from brcd.checkpoint import build_head
-from brcd.config import REPO_ROOT
 from brcd.distill import KDBatch, create_distill_loss
 from brcd.distill.base import contrastive_nce, sample_negatives, top_keys
 from brcd.hashing import codes_from_logits, create_objective, hash_codes
@@ -330,10 +327,9 @@ def test_sskd_step_and_gradients_are_the_reference_s(ss_ratio):
 
 
 def test_step_cost_benchmark_runs_every_method_on_tiny_settings(capsys):
-    spec = importlib.util.spec_from_file_location("step_cost", REPO_ROOT / "benchmarks" / "step_cost.py")
-    step_cost = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = step_cost  # its dataclasses look their module up
-    spec.loader.exec_module(step_cost)
+    from tests.conftest import load_benchmark
+
+    step_cost = load_benchmark("step_cost")
     from brcd.distill import KD_LOSSES
 
     step_cost.main(["--bits", "16", "--train-size", "120", "--batch-size", "16", "--hidden", "32", "--repeats", "2"])

@@ -1,19 +1,14 @@
 """benchmarks/student_job.py: one real train-student job per method and where its time goes."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 
 import pytest
 import yaml
 
 from brcd.config import REPO_ROOT, validate_schema
-from tests.conftest import build_teacher_grid, link_built_grid
+from tests.conftest import built_benchmark_grid, load_benchmark
 
-spec = importlib.util.spec_from_file_location("student_job", REPO_ROOT / "benchmarks" / "student_job.py")
-student_job = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = student_job  # its dataclasses look their module up
-spec.loader.exec_module(student_job)
+student_job = load_benchmark("student_job")
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +19,7 @@ def grid(tmp_path_factory):
     config["bits"] = [16]
     for role in ("teacher", "student"):
         config["train"][role].update(epochs=3, min_epochs=3, eval_every=3, patience=1)
-    build_teacher_grid(root / "built", config)
-    link_built_grid(root, student_job.method_cell(config, "brcd", 16))
-    config_file = root / "grid.yaml"
-    config_file.write_text(yaml.safe_dump(config))
+    config_file = built_benchmark_grid(root, config, student_job.method_cell(config, "brcd", 16))
     return config, root, config_file
 
 

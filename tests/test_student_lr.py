@@ -1,20 +1,15 @@
 """benchmarks/student_lr.py: the students' lr chosen on validation from no-KD runs of the tuning seed."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 
 import pytest
 import yaml
 
 from brcd.config import REPO_ROOT, validate_schema
 from brcd.errors import DataError
-from tests.conftest import build_teacher_grid, link_built_grid
+from tests.conftest import built_benchmark_grid, load_benchmark
 
-spec = importlib.util.spec_from_file_location("student_lr", REPO_ROOT / "benchmarks" / "student_lr.py")
-student_lr = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = student_lr  # its dataclasses look their module up
-spec.loader.exec_module(student_lr)
+student_lr = load_benchmark("student_lr")
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +19,7 @@ def grid(tmp_path_factory):
     config = validate_schema(yaml.safe_load((REPO_ROOT / "config" / "test.yaml").read_text()))
     for role in ("teacher", "student"):
         config["train"][role].update(epochs=6, min_epochs=3, eval_every=3, patience=1)
-    build_teacher_grid(root / "built", config)
-    cell = student_lr.no_kd_cell(config, 16)
-    link_built_grid(root, cell)
-    config_file = root / "grid.yaml"
-    config_file.write_text(yaml.safe_dump(config))
+    config_file = built_benchmark_grid(root, config, student_lr.no_kd_cell(config, 16))
     return config, root, config_file
 
 

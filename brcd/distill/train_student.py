@@ -227,8 +227,8 @@ class StudentInputs:
     validator: object
     teacher: TeacherLogits
     spec: dict
-    #: wall-clock seconds of ``loading`` (everything) and of ``teacher`` (its part: the teacher's stored
-    #: files, or computing its logits and database codes) -- for the log and benchmarks only
+    #: wall-clock seconds of the ``teacher``'s part of the loading (:func:`load_teacher_side`) -- for the
+    #: log and benchmarks only
     seconds: dict = field(default_factory=dict)
 
     @property
@@ -282,8 +282,7 @@ def load_teacher_side(config: Mapping, cell: Cell, side: StudentSide, files: Tea
         teacher = TeacherLogits.computed(teacher_head, t_source, len(splits.indices["train"]),
                                          rotations=kd_class.needs_rotations)
     validator = Validator(*side.validation, side.topk, {"sym": None, "asym": teacher_database})
-    teacher_seconds = time.perf_counter() - started
-    seconds = {"loading": side.seconds + teacher_seconds, "teacher": teacher_seconds, "student": side.seconds}
+    seconds = {"teacher": time.perf_counter() - started}
     return StudentInputs(splits, teacher_head, clusters, side.source, validator, teacher, side.spec, seconds)
 
 
@@ -426,13 +425,11 @@ PHASES = ("loading", "teacher", "steps", "validation", "writing")
 
 
 def time_split(side: StudentSide, inputs: Sequence[StudentInputs], results: Sequence[dict]) -> dict[str, float]:
-    """Wall-clock seconds of a job's phases: ``loading`` (split, the student's bank, validation data,
-    each teacher's checkpoint and clusters), ``teacher`` (each teacher's stored files, or computing its
+    """Wall-clock seconds of a job's phases: ``loading`` (split, the student's bank, validation data),
+    ``teacher`` (each seed's teacher: its checkpoint, clusters and stored files, or computing its
     logits and database codes), then the training ``steps``, the ``validation`` and the ``writing`` of
     every run. ``benchmarks/student_job.py`` adds the process's start-up."""
-    teacher = sum(item.seconds["teacher"] for item in inputs)
-    seconds = {"loading": side.seconds + sum(item.seconds["loading"] - item.seconds["student"] for item in inputs)
-               - teacher, "teacher": teacher}
+    seconds = {"loading": side.seconds, "teacher": sum(item.seconds["teacher"] for item in inputs)}
     for phase in ("steps", "validation", "writing"):
         seconds[phase] = sum(result["seconds"][phase] for result in results)
     return seconds
