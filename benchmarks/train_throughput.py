@@ -85,7 +85,7 @@ def main() -> None:
 
         bank = create_source(config, args.dataset, args.backbone, splits, "cpu", str(tmp / "bank"))
         online = create_source({**config, "mode": "online"}, args.dataset, args.backbone, splits, "cpu")
-        spec = head_spec(backbone_options(config, args.backbone), args.bits, bank.feature_dim)
+        spec = head_spec(backbone_options(config, args.backbone, args.dataset), args.bits, bank.feature_dim)
         batch = min(args.batch, len(splits.indices["train"]))
         n_train = len(splits.indices["train"])
         t_bank = time_steps(bank, spec, args.bits, n_train, batch, args.steps)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Mapping
 
 from brcd import layout
-from brcd.config import TrainSettings
+from brcd.config import TrainSettings, backbone_options
 from brcd.errors import ConfigError
 from brcd.io import stable_hash
 from brcd.lambdas import DEFAULT_VARIANT, SELECTED, candidate_lambda, lambda_grid, tuning_seed
@@ -67,12 +67,12 @@ class Cell:
             "mode": config.get("mode", "bank"),
             "views": config.get("views") if config.get("mode", "bank") == "bank" else None,
             "aug_seed": config.get("aug_seed", 0),
-            "teacher_backbone": config["backbones"][self.teacher],
+            "teacher_backbone": backbone_options(config, self.teacher, self.dataset),
             "teacher_train": asdict(TrainSettings.from_config(config, "teacher")),
             **self.parameters(),
         }
         if self.student is not None:
-            subset["student_backbone"] = config["backbones"][self.student]
+            subset["student_backbone"] = backbone_options(config, self.student, self.dataset)
             subset["student_train"] = asdict(TrainSettings.from_config(config, "student"))
             subset["kd_settings"] = dict(config.get("kd_settings", {}).get(self.kd, {}))
             if self.kd.startswith("brcd"):  # BRCD variants read the whole `brcd` section

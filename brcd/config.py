@@ -113,11 +113,24 @@ def dataset_options(config: Mapping, dataset: str) -> dict:
         raise ConfigError(f"dataset {dataset!r} is not in the config's `datasets` ({', '.join(config['datasets'])})") from None
 
 
-def backbone_options(config: Mapping, alias: str) -> dict:
+def backbone_options(config: Mapping, alias: str, dataset: str | None = None) -> dict:
+    """The ``backbones`` entry of ``alias`` as used on ``dataset``: an ``input_size`` given per dataset
+    (``{fashion_mnist: 64, cifar10_jpeg: 96}``, each chosen on that dataset's validation) becomes that
+    dataset's size, so one alias (one backbone, one set of weights) serves every dataset of a grid."""
     try:
-        return dict(config["backbones"][alias])
+        options = dict(config["backbones"][alias])
     except KeyError:
         raise ConfigError(f"backbone alias {alias!r} is not in the config's `backbones` ({', '.join(config['backbones'])})") from None
+    sizes = options.get("input_size")
+    if isinstance(sizes, Mapping):
+        if dataset is None:
+            raise ConfigError(f"`backbones.{alias}.input_size` is given per dataset; this use needs one "
+                              f"dataset ({', '.join(sizes)})")
+        if dataset not in sizes:
+            raise ConfigError(f"`backbones.{alias}.input_size` has no size for dataset {dataset!r}; add "
+                              f"`{dataset}: <pixels>` to it (it has {', '.join(sizes) or 'none'})")
+        options["input_size"] = sizes[dataset]
+    return options
 
 
 def dump(config: Mapping[str, Any]) -> str:

@@ -48,7 +48,7 @@ LEGACY_STALE_SECONDS = 3600
 
 def bank_metadata(config: dict, dataset: str, alias: str, splits: Splits) -> dict:
     """What identifies a bank: dataset, split draw, backbone, views, augmentation seed."""
-    options = backbone_options(config, alias)
+    options = backbone_options(config, alias, dataset)
     return {
         "dataset": dataset,
         "split": splits.fingerprint,
@@ -194,7 +194,7 @@ def create_source(config: dict, dataset_name: str, alias: str, splits: Splits, d
     from brcd.models import create_backbone
 
     dataset = create_dataset(dataset_name, dataset_options(config, dataset_name))
-    backbone = create_backbone(backbone_options(config, alias), alias)
+    backbone = create_backbone(backbone_options(config, alias, dataset_name), alias)
     return OnlineSource(dataset, backbone, splits, int(config.get("aug_seed", 0)), device)
 
 
@@ -371,7 +371,7 @@ def build_bank(config: dict, dataset_name: str, alias: str, split_path: str, out
                           "make the results folder writable") from exc
     remove_stale_work_folders(out)
     dataset = create_dataset(dataset_name, dataset_options(config, dataset_name))
-    backbone = create_backbone(backbone_options(config, alias), alias).to(device)
+    backbone = create_backbone(backbone_options(config, alias, dataset_name), alias).to(device)
     dim = backbone.feature_dim
     needed = bank_bytes(len(clean_index), len(train_index), views, dim)
     detail = (f"{len(clean_index)} clean images + {len(train_index)} train images x ({views} views + "

@@ -278,7 +278,7 @@ def time_encoder(config: Mapping, dataset: str, alias: str, bits: int, device, b
     from brcd.models import create_backbone, create_head
 
     bits = check_bits(bits, "--bits")
-    options = backbone_options(config, alias)
+    options = backbone_options(config, alias, dataset)
     data = create_dataset(dataset, dataset_options(config, dataset))
     needed = max(max(batch_sizes), repeats + warmup)
     if len(data) == 0:

@@ -307,9 +307,13 @@ def create_backbone(options: Mapping, alias: str | None = None) -> FrozenBackbon
 
 def check_backbone_entries(config: Mapping, source: str = "config") -> None:
     """Config hook: every ``backbones`` entry names a known model and valid weights."""
-    for alias, options in (config.get("backbones") or {}).items():
+    from brcd.config import backbone_options
+
+    datasets = list(config.get("datasets") or {}) or [None]
+    for alias in config.get("backbones") or {}:
         try:
-            check_backbone_options(options, f"backbones.{alias}")
+            for dataset in datasets:  # an input size given per dataset must name every dataset of the grid
+                check_backbone_options(backbone_options(config, alias, dataset), f"backbones.{alias}")
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 

@@ -21,7 +21,7 @@ rule features:
         brcd=BRCD,
         # what identifies a bank besides its split: changing it rebuilds the bank
         settings=lambda w: {
-            "backbone": config["backbones"][w.backbone],
+            "backbone": backbone_options(config, w.backbone, w.dataset),
             "views": config["views"],
             "aug_seed": config["aug_seed"],
         },

@@ -20,7 +20,7 @@ rule time_encoder:
     params:
         brcd=BRCD,
         bits=max(config["bits"]),
-        settings=lambda w: {"timing": config["timing"], "backbone": config["backbones"][w.backbone]},
+        settings=lambda w: {"timing": config["timing"], "backbone": backbone_options(config, w.backbone, w.dataset)},
     shell:
         "{params.brcd} time-encoder --config $BRCD_CONFIG --dataset {wildcards.dataset}"
         " --backbone {wildcards.backbone} --bits {params.bits} --threads {threads}"
