@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-student": ("brcd.distill.train_student", "distil a trained teacher into a student hashing head -> model.pt"),
     "select": ("brcd.tuning", "choose each method's λ on validation from the tuning seed's candidates -> selection.json"),
     "encode": ("brcd.encode", "encode train/val/query/database images with a trained model -> codes.parquet"),
-    "evaluate": ("brcd.evaluate", "retrieval metrics of one cell in one or more paradigms (sym/asym/teacher) -> metrics/{paradigm}.json each"),
+    "evaluate": ("brcd.evaluate", "retrieval metrics of one or more runs of a model (its λ candidates, its seeds) in one or more paradigms (sym/asym/teacher) -> metrics/{paradigm}.json each"),
     "time-search": ("brcd.timing", "per-query latency of the exact Hamming search -> results/timing/search/{bits}.json"),
     "time-encoder": ("brcd.timing", "encoder latency and throughput, image to packed code -> results/timing/encoder/{dataset}/{backbone}.json"),
     "report": ("brcd.report.document", "Markdown report (tables + figures) of a grid's metrics and timing files -> reports/{name}.md"),

@@ -17,10 +17,17 @@ tie policy); labels come from the split file.
 
 One call may evaluate several paradigms of a student cell (``--paradigm sym
 asym``, with one ``--student-codes`` and one ``--out`` per paradigm, in the
-same order; rule ``evaluate`` does this with the grid's ``paradigms``): the
-split and each code file are read once, and every paradigm gets the same two
-files, byte for byte, as a call of its own would write. A teacher cell has the
-one paradigm ``teacher`` (rule ``evaluate_teacher``).
+same order), and several runs of one model: ``--cell`` with ``variant=`` or
+``seed=`` repeated names one run per seed and variant (seed-major), with one
+``--teacher-codes`` per seed, one ``--config-hash`` per run, and the
+per-paradigm options once per run and paradigm (run-major). The workflow
+evaluates the runs one student training job wrote in one job, in every
+paradigm of the grid: rules ``evaluate_candidates*`` (a method's λ candidates
+of the tuning seed) and ``evaluate_selected`` (its other seeds' runs of the
+selected λ). The split and each code file are read once (a seed's teacher
+codes serve all its runs), and every run and paradigm gets the same two files,
+byte for byte, as a call of its own would write. A teacher cell has the one
+paradigm ``teacher`` (rule ``evaluate_teacher``, one job per teacher run).
 
 Output JSON (``metrics/{paradigm}.json``), the contract with the report
 generator; ``K`` below is the value of ``topk``::
@@ -124,6 +131,28 @@ def parse_cell(items: list[str], paradigm: Paradigm, paradigm_name: str) -> dict
             "drop student=/kd=/variant= or choose paradigm sym or asym"
         )
     return {key: cell.get(key) for key in CELL_KEYS}
+
+
+#: the --cell keys that may be given several times, naming several runs of one model (one per value)
+RUN_KEYS = ("seed", "variant")
+
+
+def parse_cells(items: list[str], paradigm: Paradigm, paradigm_name: str) -> list[dict]:
+    """``--cell`` -> one cell dict per run (:func:`parse_cell`): ``seed=`` and ``variant=`` may each be given
+    several times, one run per seed and variant, seed-major; every other key once."""
+    shared: list[str] = []
+    values: dict[str, list[str]] = {key: [] for key in RUN_KEYS}
+    for item in items:
+        key = item.partition("=")[0]
+        (values[key] if key in values else shared).append(item)
+    keys = [item.partition("=")[0] for item in shared]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    repeated += sorted({item for given in values.values() for item in given if given.count(item) > 1})
+    if repeated:
+        raise ConfigError(f"--cell gives {', '.join(repeated)} more than once; name each value once (only seed= and "
+                          "variant= may be repeated, to name several runs)")
+    return [parse_cell([*shared, *(item for item in (seed, variant) if item)], paradigm, paradigm_name)
+            for seed in values["seed"] or [None] for variant in values["variant"] or [None]]
 
 
 def expected_metadata(cell: Mapping, role: str) -> dict:
@@ -261,36 +290,43 @@ def paradigms_of(names: Sequence[str]) -> list[Paradigm]:
     return paradigms
 
 
+@dataclass(frozen=True)
+class ModelRun:
+    """One model run of an evaluation call: its cell (:func:`parse_cell`), the teacher's code file, the
+    student's code file of each paradigm of the call, in order (None for paradigm teacher), and the
+    config hash the evaluated code file must carry (None: not checked)."""
+
+    cell: Mapping
+    teacher_codes: str
+    student_codes: Sequence[str | None]
+    config_hash: str | None = None
+
+
 def evaluate_paradigms(split_path, teacher_codes, paradigm_names: Sequence[str], topk: int, cell: Mapping,
                        student_codes: Sequence | None = None, config_hash: str | None = None,
                        precision_at=DEFAULT_PRECISION_AT) -> list[tuple[dict, dict]]:
-    """:func:`evaluate_cell_per_query` of one cell in each of ``paradigm_names``, in order, reading the
-    split and every code file once. ``student_codes``: one path (or None) per paradigm, in the same order.
-    All inputs are checked before any search, so a bad one fails the call before any work."""
+    """:func:`evaluate_cell_per_query` of one cell in each of ``paradigm_names``, in order: :func:`evaluate_runs`
+    of one run. ``student_codes``: one path (or None) per paradigm, in the same order."""
+    students = [None] * len(paradigm_names) if student_codes is None else list(student_codes)
+    run = ModelRun(cell, str(teacher_codes), students, config_hash)
+    return evaluate_runs(split_path, [run], paradigm_names, topk, precision_at)[0]
+
+
+def evaluate_runs(split_path, runs: Sequence[ModelRun], paradigm_names: Sequence[str], topk: int,
+                  precision_at=DEFAULT_PRECISION_AT) -> list[list[tuple[dict, dict]]]:
+    """Every run in each of ``paradigm_names``: per run, per paradigm in order, the result and per-query
+    table of :func:`evaluate_cell_per_query`, the same as a call for that run alone gives. The split is
+    read once and every code file once (a teacher's codes serve every run of its seed). All inputs of
+    all runs are checked before any search, so a bad one fails the call before any work."""
     from brcd.data.splits import Splits
     from brcd.io import read_parquet_metadata
 
     names = list(paradigm_names)
     paradigms = paradigms_of(names)
-    students = [None] * len(names) if student_codes is None else list(student_codes)
-    if len(students) != len(names):
-        raise ConfigError(
-            f"--student-codes: {len(students)} files for {len(names)} paradigms ({' '.join(names)}); "
-            "give one per --paradigm, in the same order"
-        )
+    if not runs:
+        raise ConfigError("--cell: name at least one run")
     if topk < 1:
         raise ConfigError(f"--topk must be a positive integer; got {topk}")
-
-    all_paths = []
-    for name, paradigm, student in zip(names, paradigms, students):
-        paths = {"teacher": str(teacher_codes)}
-        if paradigm.needs_student:
-            if student is None:
-                raise ConfigError(f"paradigm {name!r} needs --student-codes")
-            paths["student"] = str(student)
-        elif student is not None:
-            log.warning("paradigm %s reads teacher codes only; ignoring --student-codes %s", name, student)
-        all_paths.append(paths)
     metadata_of: dict[str, dict] = {}
 
     def read_metadata(path: str) -> dict:
@@ -298,22 +334,51 @@ def evaluate_paradigms(split_path, teacher_codes, paradigm_names: Sequence[str],
             metadata_of[path] = read_parquet_metadata(path)
         return metadata_of[path]
 
-    all_metadata = [check_inputs(cell, paradigm, paths, config_hash, read_metadata)
-                    for paradigm, paths in zip(paradigms, all_paths)]
+    inputs = [_run_inputs(run, names, paradigms, read_metadata) for run in runs]
     splits = Splits(split_path)
-    for metadata, paths in zip(all_metadata, all_paths):
-        check_split(splits, cell, metadata, paths)
+    for run, checked in zip(runs, inputs):
+        for paths, metadata in checked:
+            check_split(splits, run.cell, metadata, paths)
     n_database = len(splits.indices["database"])
     if topk > n_database:
         raise ConfigError(
             f"--topk {topk} is larger than the database of {split_path} ({n_database} images); "
-            f"lower `datasets.{cell['dataset']}.topk` to at most {n_database}"
+            f"lower `datasets.{runs[0].cell['dataset']}.topk` to at most {n_database}"
         )
-    files = dict.fromkeys(path for paths in all_paths for path in paths.values())  # each once (the teacher's)
-    codes_of = {path: load_split_codes(path, splits) for path in files}
-    return [_evaluate_paradigm(name, paradigm, paths, metadata, {role: codes_of[path] for role, path in paths.items()},
-                               splits, split_path, topk, cell, precision_at)
-            for name, paradigm, paths, metadata in zip(names, paradigms, all_paths, all_metadata)]
+    files = dict.fromkeys(path for checked in inputs for paths, _ in checked for path in paths.values())
+    codes_of = {path: load_split_codes(path, splits) for path in files}  # each once (a seed's teacher codes)
+    results = []
+    for run, checked in zip(runs, inputs):
+        if len(runs) > 1:
+            log.info("%s, seed %s:", "/".join(str(run.cell[key]) for key in ("kd", "variant") if run.cell.get(key))
+                     or "teacher", run.cell["seed"])
+        results.append([_evaluate_paradigm(name, paradigm, paths, metadata,
+                                           {role: codes_of[path] for role, path in paths.items()}, splits,
+                                           split_path, topk, run.cell, precision_at)
+                        for name, paradigm, (paths, metadata) in zip(names, paradigms, checked)])
+    return results
+
+
+def _run_inputs(run: ModelRun, names: Sequence[str], paradigms: Sequence[Paradigm],
+                read_metadata) -> list[tuple[dict, dict]]:
+    """Per paradigm of ``run``: its code files by role and their metadata by role (:func:`check_inputs`)."""
+    students = list(run.student_codes)
+    if len(students) != len(names):
+        raise ConfigError(
+            f"--student-codes: {len(students)} files for {len(names)} paradigms ({' '.join(names)}); "
+            "give one per --paradigm, in the same order"
+        )
+    inputs = []
+    for name, paradigm, student in zip(names, paradigms, students):
+        paths = {"teacher": str(run.teacher_codes)}
+        if paradigm.needs_student:
+            if student is None:
+                raise ConfigError(f"paradigm {name!r} needs --student-codes")
+            paths["student"] = str(student)
+        elif student is not None:
+            log.warning("paradigm %s reads teacher codes only; ignoring --student-codes %s", name, student)
+        inputs.append((paths, check_inputs(run.cell, paradigm, paths, run.config_hash, read_metadata)))
+    return inputs
 
 
 def _evaluate_paradigm(paradigm_name: str, paradigm: Paradigm, paths: Mapping[str, str], metadata: Mapping[str, dict],
@@ -358,19 +423,18 @@ def _evaluate_paradigm(paradigm_name: str, paradigm: Paradigm, paths: Mapping[st
     return result, {"index": query.query_index, **per_query}
 
 
-def selection_record(result: Mapping, selection_path: str | None) -> dict | None:
-    """With a student's selection.json: how the λ of its method was chosen, and whether the
-    evaluated head's λ (``result["lambda"]``) is the one selected for this paradigm."""
-    from brcd.tuning import METHOD_KEYS, read_selection
+def selection_record(result: Mapping, selection: Mapping | None) -> dict | None:
+    """With a student's λ selection (its method's ``selection.json``, :func:`brcd.tuning.read_selection`): how
+    the λ of its method was chosen, and whether the evaluated head's λ (``result["lambda"]``) is the one
+    selected for this paradigm."""
     from brcd.lambdas import format_lambda
 
-    if result["student"] is None or selection_path is None:
+    if result["student"] is None or selection is None:
         return None
     lam = result["lambda"]
-    record = read_selection(selection_path, {key: result[key] for key in METHOD_KEYS})
-    entry = record["paradigms"][result["paradigm"]]
+    entry = selection["paradigms"][result["paradigm"]]
     return {
-        "tuning_seed": record["tuning_seed"], "grid": record["grid"], "selected": entry["lambda"],
+        "tuning_seed": selection["tuning_seed"], "grid": selection["grid"], "selected": entry["lambda"],
         "criterion": entry["criterion"], "candidates": entry["candidates"],
         "is_selected": lam is not None and format_lambda(lam) == format_lambda(entry["lambda"]),
     }
@@ -402,55 +466,84 @@ def read_per_query(path, expected: Mapping) -> dict[str, np.ndarray]:
 
 def configure_parser(parser) -> None:
     parser.add_argument("--split", required=True, help="results/{dataset}/split.parquet")
-    parser.add_argument("--teacher-codes", required=True, help="the teacher's codes.parquet")
+    parser.add_argument("--teacher-codes", required=True, nargs="+", metavar="PATH",
+                        help="the teacher's codes.parquet, one per seed= of --cell, in the same order")
     parser.add_argument("--student-codes", nargs="+", metavar="PATH",
-                        help="the student's codes (paradigms sym, asym), one per --paradigm in the same order: "
-                             "codes.parquet for sym, codes_asym.parquet for asym")
+                        help="the student's codes (paradigms sym, asym), one per run and --paradigm (run-major: "
+                             "every paradigm of the first run, then of the next): codes.parquet for sym, "
+                             "codes_asym.parquet for asym")
     parser.add_argument("--paradigm", nargs="+", required=True, metavar="PARADIGM",
                         help=f"one or more of: {', '.join(PARADIGMS.names())} (teacher alone, or sym and/or asym "
-                             "of one student cell: the split and each code file are read once)")
+                             "of student cells: the split and each code file are read once)")
     parser.add_argument("--topk", required=True, type=positive_int, help="K of mAP@K and NRA@K")
     parser.add_argument("--cell", nargs="+", required=True, metavar="KEY=VALUE",
-                        help="the cell: dataset= bits= hash= teacher= seed= (and student= kd= variant= for student cells)")
-    parser.add_argument("--selection", help="the method's selection.json (student cells): recorded in the output")
-    parser.add_argument("--config-hash", help="expected config hash of the evaluated model's code file")
+                        help="the cell: dataset= bits= hash= teacher= seed= (and student= kd= variant= for student "
+                             "cells). seed= and variant= may be repeated to evaluate several runs of one model in "
+                             "one call, one per seed and variant (seed-major), e.g. variant=lambda0.5 "
+                             "variant=lambda2 (the λ candidates of a method) or seed=1 seed=2 (its selected runs); "
+                             "each run's files are those a call of its own writes")
+    parser.add_argument("--selection", help="the method's selection.json (student cells): recorded in every output")
+    parser.add_argument("--config-hash", nargs="+", metavar="HASH",
+                        help="expected config hash of each run's evaluated code file, one per run (--cell order)")
     parser.add_argument("--precision-at", nargs="+", type=positive_int, default=list(DEFAULT_PRECISION_AT),
                         metavar="K", help="cut-offs of precision@k (K is always added)")
     parser.add_argument("--threads", type=positive_int,
                         help="search threads (default: OMP_NUM_THREADS or all cores; Snakemake: the job's threads)")
     parser.add_argument("--out", nargs="+", required=True, metavar="PATH",
-                        help="metrics/{paradigm}.json, one per --paradigm in the same order")
+                        help="metrics/{paradigm}.json, one per run and --paradigm, run-major (every --paradigm of "
+                             "the first run, then of the next; runs in --cell order)")
     parser.add_argument("--out-queries", nargs="+", metavar="PATH",
-                        help="per-query values, one per --paradigm in the same order "
+                        help="per-query values, one per --out, in the same order "
                              "(default: metrics/{paradigm}.queries.parquet beside each --out)")
 
 
-def _one_per_paradigm(flag: str, values, paradigms: list[str]) -> None:
-    if values is not None and len(values) != len(paradigms):
-        raise ConfigError(
-            f"{flag}: {len(values)} given for {len(paradigms)} paradigm{'s' if len(paradigms) > 1 else ''} "
-            f"({' '.join(paradigms)}); give one per --paradigm, in the same order"
-        )
+def check_counts(args, runs: int, seeds: int) -> None:
+    """One --teacher-codes per seed of --cell, one --config-hash per run, and one --out, --out-queries and
+    --student-codes per run and paradigm."""
+    plural = lambda n, word: f"{n} {word}{'s' if n > 1 else ''}"  # noqa: E731
+    per_output = f"{plural(len(args.paradigm), 'paradigm')} ({' '.join(args.paradigm)})"
+    advice = "give one per --paradigm, in the same order"
+    if runs > 1:
+        per_output = f"{runs} runs x {per_output}"
+        advice = ("give one per run and --paradigm: every --paradigm of the first run, then of the next (runs in "
+                  "--cell order, seed-major)")
+    counts = [("--teacher-codes", args.teacher_codes, seeds, plural(seeds, "seed") + " of --cell",
+               "give one per seed=, in the same order"),
+              ("--config-hash", args.config_hash, runs, plural(runs, "run"), "give one per run, in --cell order"),
+              *((flag, values, runs * len(args.paradigm), per_output, advice)
+                for flag, values in (("--out", args.out), ("--out-queries", args.out_queries),
+                                     ("--student-codes", args.student_codes)))]
+    for flag, values, count, unit, how in counts:
+        if values is not None and len(values) != count:
+            raise ConfigError(f"{flag}: {len(values)} given for {unit}; {how}")
 
 
 def run(args) -> None:
     from brcd.io import write_json
     from brcd.retrieval.hamming import set_search_threads
+    from brcd.tuning import METHOD_KEYS, read_selection
 
     paradigms = paradigms_of(args.paradigm)
-    for flag, values in (("--out", args.out), ("--out-queries", args.out_queries),
-                         ("--student-codes", args.student_codes)):
-        _one_per_paradigm(flag, values, args.paradigm)
+    cells = parse_cells(args.cell, paradigms[0], args.paradigm[0])  # all paradigms are of one role (paradigms_of)
+    seeds = list(dict.fromkeys(cell["seed"] for cell in cells))
+    check_counts(args, len(cells), len(seeds))
     if args.threads:
         set_search_threads(args.threads)
-    cell = parse_cell(args.cell, paradigms[0], args.paradigm[0])  # all paradigms are of one role (paradigms_of)
-    evaluated = evaluate_paradigms(args.split, args.teacher_codes, args.paradigm, args.topk, cell,
-                                   student_codes=args.student_codes, config_hash=args.config_hash,
-                                   precision_at=args.precision_at)
-    for index, (out, (result, per_query)) in enumerate(zip(args.out, evaluated)):
-        queries = Path(args.out_queries[index]) if args.out_queries else per_query_path(out)
-        result["per_query"] = str(queries)
-        result["selection"] = selection_record(result, args.selection)
-        write_per_query(queries, per_query, result)
+    selection = None
+    if args.selection and paradigms[0].needs_student:  # every run is of one method (parse_cells)
+        selection = read_selection(args.selection, {key: cells[0][key] for key in METHOD_KEYS})
+    teacher_codes = dict(zip(seeds, args.teacher_codes))
+    width = len(args.paradigm)
+    students = args.student_codes or [None] * (len(cells) * width)
+    hashes = args.config_hash or [None] * len(cells)
+    runs = [ModelRun(cell, teacher_codes[cell["seed"]], students[i * width:(i + 1) * width], hashes[i])
+            for i, cell in enumerate(cells)]
+    evaluated = [item for results in evaluate_runs(args.split, runs, args.paradigm, args.topk, args.precision_at)
+                 for item in results]
+    queries = args.out_queries or [per_query_path(out) for out in args.out]
+    for out, queries_path, (result, per_query) in zip(args.out, queries, evaluated):
+        result["per_query"] = str(queries_path)
+        result["selection"] = selection_record(result, selection)
+        write_per_query(queries_path, per_query, result)
         write_json(Path(out), result)
-        log.info("-> %s, %s", out, queries)
+        log.info("-> %s, %s", out, queries_path)

@@ -11,7 +11,7 @@ from brcd.codes import write_codes
 from brcd.data import create_dataset
 from brcd.data.splits import Splits, write_splits
 from brcd.errors import ConfigError, DataError, MetadataMismatchError
-from brcd.evaluate import evaluate_cell, parse_cell
+from brcd.evaluate import evaluate_cell, parse_cell, parse_cells
 from brcd.retrieval.paradigms import PARADIGMS
 from brcd.retrieval import TIE_POLICY
 
@@ -46,7 +46,7 @@ def metadata(role: str, splits: Splits, **changes) -> dict:
         meta.update(model=f"teacher/{cell['hash']}/{cell['teacher']}", backbone=cell["teacher"], config_hash="t-hash")
     else:
         meta.update(student=cell["student"], kd=cell["kd"], variant=cell["variant"], backbone=cell["student"],
-                    config_hash="s-hash",
+                    config_hash=cell.get("config_hash", "s-hash"),
                     model=f"student/{cell['hash']}/{cell['teacher']}/{cell['student']}/{cell['kd']}/{cell['variant']}")
     meta["split"] = splits.fingerprint
     return meta
@@ -218,6 +218,82 @@ def test_one_call_evaluates_several_paradigms_as_separate_calls_would(files, tmp
     assert not fresh.exists()
 
 
+def test_one_call_evaluates_several_runs_as_separate_calls_would(files, tmp_path, capsys, monkeypatch):
+    """`--cell ... seed=0 seed=1 variant=lambda0.5 variant=lambda2` (rules evaluate_candidates* and
+    evaluate_selected name the runs one student training job wrote): one process writes, per run and
+    paradigm, the bytes that run's own call writes, reading the split once and each code file once (a
+    seed's teacher codes serve all its runs); counts that do not match, and a bad input of any run, are
+    refused before anything is written."""
+    import brcd.data.splits
+    import brcd.evaluate
+
+    splits, n_q, n_db = files["splits"], *(len(files["splits"].indices[s]) for s in ("query", "database"))
+    runs = [(seed, variant) for seed in (0, 1) for variant in ("lambda0.5", "lambda2")]  # seed-major
+    teachers = {0: files["teacher"], 1: write_model_codes(tmp_path / "teacher1.parquet", splits, "teacher",
+                                                          *_student_a_codes(files), seed=1)}
+    hashes = {run: f"hash-{run[0]}-{run[1]}" for run in runs}
+    codes = {(*run, paradigm): write_model_codes(tmp_path / f"{run[0]}-{run[1]}-{paradigm}.parquet", splits, "student",
+                                                 random_codes(n_q, 20 + i), random_codes(n_db, 40 + i), seed=run[0],
+                                                 variant=run[1], config_hash=hashes[run])
+             for i, (run, paradigm) in enumerate((run, p) for run in runs for p in ("sym", "asym"))}
+    out = {(*run, p): tmp_path / "out" / f"{run[0]}-{run[1]}" / f"{p}.json" for run in runs for p in ("sym", "asym")}
+    shared = ["evaluate", "--split", str(files["split"]), "--topk", "10", "--paradigm", "sym", "asym", "--cell",
+              *(f"{key}={CELL[key]}" for key in ("dataset", "bits", "hash", "teacher", "student", "kd"))]
+    for seed, variant in runs:
+        assert main([*shared, f"seed={seed}", f"variant={variant}", "--teacher-codes", str(teachers[seed]),
+                     "--student-codes", *(str(codes[seed, variant, p]) for p in ("sym", "asym")),
+                     "--config-hash", hashes[seed, variant],
+                     "--out", *(str(out[seed, variant, p]) for p in ("sym", "asym"))]) == 0
+    names = [path.parent / name for path in out.values() for name in (path.name, path.stem + ".queries.parquet")]
+    alone = {path: path.read_bytes() for path in names}
+    for path in names:
+        path.unlink()
+    reads = {"split": 0, "codes": []}
+    monkeypatch.setattr(brcd.data.splits.Splits, "__init__", _counted(brcd.data.splits.Splits.__init__, reads))
+    monkeypatch.setattr(brcd.evaluate, "load_split_codes", _recorded(brcd.evaluate.load_split_codes, reads))
+    cell = ["seed=0", "seed=1", "variant=lambda0.5", "variant=lambda2"]
+
+    def group(cell=cell, teacher=tuple(map(str, teachers.values())), hashes=tuple(hashes.values()),
+              out=tuple(map(str, out.values()))):
+        return [*shared, *cell, "--teacher-codes", *teacher, "--student-codes", *map(str, codes.values()),
+                "--config-hash", *hashes, "--out", *out]
+
+    assert main(group()) == 0
+    assert {path: path.read_bytes() for path in names} == alone
+    assert reads["split"] == 1 and sorted(reads["codes"]) == sorted(map(str, [*teachers.values(), *codes.values()]))
+    monkeypatch.undo()
+
+    fresh = [str(tmp_path / "refused" / f"{i}.json") for i in range(8)]
+    swapped = (hashes[0, "lambda2"], hashes[0, "lambda0.5"], *list(hashes.values())[2:])
+    for argv, message in [
+        (group(out=fresh[:2]), "--out: 2 given for 4 runs x 2 paradigms (sym asym)"),
+        (group(hashes=list(hashes.values())[:3], out=fresh), "--config-hash: 3 given for 4 runs"),
+        (group(teacher=[str(teachers[0])], out=fresh),
+         "--teacher-codes: 1 given for 2 seeds of --cell; give one per seed=, in the same order"),
+        (group(cell=[*cell, "bits=32"], out=fresh), "--cell gives bits more than once"),
+        (group(cell=[*cell, "variant=lambda2"], out=fresh), "--cell gives variant=lambda2 more than once"),
+        # the hashes of two runs swapped: the second run's code files belong to another config
+        (group(hashes=swapped, out=fresh), "config_hash: file has 'hash-0-lambda0.5', expected 'hash-0-lambda2'"),
+    ]:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err, argv
+    assert not (tmp_path / "refused").exists()
+
+
+def _counted(function, reads):
+    def wrapper(*args, **kwargs):
+        reads["split"] += 1
+        return function(*args, **kwargs)
+    return wrapper
+
+
+def _recorded(function, reads):
+    def wrapper(path, splits):
+        reads["codes"].append(str(path))
+        return function(path, splits)
+    return wrapper
+
+
 def test_selected_run_records_how_lambda_was_chosen(files, tmp_path):
     from brcd.tuning import select_lambda, write_selection
 
@@ -268,6 +344,14 @@ def test_parse_cell():
     with pytest.raises(ConfigError, match="teacher codes only"):
         parse_cell(["dataset=d", "bits=16", "hash=h", "teacher=t", "seed=0", "student=s"], PARADIGMS.get("teacher"),
                    "teacher")
+    # several runs: every seed x variant, seed-major
+    cells = parse_cells(["dataset=d", "bits=16", "hash=h", "teacher=t", "seed=1", "seed=2", "student=s", "kd=k",
+                         "variant=lambda1", "variant=lambda2"], sym, "sym")
+    assert [(c["seed"], c["variant"]) for c in cells] == [(1, "lambda1"), (1, "lambda2"), (2, "lambda1"),
+                                                         (2, "lambda2")]
+    teachers = parse_cells(["dataset=d", "bits=16", "hash=h", "teacher=t", "seed=0", "seed=1"], PARADIGMS.get("teacher"),
+                           "teacher")
+    assert [c["seed"] for c in teachers] == [0, 1] and teachers[0]["variant"] is None
 
 
 # ----------------------------------------------------------------------------- bad input
