@@ -51,8 +51,10 @@ from brcd.report.results import read_benchmark  # noqa: E402
 LIST_POOL_SIZES = {"nuswide": 193_734 + 2_100, "coco": 122_218}
 #: CIFAR-10's train set (the database) and test set
 CIFAR10 = {"train": 50_000, "test": 10_000}
-#: CPU-only rules: priced by their measured seconds (evaluate scaled by query x database size)
-CPU_RULES = ("evaluate", "evaluate_teacher", "select_lambda", "cluster", "split", "time_search")
+#: the evaluation rules: their measured seconds are scaled by query x database size
+EVALUATE_RULES = ("evaluate_candidates", "evaluate_selected", "evaluate_teacher")
+#: CPU-only rules: priced by their measured seconds per run
+CPU_RULES = (*EVALUATE_RULES, "select_lambda", "cluster", "split", "time_search")
 ROTATIONS = 4  # sskd's rotated copies per image and step
 
 
@@ -95,12 +97,14 @@ class Pricer:
 
 
 def measured_means(config: Mapping, root: Path) -> dict[str, float]:
-    """Rule -> mean job seconds in a finished run (its Snakemake benchmark files)."""
+    """Rule -> mean seconds per run in a finished run (its Snakemake benchmark files): each job's seconds
+    over the runs it handles (``brcd.workflow.benchmark_jobs``: one, but the runs of one method for a job
+    that evaluates its λ candidates or its selected seeds; the grids may have other numbers of them)."""
     out = {}
-    for rule, paths in workflow.benchmark_files(config).items():
-        rows = [row for row in (read_benchmark(root / p) for p in paths) if row]
+    for rule, jobs in workflow.benchmark_jobs(config).items():
+        rows = [(row, runs) for row, runs in ((read_benchmark(root / p), runs) for p, runs in jobs.items()) if row]
         if rows:
-            out[rule] = sum(r.seconds for r in rows) / len(rows)
+            out[rule] = sum(row.seconds for row, _ in rows) / sum(runs for _, runs in rows)
     return out
 
 
@@ -143,15 +147,15 @@ def project(paper: Mapping, measured: Mapping, root: Path, pricer: Pricer, flops
         elif cell.seed == selected_seeds(paper)[0]:  # one job trains every other seed's selected λ (one λ
             # each; two when sym and asym chose different ones: not counted)
             add("train_student", len(selected_seeds(paper)) * per_run + shared)
-    for rule, paths in workflow.benchmark_files(paper).items():
+    for rule, jobs in workflow.benchmark_jobs(paper).items():
         if rule not in CPU_RULES or rule not in means:
             continue
-        for path in paths:
+        for path, runs in jobs.items():
             scale = 1.0
-            if rule in ("evaluate", "evaluate_teacher"):  # search work: queries x database
+            if rule in EVALUATE_RULES:  # search work: queries x database
                 s = sizes[Path(path).parts[2]]  # logs/{rule}/{dataset}/...
                 scale = (s.query * s.database) / (study.query * study.database)
-            add(rule, means[rule] * scale)
+            add(rule, means[rule] * runs * scale)
     return hours
 
 

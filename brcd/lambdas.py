@@ -116,20 +116,21 @@ def variants(config: Mapping, kd: str, seed: int) -> list[str]:
     return [SELECTED]
 
 
-def candidate_groups(config: Mapping) -> dict[str, tuple[list[float], list[str]]]:
-    """Snakemake rule name -> (λ grid, methods) of the rules that train λ candidates.
+def candidate_groups(config: Mapping, rule: str = "train_candidates") -> dict[str, tuple[list[float], list[str]]]:
+    """Snakemake rule name -> (λ grid, methods) of the rules that handle all λ candidates of one method
+    and seed in one job: ``train_candidates*`` train them, ``evaluate_candidates*`` evaluate them.
 
     One job trains all candidates of one method and seed in one process (they share start-up
-    and the loading of banks, teacher and validation data), so a rule's outputs are one grid's
+    and the loading of banks, teacher and validation data; their evaluation shares start-up and
+    the reading of the split and the teacher's codes), so a rule's outputs are one grid's
     candidates: the methods on the ``default`` grid (or the one grid of a plain list) share
-    rule ``train_candidates``; a method with its own grid, and ``none`` (λ = 0), gets
-    ``train_candidates_<method>``.
+    rule ``{rule}``; a method with its own grid, and ``none`` (λ = 0), gets ``{rule}_<method>``.
     """
     spec = config.get("lambda", DEFAULT_LAMBDA)
     own = {key for key in spec if key != "default"} if isinstance(spec, Mapping) else set()
     groups: dict[str, tuple[list[float], list[str]]] = {}
     for kd in config["kd"]:
-        name = f"train_candidates_{kd}" if kd in own or kd == NO_KD else "train_candidates"
+        name = f"{rule}_{kd}" if kd in own or kd == NO_KD else rule
         groups.setdefault(name, (lambda_grid(config, kd), []))[1].append(kd)
     return groups
 

@@ -38,6 +38,10 @@ STUDENT_CODES_ASYM = STUDENT_DIR + "/codes_asym.parquet"
 METRICS = "results/{dataset}/{bits}/{model}/seed{seed}/metrics/{paradigm}.json"
 #: the per-query values behind a metrics file (:func:`per_query_path`)
 PER_QUERY = "results/{dataset}/{bits}/{model}/seed{seed}/metrics/{paradigm}.queries.parquet"
+#: a student run's metrics and per-query files: :data:`METRICS` and :data:`PER_QUERY` with the student's
+#: {model} spelled out (the rules that evaluate several runs of one method fill in {variant} and {seed})
+STUDENT_METRICS = STUDENT_DIR + "/metrics/{paradigm}.json"
+STUDENT_PER_QUERY = STUDENT_DIR + "/metrics/{paradigm}.queries.parquet"
 TIMING_ENCODER = "results/timing/encoder/{dataset}/{backbone}.json"
 TIMING_SEARCH = "results/timing/search/{bits}.json"
 REPORT = "reports/{name}.md"
@@ -58,22 +62,33 @@ BENCHMARKS = {
     "select_lambda": "logs/select_lambda/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}.bench.tsv",
     # one job per method trains all its seeds of the selected λ
     "train_student": "logs/train_student/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/selected.bench.tsv",
-    "evaluate": "logs/evaluate/{dataset}/{bits}/{model}/seed{seed}.bench.tsv",
+    # one job per student training job: a method's λ candidates of one seed, its seeds of the selected λ
+    "evaluate_candidates": "logs/evaluate_candidates/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/seed{seed}.bench.tsv",
+    "evaluate_selected": "logs/evaluate_selected/{dataset}/{bits}/{hash}/{teacher}/{student}/{kd}/selected.bench.tsv",
     "time_encoder": "logs/time_encoder/{dataset}/{backbone}.bench.tsv",
     "time_search": "logs/time_search/{bits}.bench.tsv",
 }
 
 
-def evaluate_rule(paradigm: str | None) -> str:
-    """The rule that writes a metrics file of ``paradigm`` (and its per-query file): ``evaluate_teacher`` for
-    a teacher cell, ``evaluate`` (one job per student cell, all its paradigms) for the others."""
-    return "evaluate_teacher" if paradigm == "teacher" else "evaluate"
+def evaluate_rule(paradigm: str | None, variant: str | None = None) -> str:
+    """The rule that writes a metrics file of ``paradigm`` (and its per-query file) of a run of ``variant``:
+    ``evaluate_teacher`` for a teacher cell; for a student run, the job that evaluates every paradigm of
+    its method's runs that one training job wrote: ``evaluate_candidates`` (rules ``evaluate_candidates*``,
+    the λ candidates of one seed) or ``evaluate_selected`` (the seeds of the selected λ)."""
+    if paradigm == "teacher":
+        return "evaluate_teacher"
+    return "evaluate_selected" if variant == "selected" else "evaluate_candidates"
 
 
 def _student_rule(fields: dict) -> str:
     """A λ candidate's files come from its method's candidates job (rules ``train_candidates*``), a
     ``selected`` run's from ``train_student``."""
     return "train_student" if fields["variant"] == "selected" else "train_candidates"
+
+
+def _evaluation_rule(fields: dict) -> str:
+    """:func:`evaluate_rule` of a metrics or per-query path (its {model} ends in the student's variant)."""
+    return evaluate_rule(fields["paradigm"], fields["model"].rsplit("/", 1)[-1])
 
 
 #: every file (or folder) a rule writes: its template -> the rule, or a function of the template's
@@ -92,8 +107,8 @@ WRITTEN_BY: dict[str, str | Callable[[dict], str]] = {
     STUDENT_HISTORY: _student_rule,
     STUDENT_CODES: _student_rule,
     STUDENT_CODES_ASYM: _student_rule,
-    METRICS: lambda fields: evaluate_rule(fields["paradigm"]),
-    PER_QUERY: lambda fields: evaluate_rule(fields["paradigm"]),
+    METRICS: _evaluation_rule,
+    PER_QUERY: _evaluation_rule,
     TIMING_ENCODER: "time_encoder",
     TIMING_SEARCH: "time_search",
     REPORT: "report",

@@ -13,9 +13,12 @@ methods by accident. Every method therefore gets the same tuning budget:
 3. **Selection** (this module's command, rule ``select_lambda``): per
    (dataset, bits, hash, teacher, student, method) and paradigm, the λ with the
    highest *validation* mAP of the head selected for that paradigm (``sym``:
-   student database codes; ``asym``: the teacher's) — read from the
-   candidates' checkpoints, which saw only the train, validation and database
-   splits. Ties go to the first λ of the grid. Query labels never reach it.
+   student database codes; ``asym``: the teacher's), which saw only the train,
+   validation and database splits — read from the metadata of the candidates'
+   code files (``codes.parquet`` holds the head selected for sym,
+   ``codes_asym.parquet`` the one for asym, each with its validation mAP, the
+   checkpoint's best), so the job needs no torch. Ties go to the first λ of
+   the grid. Query labels never reach it.
 4. **Other seeds** train only the selected λ (``.../{kd}/selected/seed{seed}``,
    rule ``train_student`` reading ``selection.json``): one training when both
    paradigms selected the same λ, else one per λ.
@@ -64,14 +67,35 @@ def select_lambda(scores: Mapping[float, Mapping[str, float]]) -> dict:
     return out
 
 
-def candidate_scores(checkpoints: Mapping[float, str], expected: Mapping) -> dict[float, dict[str, float]]:
-    """λ -> {paradigm: validation mAP} from the candidates' checkpoints (metadata checked)."""
-    from brcd.checkpoint import load_checkpoint
+def candidate_scores(files: Mapping[float, Sequence[str]], expected: Mapping) -> dict[float, dict[str, float]]:
+    """λ -> {paradigm: validation mAP of the head selected for it}, from each λ's code files: the metadata of
+    a student's code file names its head (``selection``) and that head's validation mAP (``val_map``, the
+    checkpoint's best), and is checked against ``expected`` and the λ."""
+    from brcd.io import check_metadata, read_parquet_metadata, rebuild_hint
 
     scores = {}
-    for lam, path in checkpoints.items():
-        bundle = load_checkpoint(path, {**expected, "lambda": {p: float(lam) for p in PARADIGM_HEADS}})
-        scores[lam] = {paradigm: float(bundle["best"][paradigm]["map"]) for paradigm in PARADIGM_HEADS}
+    for lam, paths in files.items():
+        heads: dict[str, float] = {}
+        for path in paths:
+            metadata = read_parquet_metadata(path, "code file")
+            check_metadata(metadata, {**expected, "lambda": float(lam)}, f"code file {path}",
+                           f"Pass the code files of this method's candidate λ = {format_lambda(lam)}, seed "
+                           f"{expected.get('seed')}.")
+            head = metadata.get("selection")
+            if head not in PARADIGM_HEADS or head in heads:
+                raise ConfigError(f"--candidates: {path} holds the head selected for {head!r}"
+                                  + (", like another file of this λ" if head in heads else "")
+                                  + f"; pass one code file per head ({', '.join(PARADIGM_HEADS)}) of each λ")
+            if not isinstance(metadata.get("val_map"), (int, float)):
+                raise DataError(f"code file {path} records no validation mAP (`val_map`) of its head; "
+                                f"{rebuild_hint(path)}")
+            heads[head] = float(metadata["val_map"])
+        missing = [head for head in PARADIGM_HEADS if head not in heads]
+        if missing:
+            raise ConfigError(f"--candidates gives no code file of the head selected for {', '.join(missing)} of "
+                              f"λ = {format_lambda(lam)}; pass codes.parquet (sym) and codes_asym.parquet (asym) "
+                              "of every candidate")
+        scores[lam] = {paradigm: heads[paradigm] for paradigm in PARADIGM_HEADS}
     return scores
 
 
@@ -127,19 +151,22 @@ def configure_parser(parser) -> None:
 
     add_cell_arguments(parser, student=True)
     parser.add_argument("--config", required=True, help="grid config YAML")
-    parser.add_argument("--candidates", nargs="+", required=True, metavar="LAMBDA=MODEL",
-                        help="each candidate's λ and model.pt (tuning seed), e.g. 0.3=.../lambda0.3/seed0/model.pt")
+    parser.add_argument("--candidates", nargs="+", required=True, metavar="LAMBDA=CODES",
+                        help="each candidate's λ and code files (tuning seed), codes.parquet and codes_asym.parquet "
+                             "(the heads selected for sym and asym, whose metadata hold their validation mAP), e.g. "
+                             "0.3=.../lambda0.3/seed0/codes.parquet 0.3=.../lambda0.3/seed0/codes_asym.parquet")
     parser.add_argument("--out", required=True, help=".../{kd}/selection.json")
 
 
-def parse_candidates(items: Sequence[str]) -> dict[float, str]:
-    out = {}
+def parse_candidates(items: Sequence[str]) -> dict[float, list[str]]:
+    """``LAMBDA=PATH`` items -> λ -> its paths, in the order given."""
+    out: dict[float, list[str]] = {}
     for item in items:
         lam, sep, path = item.partition("=")
         if not sep or not path:
             raise ConfigError(f"--candidates: {item!r} is not LAMBDA=PATH")
         try:
-            out[float(lam)] = path
+            out.setdefault(float(lam), []).append(path)
         except ValueError:
             raise ConfigError(f"--candidates: {lam!r} is not a number") from None
     return out
@@ -152,12 +179,12 @@ def run(args) -> None:
     if args.seed != tuning_seed(config):
         raise ConfigError(f"--seed {args.seed}: λ is selected on the tuning seed, the first of `seeds` "
                           f"({tuning_seed(config)})")
-    checkpoints = parse_candidates(args.candidates)
+    candidates = parse_candidates(args.candidates)
     grid = lambda_grid(config, args.kd)
-    by_text = {format_lambda(lam): path for lam, path in checkpoints.items()}
+    by_text = {format_lambda(lam): paths for lam, paths in candidates.items()}
     if sorted(by_text) != sorted(map(format_lambda, grid)):
-        raise ConfigError(f"--candidates gives λ {sorted(checkpoints)} but the config's grid for {args.kd!r} is "
-                          f"{grid}; pass one model.pt per λ of `lambda`")
+        raise ConfigError(f"--candidates gives λ {sorted(candidates)} but the config's grid for {args.kd!r} is "
+                          f"{grid}; pass the code files of every λ of `lambda`")
     keys = {key: getattr(args, key) for key in METHOD_KEYS}
     ordered = {lam: by_text[format_lambda(lam)] for lam in grid}
     scores = candidate_scores(ordered, {**keys, "seed": int(args.seed)})

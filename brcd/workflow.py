@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, replace
 from itertools import product
 from pathlib import Path
@@ -191,11 +192,14 @@ def timing_targets(config: Mapping) -> list[str]:
 
 
 def _benchmark_items(config: Mapping) -> dict[str, list[dict]]:
-    """Rule -> the wildcards of each of its jobs in the grid (the rule ``report`` left out)."""
+    """Rule -> the wildcards of what each of its jobs in the grid handles (the rule ``report`` left out):
+    one item per job, but for the student rules one per run, a job handling all runs of its method that
+    share its benchmark file (the λ candidates of one seed, the seeds of the selected λ)."""
     backbones = list(dict.fromkeys([*config["teachers"], *config["students"]]))
     teachers = [{**c.parameters(), "model": c.model} for c in teacher_cells(config)]
     students = [{**c.parameters(), "model": c.model} for c in student_cells(config)]
-    methods = [c.parameters() for c in student_methods(config)]
+    candidates = [c for c in students if c["variant"] != SELECTED]
+    selected = [c for c in students if c["variant"] == SELECTED]
     banks = [{"dataset": d, "backbone": b} for d in config["datasets"] for b in backbones]
     return {
         "split": [{"dataset": d} for d in config["datasets"]],
@@ -204,25 +208,32 @@ def _benchmark_items(config: Mapping) -> dict[str, list[dict]]:
         "encode_teacher": teachers,
         "evaluate_teacher": teachers,
         "cluster": teachers if any(needs_clusters(kd) for kd in config["kd"]) else [],
-        "train_candidates": [m for m in methods if int(m["seed"]) == tuning_seed(config)],
-        "select_lambda": methods,
-        "train_student": [c for c in students if c["variant"] == SELECTED],
-        "evaluate": students,
+        "train_candidates": candidates,
+        "select_lambda": [c.parameters() for c in student_methods(config) if c.seed == tuning_seed(config)],
+        "train_student": selected,
+        "evaluate_candidates": candidates,
+        "evaluate_selected": selected,
         "time_encoder": banks,
         "time_search": [{"bits": b} for b in config["bits"]],
     }
 
 
-def _fill(rule: str, items) -> list[str]:
-    """The benchmark files of a rule's jobs, once each (several cells can share a job)."""
-    return list(dict.fromkeys(layout.BENCHMARKS[rule].format(**item) for item in items))
+def _fill(rule: str, items) -> dict[str, int]:
+    """The benchmark file of each of a rule's jobs -> how many of ``items`` the job handles."""
+    return dict(Counter(layout.BENCHMARKS[rule].format(**item) for item in items))
+
+
+def benchmark_jobs(config: Mapping) -> dict[str, dict[str, int]]:
+    """Rule -> the Snakemake benchmark file of each of its jobs in the grid (``layout.BENCHMARKS``) -> the
+    runs that job handles (1, but for a student job the runs of its method it trains or evaluates):
+    the jobs ``snakemake`` runs for the grid's report; the rule ``report`` itself is left out."""
+    jobs = {rule: _fill(rule, items) for rule, items in _benchmark_items(config).items()}
+    return {rule: files for rule, files in jobs.items() if files}
 
 
 def benchmark_files(config: Mapping) -> dict[str, list[str]]:
-    """Rule -> the Snakemake benchmark file of each of its jobs in the grid (``layout.BENCHMARKS``),
-    the jobs ``snakemake`` runs for the grid's report; the rule ``report`` itself is left out."""
-    files = {rule: _fill(rule, items) for rule, items in _benchmark_items(config).items()}
-    return {rule: paths for rule, paths in files.items() if paths}
+    """Rule -> the Snakemake benchmark file of each of its jobs in the grid (:func:`benchmark_jobs`)."""
+    return {rule: list(files) for rule, files in benchmark_jobs(config).items()}
 
 
 #: the rules that train students: the report splits their cost by distillation method
@@ -270,6 +281,49 @@ def student_job_inputs(config: Mapping, cell: cells.Cell, seeds: Sequence[int] |
         "teacher_logits": [layout.TEACHER_LOGITS.format(**teacher) for teacher in teachers] if bank else [],
         "clusters": [layout.CLUSTERS.format(**teacher) for teacher in teachers] if needs_clusters(cell.kd) else [],
     }
+
+
+def student_code_path(cell: cells.Cell, paradigm: str) -> str:
+    """The code file of ``cell``'s head selected for ``paradigm`` (sym: codes.parquet, asym: codes_asym.parquet)."""
+    return (layout.STUDENT_CODES_ASYM if paradigm == "asym" else layout.STUDENT_CODES).format(**cell.parameters())
+
+
+def evaluation_job_inputs(config: Mapping, runs: Sequence[cells.Cell]) -> dict[str, list[str]]:
+    """What one job evaluating ``runs`` in every paradigm of the grid reads (rules evaluate_candidates*,
+    evaluate_selected: the runs of one method that one student training job wrote): the split once, the
+    teacher's codes once per seed (in the order of :func:`cell_arguments`), each run's code file of each
+    paradigm (run-major, paradigms in config order: the order of ``brcd evaluate``'s outputs) and, for
+    ``selected`` runs, their method's λ selection (recorded in their metrics files)."""
+    seeds = dict.fromkeys(run.seed for run in runs)
+    return {
+        "split": [layout.SPLIT.format(dataset=runs[0].dataset)],
+        "teacher_codes": [layout.TEACHER_CODES.format(**replace(runs[0], seed=seed).teacher_cell().parameters())
+                          for seed in seeds],
+        "student_codes": [student_code_path(run, paradigm) for run in runs for paradigm in config["paradigms"]],
+        "selection": list(dict.fromkeys(run.selection_path() for run in runs if run.variant == SELECTED)),
+    }
+
+
+def per_paradigm(templates: Sequence[str], paradigms: Sequence[str]) -> list[str]:
+    """Each of ``templates`` (one per run) with its ``{paradigm}`` filled in for every paradigm, run-major:
+    the outputs of a job evaluating several runs (rules evaluate_candidates*, evaluate_selected), in the
+    order of ``brcd evaluate``'s --out and of :func:`evaluation_job_inputs`' student codes."""
+    return [template.replace("{paradigm}", paradigm) for template in templates for paradigm in paradigms]
+
+
+def cell_arguments(runs: Sequence[cells.Cell]) -> str:
+    """``brcd evaluate --cell`` words naming ``runs``, runs of one model that differ only in seed and variant:
+    every seed x variant, seed-major (``seed=`` and ``variant=`` once per value)."""
+    seeds = list(dict.fromkeys(run.seed for run in runs))
+    variants = list(dict.fromkeys(run.variant for run in runs))
+    if [(run.seed, run.variant) for run in runs] != list(product(seeds, variants)) or \
+            len({replace(run, seed=0, variant=None) for run in runs}) != 1:
+        raise ValueError(f"runs of one model, every seed x variant, seed-major: {[run.model for run in runs]}")
+    words = []
+    for key, value in runs[0].parameters().items():
+        values = {"seed": seeds, "variant": variants}.get(key, [value])
+        words += [f"{key}={item}" for item in values]
+    return " ".join(words)
 
 
 def grid_student_files(config: Mapping, cell: cells.Cell, workdir: str | os.PathLike = ".") -> dict[str, list[str]]:
@@ -342,8 +396,8 @@ class ReportInputs:
     def required(self) -> list[tuple[str, str]]:
         """(path, the rule that writes it) of every file the report cannot do without. Benchmark
         files are left out: a job Snakemake did not run (or ran before they were kept) has none."""
-        return [*((path, layout.evaluate_rule(paradigm)) for (_, paradigm), path in self.metrics.items()),
-                *((path, layout.evaluate_rule(paradigm)) for (_, paradigm), path in self.per_query.items()),
+        evaluated = [*self.metrics.items(), *self.per_query.items()]
+        return [*((path, layout.evaluate_rule(paradigm, cell.variant)) for (cell, paradigm), path in evaluated),
                 *((path, "time_encoder") for path in self.encoder_timing.values()),
                 *((path, "time_search") for path in self.search_timing.values()),
                 *((path, "select_lambda") for path in self.selections.values())]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from brcd.config import REPO_ROOT, load_config
-from brcd.workflow import benchmark_files, teacher_cells
+from brcd.workflow import benchmark_files, benchmark_jobs, teacher_cells
 from tests.conftest import load_benchmark
 
 projection = load_benchmark("paper_gpu_hours")
@@ -22,15 +22,17 @@ def configs():
 
 def test_every_job_of_the_paper_grid_is_priced(configs, tmp_path):
     paper, study = configs
-    for rule in ("evaluate", "select_lambda"):  # the measured run's CPU-only jobs: 2 s and 1 s each
-        for path, seconds in zip(benchmark_files(study)[rule], (2.0, 2.0)):
+    measured = benchmark_jobs(study)
+    for rule in ("evaluate_candidates", "evaluate_selected", "select_lambda"):  # the measured run's CPU-only jobs:
+        for path in list(measured[rule])[:2]:  # 2 s each for two of them
             (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / path).write_text(HEADER + f"{seconds}\t0\t1\t1\t1\t1\t0\t0\t90\t1\n")
+            (tmp_path / path).write_text(HEADER + "2.0\t0\t1\t1\t1\t1\t0\t0\t90\t1\n")
     flops = {alias: 1.0 for alias in paper["backbones"]}
     pricer = projection.Pricer(tflops=1.0, decode=1e9)  # 1 ms per view and GFLOP: compute-bound
     hours = projection.project(paper, study, tmp_path, pricer, flops, upper=False)
     jobs = {rule: len(paths) for rule, paths in benchmark_files(paper).items()}
-    for rule in ("train_teacher", "encode_teacher", "train_candidates", "train_student", "evaluate", "select_lambda"):
+    for rule in ("train_teacher", "encode_teacher", "train_candidates", "train_student", "evaluate_candidates",
+                 "evaluate_selected", "select_lambda"):
         assert hours[rule][0] == jobs[rule], rule
     # a teacher job: (min_epochs + patience * eval_every) epochs x 2 views of each training image, then
     # its validation and database images once, at 1 ms each
@@ -40,9 +42,18 @@ def test_every_job_of_the_paper_grid_is_priced(configs, tmp_path):
                    for s in (projection.dataset_sizes(c.dataset, paper["datasets"][c.dataset])
                              for c in teacher_cells(paper))) / 1000 / 3600
     assert hours["train_teacher"][1] == pytest.approx(expected)
-    # evaluation: the measured 2 s scaled by queries x database (CIFAR-10: 5,000 x 50,000 vs 1,000 x 60,000)
-    cifar = [p for p in benchmark_files(paper)["evaluate"] if Path(p).parts[2] == "cifar10"]
-    assert len(cifar) == jobs["evaluate"] // 3
+    # evaluation is priced per run: a study job evaluating the selected λ of 4 seeds took 2 s, so 0.5 s a
+    # run; a paper job evaluates 2 seeds, on more queries x database (CIFAR-10: 5,000 x 50,000 vs 1,000 x 60,000)
+    assert set(list(measured["evaluate_selected"].values())[:2]) == {4}
+    study_sizes = projection.measured_sizes(study)
+    expected = 0.0
+    for path, runs in benchmark_jobs(paper)["evaluate_selected"].items():
+        assert runs == 2
+        s = projection.dataset_sizes(Path(path).parts[2], paper["datasets"][Path(path).parts[2]])
+        expected += 0.5 * runs * (s.query * s.database) / (study_sizes.query * study_sizes.database)
+    assert hours["evaluate_selected"][1] == pytest.approx(expected / 3600)
+    cifar = [p for p in benchmark_files(paper)["evaluate_candidates"] if Path(p).parts[2] == "cifar10"]
+    assert len(cifar) == jobs["evaluate_candidates"] // 3
     capped = projection.project(paper, study, tmp_path, pricer, flops, upper=True)
     assert capped["train_student"][1] > hours["train_student"][1]  # every run to its cap costs more
 

@@ -375,19 +375,19 @@ def test_missing_per_query_file_is_named(tmp_path):
     make_results(tmp_path)
     missing = per_query_path(workflow.metrics_path(workflow.student_cells(CONFIG)[0], "sym"))
     (tmp_path / missing).unlink()
-    with pytest.raises(DataError, match=re.escape(str(missing)) + r"  \(rule `evaluate`\)"):
+    with pytest.raises(DataError, match=re.escape(str(missing)) + r"  \(rule `evaluate_candidates`\)"):
         load_results(load_config(tmp_path / "tiny.yaml"), tmp_path)
 
 
 def test_missing_metrics_file_names_file_and_rule(tmp_path, capsys):
     make_results(tmp_path)
-    cell = workflow.student_cells(CONFIG)[1]
+    cell = next(cell for cell in workflow.student_cells(CONFIG) if cell.variant == "selected")
     missing = workflow.metrics_path(cell, "asym")
     (tmp_path / missing).unlink()
     config = load_config(tmp_path / "tiny.yaml")
     with pytest.raises(DataError, match=re.escape(missing)) as error:
         load_results(config, tmp_path)
-    assert "rule `evaluate`" in str(error.value) and "snakemake" in str(error.value)
+    assert "rule `evaluate_selected`" in str(error.value) and "snakemake" in str(error.value)
     code = main(["report", "--config", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "r.md"),
                  "--results-dir", str(tmp_path)])
     assert code == 2 and missing in capsys.readouterr().err
@@ -454,11 +454,20 @@ def test_time_per_stage_from_benchmark_files(tmp_path):
 
     config_path = make_results(tmp_path)
     files = workflow.benchmark_files(CONFIG)
-    # bits x methods: one job per method trains its candidates, one its other seeds
-    assert len(files["train_candidates"]) == 2 * 4 and len(files["train_student"]) == 2 * 4
-    assert len(files["evaluate"]) == len(workflow.student_cells(CONFIG)) and "features" in files
+    # bits x methods: one job per method trains its candidates, one its other seeds; one evaluates each
+    for rule in ("train_candidates", "train_student", "evaluate_candidates", "evaluate_selected"):
+        assert len(files[rule]) == 2 * 4, rule
+    assert "features" in files and "evaluate" not in files
+    # the runs each job handles: every λ candidate of seed 0 (none: λ = 0 only), the selected λ of seeds 1 and 2
+    runs = workflow.benchmark_jobs(CONFIG)
+    assert sum(runs["evaluate_candidates"].values()) + sum(runs["evaluate_selected"].values()) == \
+        len(workflow.student_cells(CONFIG))
+    assert {path.split("/")[-2]: count for path, count in runs["evaluate_candidates"].items()} == \
+        {"none": 1, "kd": 2, "brcd": 2, "brcd_nomask": 2}
+    assert set(runs["evaluate_selected"].values()) == {2} and set(runs["evaluate_teacher"].values()) == {1}
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-    jobs = [("split", 0, 2.0, 1000.0), ("train_candidates", 0, 30.0, 1100.0), ("train_candidates", 1, 50.0, 1300.0)]
+    jobs = [("split", 0, 2.0, 1000.0), ("train_candidates", 0, 30.0, 1100.0), ("train_candidates", 1, 50.0, 1300.0),
+            ("evaluate_candidates", 0, 3.0, 1290.0), ("evaluate_selected", 0, 4.0, 1299.0)]
     for rule, i, seconds, ended in jobs:
         path = tmp_path / files[rule][i]
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -473,7 +482,8 @@ def test_time_per_stage_from_benchmark_files(tmp_path):
     _, rows = table_after(text, "## Time per stage")
     assert rows["`train_candidates`"] == ["2 of 8", "80.00", "40.00", "50.00", "40.00", "512"]
     assert rows["`split`"][0] == "1" and rows["`train_student`"][0] == "0 of 8"
-    assert rows["all"][:2] == ["3", "82.00"]
+    assert rows["`evaluate_candidates`"][:2] == ["1 of 8", "3.00"] and rows["`evaluate_selected`"][:2] == ["1 of 8", "4.00"]
+    assert rows["all"][:2] == ["5", "89.00"]
     # the two train_candidates jobs, by the method they trained
     owners = {path: kd for kd, paths in workflow.student_training_files(CONFIG).items() for path in paths}
     first, second = (owners[files["train_candidates"][i]] for i in (0, 1))

@@ -104,7 +104,8 @@ def rule_names(tmp_path_factory) -> set[str]:
                             "--config", "seeds=[0,1]")
     assert result.returncode == 0, result.stdout + result.stderr
     names = set(result.stdout.split())
-    assert {"split", "features", "train_teacher", "evaluate_teacher", "evaluate", "all"} <= names, result.stdout
+    assert {"split", "features", "train_teacher", "evaluate_teacher", "evaluate_candidates", "evaluate_selected",
+            "all"} <= names, result.stdout
     return names
 
 

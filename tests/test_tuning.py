@@ -121,22 +121,35 @@ def relabel(source, target, split: str, labels_of) -> None:
     rewrite_split_labels(source, target, change)
 
 
+SELECT = ["select", "--dataset", "synthetic", "--bits", "16", "--hash", "cibhash", "--teacher", "tteacher",
+          "--student", "tstudent", "--kd", "pkt", "--seed", "0"]
+
+
 def select_with(config, config_path, root, split_path, out_dir) -> dict:
-    """Train every λ candidate of `pkt` on ``split_path`` and run `brcd select` on them."""
+    """Train every λ candidate of `pkt` on ``split_path`` and run `brcd select` on their code files (the
+    validation mAP of each head is in its code file's metadata: the same as in its checkpoint)."""
+    from brcd.checkpoint import load_checkpoint
+
     out_dir.mkdir()
-    candidates = []
+    candidates, best = [], {}
     for lam in GRID:
         cell = Cell("synthetic", 16, "cibhash", "tteacher", 0, "tstudent", "pkt", variant_of(lam))
-        model = out_dir / f"{format_lambda(lam)}.pt"
-        train_student(config, cell, str(split_path), str(root / "teacher.pt"), str(model),
+        model, codes = out_dir / f"{format_lambda(lam)}.pt", candidate_codes(out_dir, lam)
+        train_student(config, cell, str(split_path), str(root / "teacher.pt"), str(model), codes=codes,
                       student_bank=str(root / "tstudent"), teacher_bank=str(root / "tteacher"))
-        candidates.append(f"{format_lambda(lam)}={model}")
+        candidates += [f"{format_lambda(lam)}={path}" for path in codes.values()]
+        best[format_lambda(lam)] = {head: entry["map"] for head, entry in load_checkpoint(model)["best"].items()}
     out = out_dir / "selection.json"
-    argv = ["select", "--config", str(config_path), "--dataset", "synthetic", "--bits", "16", "--hash", "cibhash",
-            "--teacher", "tteacher", "--student", "tstudent", "--kd", "pkt", "--seed", "0",
-            "--candidates", *candidates, "--out", str(out)]
-    assert main(argv) == 0
-    return json.loads(out.read_text())
+    assert main([*SELECT, "--config", str(config_path), "--candidates", *candidates, "--out", str(out)]) == 0
+    selection = json.loads(out.read_text())
+    for head, entry in selection["paradigms"].items():
+        assert entry["candidates"] == {lam: scores[head] for lam, scores in best.items()}
+    return selection
+
+
+def candidate_codes(folder, lam) -> dict[str, str]:
+    """The code files of one candidate: head -> path."""
+    return {head: str(folder / f"{format_lambda(lam)}.{head}.parquet") for head in ("sym", "asym")}
 
 
 def test_shuffled_query_labels_leave_the_selection_unchanged(grid, tmp_path):
@@ -155,6 +168,34 @@ def test_shuffled_query_labels_leave_the_selection_unchanged(grid, tmp_path):
     relabel(root / "split.parquet", val_split, "val", lambda labels: np.roll(labels, 1, axis=1))
     changed = select_with(config, config_path, root, val_split, tmp_path / "val")
     assert changed["paradigms"]["sym"]["candidates"] != original["paradigms"]["sym"]["candidates"]
+
+
+def test_select_reads_code_files_without_torch(grid, tmp_path, capsys):
+    """`brcd select` reads each head's validation mAP from its code file's metadata: its process never
+    imports torch (about 2 s of its start-up), and code files that are not one per head of each λ of the
+    config's grid are refused."""
+    import subprocess
+    import sys
+
+    config, config_path, root = grid
+    selection = select_with(config, config_path, root, root / "split.parquet", tmp_path / "run")
+    files = {lam: candidate_codes(tmp_path / "run", lam) for lam in GRID}
+    candidates = [f"{format_lambda(lam)}={path}" for lam, codes in files.items() for path in codes.values()]
+    out = tmp_path / "again.json"
+    script = ("import sys; from brcd.cli import main; code = main(sys.argv[1:]); "
+              "assert 'torch' not in sys.modules, 'brcd select imported torch'; sys.exit(code)")
+    subprocess.run([sys.executable, "-c", script, *SELECT, "--config", str(config_path), "--candidates",
+                    *candidates, "--out", str(out)], check=True, capture_output=True, cwd=REPO_ROOT)
+    assert json.loads(out.read_text()) == selection
+    sym_only = [f"{format_lambda(lam)}={codes['sym']}" for lam, codes in files.items()]
+    twice = [*sym_only, f"0.5={files[0.5]['sym']}", f"2={files[2.0]['asym']}"]
+    other = [f"{format_lambda(lam)}={codes[head]}" for lam, codes in files.items() for head in codes if lam != 2.0]
+    for given, message in [(sym_only, "no code file of the head selected for asym of λ = 0.5"),
+                           (twice, "holds the head selected for 'sym', like another file of this λ"),
+                           ([*other, f"2={files[0.5]['asym']}"], "lambda: file has 0.5, expected 2.0"),
+                           (other, "--candidates gives λ [0.5] but the config's grid for 'pkt' is [0.5, 2.0]")]:
+        assert main([*SELECT, "--config", str(config_path), "--candidates", *given, "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err, given
 
 
 def test_selected_run_trains_each_chosen_lambda(grid, tmp_path):

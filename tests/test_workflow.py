@@ -35,23 +35,37 @@ def snakemake(workdir, *args, check=True):
 
 @pytest.mark.parametrize("config", ["demo.yaml", "study.yaml", "test.yaml"])
 def test_dry_run_plans_jobs(tmp_path, config):
-    out = snakemake(tmp_path, "-n", "--configfile", str(REPO_ROOT / "config" / config)).stdout
+    grid = yaml.safe_load((REPO_ROOT / "config" / config).read_text())
+    if "cifar10_jpeg" in grid["datasets"]:  # the study reads it from ../shared, relative to the working directory
+        if not CIFAR10_ARCHIVE.is_file():
+            pytest.skip("the shared CIFAR-10 JPEG archive is not here")
+        (tmp_path / "shared").symlink_to(CIFAR10_ARCHIVE.parents[2])
+    out = snakemake(tmp_path / "run", "-n", "--configfile", str(REPO_ROOT / "config" / config)).stdout
     jobs = job_stats(out)
     for rule in ("split", "features", "train_teacher", "encode_teacher", "cluster", "train_candidates",
-                 "train_candidates_none", "select_lambda", "evaluate_teacher", "evaluate", "time_encoder",
-                 "time_search", "report"):
+                 "train_candidates_none", "select_lambda", "evaluate_teacher", "evaluate_candidates",
+                 "evaluate_candidates_none", "time_encoder", "time_search", "report"):
         assert jobs.get(rule), (rule, jobs)
-    if config in ("demo.yaml", "study.yaml"):  # the same axes; the study at the full protocol's sizes
-        # per bits: seed 0 tries every λ of each method's own grid (issue 27: 4 for pkt and sp, 3 for the other
-        # 10; none: λ 0 only), one job per method; seeds 1 and 2 train the selected λ, one job per method
-        students = 2 * ((1 + 10 * 3 + 2 * 4) + 2 * 13)
-        # the default grid's methods (rkd, brcd and its 3 ablations) share rule train_candidates; each method
+    if config in ("demo.yaml", "study.yaml"):  # the same methods and λ grids; the study at the full protocol's
+        # sizes, on two datasets, with two students and five seeds
+        teachers = len(grid["datasets"]) * len(grid["bits"]) * len(grid["seeds"])
+        methods = len(grid["datasets"]) * len(grid["bits"]) * len(grid["students"])  # per method: its columns
+        # seed 0 tries every λ of each method's own grid (issue 27: 4 for pkt and sp, 3 for the other 10; none:
+        # λ 0 only), one job per method; the other seeds train the selected λ, one job per method.
+        # The default grid's methods (rkd, brcd and its 3 ablations) share rule train_candidates; each method
         # with its own grid has its own rule
-        assert jobs["train_candidates"] == 2 * 5 and jobs["train_candidates_none"] == 2
-        assert all(jobs[f"train_candidates_{kd}"] == 2 for kd in ("kd", "pkt", "sp", "crd", "crcd", "sskd", "packd"))
-        assert jobs["train_student"] == 2 * 13 and jobs["features"] == 2 and jobs["select_lambda"] == 2 * 13
-        # one evaluation job per model cell: a student's job covers both paradigms (sym, asym)
-        assert jobs["evaluate_teacher"] == 3 * 2 and jobs["evaluate"] == students
+        assert jobs["train_candidates"] == methods * 5 and jobs["train_candidates_none"] == methods
+        assert all(jobs[f"train_candidates_{kd}"] == methods for kd in ("kd", "pkt", "sp", "crd", "crcd", "sskd",
+                                                                         "packd"))
+        assert jobs["train_student"] == methods * 13 and jobs["select_lambda"] == methods * 13
+        assert jobs["features"] == len(grid["datasets"]) * (1 + len(grid["students"]))
+        # one evaluation job per teacher run, and one per student training job (both paradigms of each of its
+        # runs): each train_candidates* rule has its evaluate_candidates* rule
+        assert jobs["evaluate_teacher"] == teachers and "evaluate" not in jobs
+        assert {rule.replace("train", "evaluate", 1): count for rule, count in jobs.items()
+                if rule.startswith("train_candidates")} == {rule: count for rule, count in jobs.items()
+                                                            if rule.startswith("evaluate_candidates")}
+        assert jobs["evaluate_selected"] == jobs["train_student"]
 
 
 def test_tuned_grid_trains_candidates_then_the_selected_lambda(tmp_path):
@@ -63,12 +77,68 @@ def test_tuned_grid_trains_candidates_then_the_selected_lambda(tmp_path):
     out = snakemake(tmp_path, "-n", "--configfile", str(path)).stdout
     jobs = job_stats(out)
     assert jobs["train_candidates"] == 1 and jobs["train_candidates_none"] == 1 and jobs["train_student"] == 2, jobs
-    assert jobs["select_lambda"] == 2 and jobs["evaluate_teacher"] == 2 and jobs["evaluate"] == 5, jobs
+    assert jobs["select_lambda"] == 2 and jobs["evaluate_teacher"] == 2, jobs
+    # one evaluation job per training job: brcd's two candidates, none's one, the selected runs of each method
+    assert jobs["evaluate_candidates"] == 1 and jobs["evaluate_candidates_none"] == 1, jobs
+    assert jobs["evaluate_selected"] == 2 and "evaluate" not in jobs, jobs
     root = "results/synthetic/16/student/cibhash/tteacher/tstudent"
     for run in ("brcd/lambda0.5/seed0", "brcd/lambda2/seed0", "none/lambda0/seed0", "brcd/selected/seed1",
                 "none/selected/seed1"):
         assert f"{root}/{run}/model.pt" in out, run
     assert f"{root}/brcd/lambda2/seed1" not in out and f"{root}/brcd/selection.json" in out
+
+
+def _single_cell_evaluation(config: dict, cell) -> list[str]:
+    """The `brcd evaluate` call of the per-cell rule `evaluate` before issue 25 evaluated student runs one job
+    each (written out here, not with the workflow's helpers): one cell, both paradigms of the grid."""
+    from brcd import layout
+
+    files = cell.parameters()
+    paradigms = config["paradigms"]
+    metrics = [layout.METRICS.format(**files, model=cell.model, paradigm=p) for p in paradigms]
+    return ["evaluate", "--split", layout.SPLIT.format(**files),
+            "--teacher-codes", layout.TEACHER_CODES.format(**cell.teacher_cell().parameters()),
+            "--student-codes", *((layout.STUDENT_CODES_ASYM if p == "asym" else layout.STUDENT_CODES).format(**files)
+                                 for p in paradigms),
+            *(["--selection", cell.selection_path()] if cell.variant == "selected" else []),
+            "--paradigm", *paradigms, "--topk", str(config["datasets"][cell.dataset]["topk"]),
+            "--cell", *(f"{key}={value}" for key, value in files.items()),
+            "--config-hash", cell.config_hash(config), "--threads", "1",
+            "--out", *metrics, "--out-queries", *(str(Path(m).with_suffix("")) + ".queries.parquet" for m in metrics)]
+
+
+def test_grouped_evaluation_writes_what_single_cell_jobs_wrote(built_tiny_grid, tmp_path, monkeypatch):
+    """Issue 25: one job evaluates a method's λ candidates of the tuning seed (rules evaluate_candidates*), one
+    its other seeds' runs of the selected λ (evaluate_selected). Naming one run's metrics file runs its group's
+    job, and every run's metrics and per-query files are byte for byte those its own single-cell call wrote."""
+    from brcd import layout
+    from brcd.cli import main
+    from brcd.config import load_config
+    from brcd.workflow import student_cells
+
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config.update(seeds=[0, 1, 2], kd=["kd"], **{"lambda": [0.5, 2]})
+    config["train"]["student"].update(epochs=4, min_epochs=2, eval_every=2)  # the evaluation is what is tested
+    path = tmp_path / "tuned.yaml"
+    path.write_text(yaml.safe_dump(config))
+    grid = copy_tiny_grid(built_tiny_grid, tmp_path / "grid")  # its split, banks and seed 0's teacher
+    root = "results/synthetic/16/student/cibhash/tteacher/tstudent/kd"
+    for target, evaluation in ((f"{root}/selected/seed2/metrics/asym.json", "evaluate_selected"),
+                               (f"{root}/lambda2/seed0/metrics/sym.json", "evaluate_candidates")):
+        jobs = job_stats(snakemake(grid, "-n", target, "--configfile", str(path)).stdout)
+        assert jobs[evaluation] == 1 and not {"evaluate_candidates", "evaluate_selected"} - {evaluation} & set(jobs)
+        snakemake(grid, target, "--configfile", str(path))
+    monkeypatch.chdir(grid)  # paths as the jobs see them (the metrics files record them)
+    checked = load_config(path)
+    runs = student_cells(checked)
+    assert [cell.variant for cell in runs] == ["lambda0.5", "lambda2", "selected", "selected"]
+    for cell in runs:
+        folder = Path(layout.STUDENT_DIR.format(**cell.parameters())) / "metrics"
+        grouped = {file.name: file.read_bytes() for file in sorted(folder.iterdir())}
+        assert sorted(grouped) == ["asym.json", "asym.queries.parquet", "sym.json", "sym.queries.parquet"]
+        shutil.rmtree(folder)
+        assert main(_single_cell_evaluation(checked, cell)) == 0
+        assert {name: (folder / name).read_bytes() for name in grouped} == grouped, cell.model
 
 
 def test_tiny_config_builds_split(tmp_path):
@@ -271,6 +341,15 @@ def test_tiny_grid_end_to_end(tiny_run):
     assert "16 bits sym" in report and "16 bits asym" in report
     for figure in re.findall(r"\]\((test/[^)]+\.png)\)", report):
         assert (tiny_run / "reports" / figure).stat().st_size > 0
+    # every job wrote the benchmark file the report's time per stage reads (brcd.workflow.benchmark_files): one
+    # evaluation job per student training job, here every λ candidate of one method (the grid has one seed)
+    from brcd.config import load_config
+    from brcd.workflow import benchmark_files
+
+    files = benchmark_files(load_config(TEST_CONFIG))
+    assert [path for paths in files.values() for path in paths if not (tiny_run / path).is_file()] == []
+    assert len(files["evaluate_candidates"]) == len(files["train_candidates"]) == 2 and "evaluate_selected" not in files
+    assert re.search(r"^\| `evaluate_candidates` +\| +2 +\| ", report, re.M) and "| `evaluate` " not in report
 
 
 def test_brcd_aligns_the_student_better_than_no_kd(tiny_run):
@@ -292,11 +371,11 @@ def test_removing_one_cell_reruns_only_that_cell(tiny_run):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         jobs = job_stats(snakemake(tiny_run, "-n", "--configfile", str(TEST_CONFIG)).stdout)
         # the λ selection reads the candidate's model.pt, so it is redone too (one candidate: λ = 1)
-        assert jobs == {"train_candidates": 1, "select_lambda": 1, "evaluate": 1, "report": 1, "all": 1}, jobs
+        assert jobs == {"train_candidates": 1, "select_lambda": 1, "evaluate_candidates": 1, "report": 1, "all": 1}, jobs
         # Naming one metrics file builds only what that cell needs (one evaluation job: both paradigms).
         target = str(Path(STUDENT.format(kd="brcd", lam=1)) / "metrics" / "asym.json")
         jobs = job_stats(snakemake(tiny_run, "-n", target, "--configfile", str(TEST_CONFIG)).stdout)
-        assert jobs == {"train_candidates": 1, "evaluate": 1}, jobs
+        assert jobs == {"train_candidates": 1, "evaluate_candidates": 1}, jobs
     finally:
         shutil.rmtree(cell)
         shutil.copytree(backup, cell)
@@ -306,8 +385,8 @@ def test_removing_one_cell_reruns_only_that_cell(tiny_run):
 
 CLUSTERS_FILE = "results/synthetic/16/clusters/cibhash/tteacher/seed0/clusters.parquet"
 #: the rules downstream of a student's settings (a student's λ selection included)
-STUDENT_AND_AFTER = {"train_candidates", "train_candidates_none", "train_student", "select_lambda", "evaluate", "report",
-                     "all"}
+STUDENT_AND_AFTER = {"train_candidates", "train_candidates_none", "train_student", "select_lambda", "evaluate_candidates",
+                     "evaluate_candidates_none", "evaluate_selected", "report", "all"}
 #: the rules that train students: λ candidates (one job per method and seed) and selected runs
 TRAINING = ("train_candidates", "train_candidates_none", "train_student")
 
@@ -412,8 +491,9 @@ def run_as_written(workdir: Path, command: str) -> dict[str, int]:
 
 
 def _plans(jobs: dict[str, int], rule: str) -> bool:
-    """Whether the plan runs ``rule`` (``train_candidates``: any candidates rule, e.g. train_candidates_none)."""
-    return any(name == rule or (rule == "train_candidates" and name.startswith(rule)) for name in jobs)
+    """Whether the plan runs ``rule`` (``train_candidates``, ``evaluate_candidates``: any rule of that family,
+    e.g. train_candidates_none)."""
+    return any(name == rule or (rule.endswith("_candidates") and name.startswith(rule)) for name in jobs)
 
 
 def _tiny_grid_outputs() -> dict[str, str]:
@@ -461,8 +541,8 @@ def test_every_hint_runs_as_written(tiny_run, monkeypatch, capsys):
     try:
         assert main(["report", "--config", str(TEST_CONFIG), "--out", "reports/again.md"]) == 2
         one_file, whole_grid = _commands(capsys.readouterr().err)
-        assert _plans(run_as_written(tiny_run, one_file), "evaluate")
-        assert {"evaluate", "report"} <= set(run_as_written(tiny_run, whole_grid))
+        assert _plans(run_as_written(tiny_run, one_file), "evaluate_candidates")
+        assert {"evaluate_candidates", "report"} <= set(run_as_written(tiny_run, whole_grid))
     finally:
         Path("parked").rename(metrics)
     (header,) = _commands((tiny_run / "reports" / "test.md").read_text().split("\n\n")[1])

@@ -9,19 +9,24 @@ from brcd.checks import check_config
 from brcd.config import backbone_options, validate_schema
 from dataclasses import replace
 
-from brcd.lambdas import (SELECTED, candidate_groups, candidate_paths, format_lambda, lambda_grid, selected_paths,
-                          selected_seeds, tuning_seed, variant_of)
+from brcd.lambdas import (SELECTED, candidate_groups, candidate_lambda, candidate_paths, format_lambda, lambda_grid,
+                          selected_paths, selected_seeds, tuning_seed, variant_of)
+from brcd.tuning import PARADIGM_HEADS
 from brcd.workflow import (
     BRCD_COMMAND,
     bank_path,
+    cell_arguments,
     claim_problem,
     claim_results,
+    evaluation_job_inputs,
     metrics_targets,
     model_cell,
     needs_clusters,
     option,
+    per_paradigm,
     per_query_targets,
     selection_targets,
+    student_code_path,
     student_job_inputs,
     teacher_encode_outputs,
     prepare_job_environment,
@@ -77,27 +82,27 @@ def teacher_cell(w):
     return cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, int(w.seed))
 
 
-def selection_input(cell):
-    """A `selected` run reads the λ chosen on the tuning seed's candidates; candidates need nothing."""
-    return [cell.selection_path()] if cell.variant == SELECTED else []
-
-
-def candidate_models(w):
-    """The tuning seed's model.pt of every λ candidate of one method, in grid order (rule select_lambda)."""
-    method = cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, tuning_seed(config), w.student, w.kd)
-    return [layout.STUDENT_MODEL.format(**replace(method, variant=variant_of(lam)).parameters())
-            for lam in lambda_grid(config, w.kd)]
-
-
 def cell_hash(wildcards):
     """Config hash of the cell: Snakemake reruns a cell when its settings change."""
     return model_cell(wildcards).config_hash(config)
 
 
 def method_cell(w, seed=None):
-    """The method of a student job's wildcards (rules train_candidates*, train_student), at ``seed``."""
+    """The method of a student job's wildcards (rules train_candidates*, train_student, evaluate_candidates*,
+    evaluate_selected, select_lambda), at ``seed``."""
     return cells.Cell(w.dataset, int(w.bits), w.hash, w.teacher, int(w.seed if seed is None else seed), w.student,
                       w.kd)
+
+
+def candidate_runs(w, seed=None):
+    """The λ candidates of a candidates job's method and seed (default: the wildcards'), in grid order
+    (rules train_candidates*, evaluate_candidates*; at the tuning seed, select_lambda)."""
+    return [replace(method_cell(w, seed), variant=variant_of(lam)) for lam in lambda_grid(config, w.kd)]
+
+
+def selected_runs(w):
+    """The runs of a method's selected λ, one per seed but the tuning seed (rules train_student, evaluate_selected)."""
+    return [replace(method_cell(w, seed), variant=SELECTED) for seed in selected_seeds(config)]
 
 
 def candidate_inputs(w):
@@ -114,28 +119,27 @@ def selected_inputs(w):
 
 
 def selected_hashes(w):
-    """Config hashes of the runs one train_student job writes: an edit reruns the job."""
-    return [replace(method_cell(w, seed), variant=SELECTED).config_hash(config) for seed in selected_seeds(config)]
+    """Config hashes of the runs one train_student or evaluate_selected job handles: an edit reruns the job."""
+    return [run.config_hash(config) for run in selected_runs(w)]
 
 
-def candidate_hashes(w, grid):
-    """Config hashes of the candidates one train_candidates job writes: an edit reruns the job."""
-    return [replace(method_cell(w), variant=variant_of(lam)).config_hash(config) for lam in grid]
+def candidate_hashes(w):
+    """Config hashes of the candidates one train_candidates or evaluate_candidates job handles: an edit reruns
+    the job."""
+    return [run.config_hash(config) for run in candidate_runs(w)]
 
 
-def evaluate_inputs(w):
+def selection_candidates(w):
+    """(λ, code file) of the head each λ candidate of the tuning seed selected for each paradigm, in grid
+    order, for select_lambda (the validation mAP of each head is in its code file's metadata)."""
+    return [(candidate_lambda(run.variant), student_code_path(run, head)) for run in
+            candidate_runs(w, tuning_seed(config)) for head in PARADIGM_HEADS]
+
+
+def teacher_evaluation_inputs(w):
+    """The split and the teacher's codes, which evaluate_teacher reads."""
     cell = model_cell(w)
-    inputs = {
+    return {
         "split": layout.SPLIT.format(dataset=w.dataset),
         "teacher_codes": layout.TEACHER_CODES.format(**cell.teacher_cell().parameters()),
     }
-    if cell.role == "student":
-        # for rule evaluate, the code file of each paradigm of the grid (its head), in config order
-        inputs["student_codes"] = [
-            (layout.STUDENT_CODES_ASYM if paradigm == "asym" else layout.STUDENT_CODES).format(**cell.parameters())
-            for paradigm in config["paradigms"]
-        ]
-        # a selected run's metrics file records the choice (λ and every candidate's validation score);
-        # candidates need no selection, so naming one builds only that cell
-        inputs["selection"] = selection_input(cell)
-    return inputs

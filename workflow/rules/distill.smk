@@ -39,7 +39,7 @@ for _rule_name, (_grid, _methods) in candidate_groups(config).items():
                 [option("--student-bank", input.student_bank), option("--teacher-logits", input.teacher_logits)]
             ),
             clusters=lambda w, input: option("--clusters", input.clusters),
-            config_hash=lambda w, grid=_grid: candidate_hashes(w, grid),
+            config_hash=candidate_hashes,
         shell:
             "{params.brcd} train-student --config $BRCD_CONFIG --dataset {wildcards.dataset} --bits {wildcards.bits}"
             " --hash {wildcards.hash} --teacher {wildcards.teacher} --student {wildcards.student}"
@@ -92,9 +92,12 @@ if selected_seeds(config):
             " --threads {threads} > {log} 2>&1"
 
 
+# λ chosen per paradigm from the validation mAP that each candidate's code files record for the head
+# selected for it (codes.parquet: sym, codes_asym.parquet: asym): reading their metadata needs no torch.
+# One job per method: a retrained candidate reruns only its method's selection and selected runs.
 rule select_lambda:
     input:
-        candidate_models,
+        lambda w: [path for _, path in selection_candidates(w)],
     output:
         layout.SELECTION,
     log:
@@ -106,9 +109,7 @@ rule select_lambda:
         "../../environment.yml"
     params:
         brcd=BRCD,
-        candidates=lambda w, input: " ".join(
-            f"{format_lambda(lam)}={path}" for lam, path in zip(lambda_grid(config, w.kd), input)
-        ),
+        candidates=lambda w: " ".join(f"{format_lambda(lam)}={path}" for lam, path in selection_candidates(w)),
         tuning_seed=tuning_seed(config),
     shell:
         "{params.brcd} select --config $BRCD_CONFIG --dataset {wildcards.dataset} --bits {wildcards.bits}"
