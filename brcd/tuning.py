@@ -8,8 +8,9 @@ methods by accident. Every method therefore gets the same tuning budget:
    method -> number or list with a ``default`` for the others
    (:func:`lambda_grid`). ``none`` has no L_kd: its only candidate is 0.
 2. **Candidates.** With the *tuning seed* (the first of ``seeds``) every λ of
-   the grid is its own cell, ``.../{kd}/lambda{λ}/seed{seed}``, scheduled,
-   rerun and parallelised by Snakemake like any other.
+   the grid is its own cell, ``.../{kd}/lambda{λ}/seed{seed}``, with its own
+   files; one job trains all candidates of a method (rules
+   ``train_candidates*``) and one evaluates them (``evaluate_candidates*``).
 3. **Selection** (this module's command, rule ``select_lambda``): per
    (dataset, bits, hash, teacher, student, method) and paradigm, the λ with the
    highest *validation* mAP of the head selected for that paradigm (``sym``:

@@ -4,10 +4,11 @@
 # seeds train only the selected λ (.../{kd}/selected/seed{seed}).
 #
 # The λ candidates of one method and seed are trained by one job (rules
-# train_candidates*, one per λ grid: brcd.tuning.candidate_groups): they share
+# train_candidates*, one per λ grid: brcd.lambdas.candidate_groups): they share
 # one process start-up and one loading of the banks, the teacher and the
 # validation data, and each writes exactly the files it would write alone.
-# Naming one candidate's file builds its whole grid.
+# Naming one candidate's file builds its whole grid. The runs of each training
+# job are evaluated by one job too (evaluate.smk).
 
 for _rule_name, (_grid, _methods) in candidate_groups(config).items():
 
