@@ -4,9 +4,8 @@ from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 from brcd import cells, layout
-from brcd.cluster import cluster_settings
 from brcd.checks import check_config
-from brcd.config import backbone_options, validate_schema
+from brcd.config import backbone_options, cluster_settings, validate_schema
 from dataclasses import replace
 
 from brcd.lambdas import (SELECTED, candidate_groups, candidate_paths, format_lambda, lambda_grid, selected_paths,
