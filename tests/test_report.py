@@ -538,8 +538,7 @@ def test_header_gives_the_span_of_each_run(tmp_path, monkeypatch):
         path.write_text("epoch ...\n")
         os.utime(path, (written, written))
     text = "\n".join(header(load_results(load_config(config_path), tmp_path)))
-    assert ("the jobs' wall times add up to **25 min 20 s** (they run side by side) (Snakemake's benchmark files"
-            in text)
+    assert "the jobs' wall times, summed, come to **25 min 20 s** (Snakemake's benchmark files" in text
     assert ". **2 Snakemake runs** (`results/.runs.jsonl`): **50 min 00 s** of wall time in all, each from " in text
     lines = [line for line in text.splitlines() if line.startswith("  - run ")]
     cpu = f"{load_results(load_config(config_path), tmp_path).snakemake_runs[0].cpu_model}, {os.cpu_count()} CPUs"
@@ -552,7 +551,7 @@ def test_header_gives_the_span_of_each_run(tmp_path, monkeypatch):
     # without a record of the runs (grids built before it existed), the jobs' time alone
     runs_file.unlink()
     text = "\n".join(header(load_results(load_config(config_path), tmp_path)))
-    assert "Snakemake run" not in text and "add up to **25 min 20 s**" in text
+    assert "Snakemake run" not in text and "come to **25 min 20 s**" in text
 
 
 def test_a_significant_interval_never_prints_a_zero_bound():

@@ -64,8 +64,9 @@ def run_time_note(results: GridResults) -> str:
     span = span_text(results)
     if span is None:
         return "not measured (no Snakemake benchmark files for this grid's jobs)"
-    return (f"before this report, {span}; the jobs' wall times add up to **{format_duration(job_time(results))}** "
-            "(they run side by side) (Snakemake's benchmark files; per stage: section \"Time per stage\")")
+    return (f"before this report, {span}; the jobs' wall times, summed, come to "
+            f"**{format_duration(job_time(results))}** (Snakemake's benchmark files; per stage: section \"Time per "
+            "stage\")")
 
 
 def run_time_lines(results: GridResults) -> list[str]:
