@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from brcd.distill.brcd import DEFAULT_MARGIN, check_k_feasible, cluster_settings
+from brcd.config import DEFAULT_MARGIN, check_k_feasible, cluster_settings
 from brcd.errors import DataError, MetadataMismatchError
 from brcd.io import check_metadata, read_parquet, rebuild_hint, stable_hash, write_parquet
 from brcd.layout import CLUSTERS

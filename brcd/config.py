@@ -8,6 +8,7 @@ registries.
 """
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 from dataclasses import dataclass
@@ -135,3 +136,49 @@ def backbone_options(config: Mapping, alias: str, dataset: str | None = None) ->
 
 def dump(config: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(config), sort_keys=False)
+
+
+#: the clustering settings of the config's `brcd` section (rule cluster, brcd.cluster, BRCD's loss): the
+#: defaults; here, not in brcd.distill, so that reading them (the Snakefile does) does not import torch
+DEFAULT_CLUSTERS = 10
+DEFAULT_MARGIN = 0.5
+DEFAULT_CLUSTER_RANGE = (2, 20)
+
+
+def cluster_settings(brcd_section: Mapping | None) -> dict:
+    """The clustering part of the config's ``brcd`` section, with defaults, checked."""
+    section = dict(brcd_section or {})
+    clusters = section.get("clusters", DEFAULT_CLUSTERS)
+    if clusters != "auto" and (isinstance(clusters, bool) or not isinstance(clusters, numbers.Integral) or clusters < 2):
+        raise ConfigError(f"`brcd.clusters` must be an integer >= 2 or \"auto\"; got {clusters!r}")
+    cluster_range = tuple(int(v) for v in section.get("cluster_range", DEFAULT_CLUSTER_RANGE))
+    if len(cluster_range) != 2 or cluster_range[0] < 2 or cluster_range[1] < cluster_range[0]:
+        raise ConfigError(f"`brcd.cluster_range` must be [low, high] with 2 <= low <= high; got {list(cluster_range)}")
+    margin = float(section.get("margin", DEFAULT_MARGIN))
+    if not 0.0 <= margin <= 1.0:
+        raise ConfigError(f"`brcd.margin` must lie in [0, 1] (centres are means of ±1 codes); got {margin}")
+    return {"clusters": clusters if clusters == "auto" else int(clusters),
+            "cluster_range": list(cluster_range), "margin": margin}
+
+
+def check_k_feasible(k_wanted, cluster_range, n: int, distinct: int) -> list[int] | None:
+    """Raise a ConfigError before any k-means runs when K cannot work."""
+    if k_wanted != "auto":
+        if k_wanted > n:
+            raise ConfigError(
+                f"`brcd.clusters` = {k_wanted} exceeds the {n} training images; lower `brcd.clusters` to at most {n}"
+            )
+        if k_wanted > distinct:
+            raise ConfigError(
+                f"`brcd.clusters` = {k_wanted} exceeds the {distinct} distinct teacher codes of the training images; "
+                f"lower `brcd.clusters` to at most {distinct} (or retrain the teacher)"
+            )
+        return None
+    # A silhouette needs at least one cluster with two members: K <= n - 1.
+    hi = min(cluster_range[1], n - 1, distinct)
+    if hi < cluster_range[0]:
+        raise ConfigError(
+            f"`brcd.cluster_range` = {list(cluster_range)} leaves no feasible K for {n} training images with "
+            f"{distinct} distinct teacher codes; lower `brcd.cluster_range` or set `brcd.clusters` to an integer"
+        )
+    return [cluster_range[0], hi]

@@ -49,6 +49,9 @@ REPORT = "reports/{name}.md"
 REPORT_TABLE = "reports/{name}.parquet"
 #: the report's findings, one row per statement (:func:`findings_path_for`)
 REPORT_FINDINGS = "reports/{name}.findings.parquet"
+#: every Snakemake run of the grid in this folder, one JSON record a line: its start, its end, how it
+#: ended, the machine (brcd.runs; the report's header shows each run's span)
+RUNS = "results/.runs.jsonl"
 #: Snakemake's benchmark file of each rule's jobs (wall time, memory, CPU time of the job): the
 #: report's time-per-stage table reads those of the grid's jobs (brcd.workflow.benchmark_files)
 BENCHMARKS = {

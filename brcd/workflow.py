@@ -52,9 +52,10 @@ def write_effective_config(config: Mapping, folder: str = "results/.config") -> 
 
 
 #: Which grid's files ``results/`` holds (:func:`claim_results`), and what it may hold before a
-#: grid claims it (a dry run writes its effective config there, the config check its cache of verified inputs).
+#: grid claims it (a dry run writes its effective config there, the config check its cache of verified inputs;
+#: the record of the grid's runs, brcd.runs, is written after the claim).
 RESULTS_OWNER = "results/.grid.json"
-UNCLAIMED = frozenset({".cache", ".config", ".grid.json"})
+UNCLAIMED = frozenset({".cache", ".config", ".grid.json", ".runs.jsonl"})
 
 
 def results_owner(path: str | os.PathLike = RESULTS_OWNER) -> str | None:

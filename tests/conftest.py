@@ -243,9 +243,9 @@ def copy_tiny_grid(built: Path, target: Path) -> Path:
 # ----------------------------------------------------------------------------- under pytest-xdist
 
 #: the test modules that take longest (`pytest --durations`: the Slurm cluster and its runs, the documented
-#: commands, the workflow's runs), started first when `make test` spreads whole modules over workers
+#: commands, the workflow's runs, a run killed and resumed), started first when `make test` spreads whole modules over workers
 #: (pytest-xdist, --dist loadfile), so that none of them is left to run alone at the end
-SLOWEST_MODULES = ("test_slurm.py", "test_readme.py", "test_workflow.py")
+SLOWEST_MODULES = ("test_slurm.py", "test_readme.py", "test_workflow.py", "test_resume.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -294,3 +294,27 @@ def test_list_file_clusters_are_checked_by_the_split_job_or_from_its_split_file(
         check_config(validate_schema(config))  # the split file of this draw is there: its size is known
     config["datasets"]["nuswide"]["train"] = 5  # another draw: the split job will tell
     check_config(validate_schema(config))
+
+
+def test_input_size_per_dataset_is_resolved_per_dataset():
+    """One backbone alias serves several datasets with a size chosen on each one's validation: every use
+    (banks, heads, timing, the cell's config hash) sees that dataset's size; a dataset the mapping
+    misses is named with the fix before any job."""
+    from brcd.cells import Cell
+    from brcd.config import backbone_options
+    from brcd.models import check_backbone_entries
+
+    config = load_config(REPO_ROOT / "config" / "study.yaml")
+    assert backbone_options(config, "lite2", "fashion_mnist")["input_size"] == 64
+    assert backbone_options(config, "lite2", "cifar10_jpeg")["input_size"] == 96
+    with pytest.raises(ConfigError, match="given per dataset"):
+        backbone_options(config, "lite2")
+    cell = Cell("fashion_mnist", 16, "cibhash", "lite2", seed=0)
+    old = copy.deepcopy(config)  # the same grid with the Fashion-MNIST sizes written as plain integers
+    old["backbones"]["lite2"]["input_size"] = 64
+    assert cell.config_subset(config)["teacher_backbone"] == cell.config_subset(old)["teacher_backbone"]
+    broken = copy.deepcopy(config)
+    del broken["backbones"]["lite0"]["input_size"]["cifar10_jpeg"]
+    validate_schema(broken)
+    with pytest.raises(ConfigError, match=r"backbones.lite0.input_size` has no size for dataset 'cifar10_jpeg'"):
+        check_backbone_entries(broken)

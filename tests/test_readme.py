@@ -215,8 +215,19 @@ VIA_MAKEFILE: dict[str, str] = {
     "make demo": "demo",  # builds the tiny grid every other command here works on (make_demo_here)
 }
 
+#: the long-run commands of docs/workflow.md ("Long runs: background and resume"): tests/test_resume.py runs them
+#: as written (after SUBSTITUTIONS) on the tiny grid, around a run it kills
+BACKGROUND_RUN = ("nohup .venv/bin/snakemake --cores 2 --keep-going --rerun-incomplete --configfile config/study.yaml "
+                  "> study.log 2>&1 &")
+PROGRESS = "grep 'steps (' study.log | tail -n 1"
+UNLOCK = ".venv/bin/snakemake --unlock --configfile config/study.yaml"
+RESUME_TEST = "tests/test_resume.py::test_a_killed_run_resumes_where_it_stopped"
+
 #: documented command -> the test or CI step that runs it.
 RUN_ELSEWHERE: dict[str, str] = {
+    BACKGROUND_RUN: RESUME_TEST,
+    PROGRESS: RESUME_TEST,
+    UNLOCK: RESUME_TEST,
     "make test": "CI: .ci/run runs exactly `make test` (running it from a test would recurse)",
     # the cluster commands need a Slurm cluster: tests/test_slurm.py brings one up (root, apt) and runs them
     ".venv/bin/pip install -e '.[slurm]'": "CI: `make test` installs .[test], whose test extra pins the same plugin",

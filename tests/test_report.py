@@ -445,11 +445,26 @@ def test_claims_the_grid_cannot_test_are_named(report):
     assert header == ["column", "(a) `kd`", "(b) mask", "(d) asym"]
 
 
+#: the first line of a Snakemake benchmark file
+BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def write_benchmarks(root, jobs) -> None:
+    """Benchmark files of the grid's jobs: (rule, index of the job, wall seconds, when it ended)."""
+    import os
+
+    files = workflow.benchmark_files(CONFIG)
+    for rule, i, seconds, ended in jobs:
+        path = root / files[rule][i]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(BENCHMARK_HEADER + f"{seconds}\t0:00:{int(seconds) % 60:02d}\t512.5\t1\t1\t1\t0\t0\t90\t"
+                                           f"{seconds / 2}\n")
+        os.utime(path, (ended, ended))
+
+
 def test_time_per_stage_from_benchmark_files(tmp_path):
     """The time table sums Snakemake's benchmark files of the grid's jobs per rule and the span
     runs from the first job's start (end − seconds) to the last job's end."""
-    import os
-
     from brcd.report.costs import stage_time_section
 
     config_path = make_results(tmp_path)
@@ -465,16 +480,11 @@ def test_time_per_stage_from_benchmark_files(tmp_path):
     assert {path.split("/")[-2]: count for path, count in runs["evaluate_candidates"].items()} == \
         {"none": 1, "kd": 2, "brcd": 2, "brcd_nomask": 2}
     assert set(runs["evaluate_selected"].values()) == {2} and set(runs["evaluate_teacher"].values()) == {1}
-    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-    jobs = [("split", 0, 2.0, 1000.0), ("train_candidates", 0, 30.0, 1100.0), ("train_candidates", 1, 50.0, 1300.0),
-            ("evaluate_candidates", 0, 3.0, 1290.0), ("evaluate_selected", 0, 4.0, 1299.0)]
-    for rule, i, seconds, ended in jobs:
-        path = tmp_path / files[rule][i]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(header + f"{seconds}\t0:00:{int(seconds):02d}\t512.5\t1\t1\t1\t0\t0\t90\t{seconds / 2}\n")
-        os.utime(path, (ended, ended))
+    write_benchmarks(tmp_path, [("split", 0, 2.0, 1000.0), ("train_candidates", 0, 30.0, 1100.0),
+                                ("train_candidates", 1, 50.0, 1300.0), ("evaluate_candidates", 0, 3.0, 1290.0),
+                                ("evaluate_selected", 0, 4.0, 1299.0)])
     (tmp_path / files["train_student"][0]).parent.mkdir(parents=True, exist_ok=True)
-    (tmp_path / files["train_student"][0]).write_text(header)  # a job killed before its record: ignored
+    (tmp_path / files["train_student"][0]).write_text(BENCHMARK_HEADER)  # a job killed before its record: ignored
     text = "\n".join(stage_time_section(load_results(load_config(config_path), tmp_path)))
     assert "**5 min 02 s** from the first job's start" in text  # first start 998 s, last end 1300 s
     # idle between 1000 s and 1070 s and between 1100 s and 1250 s: a grid built in separate runs
@@ -513,6 +523,45 @@ def test_busy_time_is_the_union_of_the_jobs_intervals():
     text = span_text(resumed)
     assert text.startswith("**2 h 40 min** from") and "running during **1 h 10 min**" in text
     assert span_text(Results()) is None and busy_time(Results()) is None
+
+
+def test_header_gives_the_span_of_each_run(tmp_path, monkeypatch):
+    """The header's run time: the jobs' wall times (benchmark files) and each Snakemake run recorded in
+    results/.runs.jsonl, with their wall time in all. The first run was killed: it recorded no end, so its
+    end is the last file its jobs wrote before the next run began."""
+    import os
+
+    from brcd.report.header import header
+    from brcd.runs import RUN_ENV, end_run, start_run
+
+    monkeypatch.delenv(RUN_ENV, raising=False)
+    config_path = make_results(tmp_path)
+    start = 1_700_000_000  # 2023-11-14 22:13:20 UTC
+    runs_file = tmp_path / "results/.runs.jsonl"
+    start_run(2, None, start, runs_file, {})  # killed at start + 1200 s, in a job that wrote its log then
+    second = start_run(2, None, start + 3600, runs_file, {})
+    end_run(second, True, None, runs_file, now=start + 5400)
+    write_benchmarks(tmp_path, [("split", 0, 20.0, start + 100), ("train_candidates", 0, 600.0, start + 1000),
+                                ("train_candidates", 1, 900.0, start + 5300)])
+    for name, written in (("killed.log", start + 1200), ("resumed.log", start + 4000)):
+        path = tmp_path / "logs/train_candidates" / name
+        path.write_text("epoch ...\n")
+        os.utime(path, (written, written))
+    text = "\n".join(header(load_results(load_config(config_path), tmp_path)))
+    assert "the jobs' wall times, summed, come to **25 min 20 s** (Snakemake's benchmark files" in text
+    assert ". **2 Snakemake runs** (`results/.runs.jsonl`): **50 min 00 s** of wall time in all, each from " in text
+    lines = [line for line in text.splitlines() if line.startswith("  - run ")]
+    cpu = f"{load_results(load_config(config_path), tmp_path).snakemake_runs[0].cpu_model}, {os.cpu_count()} CPUs"
+    assert lines == [
+        "  - run 1: 2023-11-14 22:13:20–22:33:20 UTC (**20 min 00 s**), **no end recorded** (killed, or its machine "
+        "stopped; end inferred: the last log or benchmark file its jobs wrote); 2 jobs finished (10 min 20 s of job "
+        f"time); {cpu}, `--cores 2`",
+        "  - run 2: 2023-11-14 23:13:20–23:43:20 UTC (**30 min 00 s**), completed; 1 job finished (15 min 00 s of job "
+        f"time); {cpu}, `--cores 2`"]
+    # without a record of the runs (grids built before it existed), the jobs' time alone
+    runs_file.unlink()
+    text = "\n".join(header(load_results(load_config(config_path), tmp_path)))
+    assert "Snakemake run" not in text and "come to **25 min 20 s**" in text
 
 
 def test_a_significant_interval_never_prints_a_zero_bound():

@@ -2,13 +2,19 @@
 benchmark files of the grid's jobs (:func:`brcd.workflow.benchmark_files`).
 
 Also the run time of the header: the span from the first job's start to the last job's
-end, and the time jobs were running when the grid was built in separate runs.
+end, the time jobs were running when the grid was built in separate runs, the sum of the
+jobs' wall times, and the span of each Snakemake run that built the grid (:mod:`brcd.runs`).
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from typing import Sequence
+
+from brcd.layout import RUNS
 from brcd.report.format import MISSING, format_duration, format_number, markdown_table
 from brcd.report.grid import GridResults
 from brcd.lambdas import lambda_grid
+from brcd.runs import COMPLETED, FAILED, INTERRUPTED, RUNNING, UNRECORDED, Run
 from brcd.workflow import STUDENT_TRAINING_RULES
 
 
@@ -49,6 +55,24 @@ def run_span(results: GridResults) -> float | None:
     return max(end for _, end in intervals) - intervals[0][0]
 
 
+def job_time(results: GridResults) -> float | None:
+    """The sum of every job's wall seconds (jobs run side by side: more than the wall time they took)."""
+    seconds = [b.seconds for _, rows in results.benchmarks.values() for b in rows]
+    return sum(seconds) if seconds else None
+
+
+def union_length(intervals: Sequence[tuple[float, float]]) -> float:
+    """Seconds covered by at least one of the (start, end) intervals."""
+    total, current = 0.0, None
+    for lo, hi in sorted(intervals):
+        if current is None or lo > current[1]:
+            total += 0 if current is None else current[1] - current[0]
+            current = [lo, hi]
+        else:
+            current[1] = max(current[1], hi)
+    return total + (0 if current is None else current[1] - current[0])
+
+
 def busy_time(results: GridResults) -> float | None:
     """Seconds during which at least one job ran (the union of the jobs' intervals).
 
@@ -58,14 +82,7 @@ def busy_time(results: GridResults) -> float | None:
     lost minutes are not counted.
     """
     intervals = _job_intervals(results)
-    if not intervals:
-        return None
-    total, (start, end) = 0.0, intervals[0]
-    for lo, hi in intervals[1:]:
-        if lo > end:
-            total, start = total + end - start, lo
-        end = max(end, hi)
-    return total + end - start
+    return union_length(intervals) if intervals else None
 
 
 #: a span longer than the busy time by more than this (seconds, or this share of the span) had idle gaps
@@ -82,6 +99,46 @@ def span_text(results: GridResults) -> str | None:
         text += (f"; jobs were running during **{format_duration(busy)}** of it (the rest is time between "
                  "separate runs of the grid, e.g. a run stopped and resumed)")
     return text
+
+
+#: how a run ended, as the header says it (brcd.runs)
+RUN_ENDINGS = {
+    COMPLETED: "completed",
+    FAILED: "failed (a job failed: its log says why)",
+    INTERRUPTED: "interrupted (Ctrl-C or SIGTERM: Snakemake stopped its running jobs)",
+    UNRECORDED: "**no end recorded** (killed, or its machine stopped; end inferred: the last log or benchmark "
+                "file its jobs wrote)",
+    RUNNING: "running when it wrote this report (end inferred: the last log or benchmark file its jobs wrote "
+             "before the report)",
+}
+
+
+def _utc(moment: float, date: bool = True) -> str:
+    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
+
+
+def run_text(number: int, run: Run, results: GridResults) -> str:
+    """One run of the grid: its span in UTC and duration, how it ended, the jobs that finished in it
+    (benchmark records that end within its span) and the machine running Snakemake."""
+    jobs = [b.seconds for _, rows in results.benchmarks.values() for b in rows if run.start <= b.ended <= run.end]
+    same_day = _utc(run.start)[:10] == _utc(run.end)[:10]
+    cores = f"`--cores {run.cores}`" if run.cores is not None else "no `--cores` (jobs sent to a cluster)"
+    return (f"run {number}: {_utc(run.start)}–{_utc(run.end, not same_day)} UTC (**{format_duration(run.seconds)}**), "
+            f"{RUN_ENDINGS.get(run.status, run.status)}; {len(jobs)} job{'' if len(jobs) == 1 else 's'} finished "
+            f"({format_duration(sum(jobs))} of job time); {run.cpu_model or 'CPU model not known'}, "
+            f"{run.cpu_count or '?'} CPUs, {cores}")
+
+
+def runs_lines(results: GridResults) -> list[str]:
+    """The header's account of the grid's Snakemake runs (:data:`brcd.layout.RUNS`): their wall time in
+    all (the union of their spans), then one sub-item a run; nothing without a record of them."""
+    runs = results.snakemake_runs
+    if not runs:
+        return []
+    wall = union_length([(run.start, run.end) for run in runs])
+    return [f"**{len(runs)} Snakemake run{'s' if len(runs) > 1 else ''}** (`{RUNS}`): **{format_duration(wall)}** "
+            "of wall time in all, each from Snakemake reading the workflow to the run's end:",
+            *(f"  - {run_text(i, run, results)}" for i, run in enumerate(runs, 1))]
 
 
 def stage_time_section(results: GridResults) -> list[str]:

@@ -38,9 +38,12 @@ and, collapsed, every cell's config hash. The header says what the seeds
 vary, what the intervals cover (with one seed: query sampling only) and how
 many runs did not converge.
 
-The output is a function of the input files only (no dates, sorted keys,
-seeded bootstraps), so the same results give the same bytes. Files are
-written atomically.
+The output is a function of the input files only (no date of its own, sorted
+keys, seeded bootstraps), so the same results give the same bytes. The header's
+account of the Snakemake runs reads their record (``results/.runs.jsonl``) and,
+for a run that recorded no end, the modification times of its jobs' logs
+(:mod:`brcd.runs`); only whether that run is the one writing the report comes
+from the environment (``$BRCD_RUN``). Files are written atomically.
 """
 from __future__ import annotations
 

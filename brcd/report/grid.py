@@ -22,6 +22,8 @@ from brcd.tuning import METHOD_KEYS
 if TYPE_CHECKING:
     import numpy as np
 
+    from brcd.runs import Run
+
 #: kd methods whose names start with this are BRCD ablations (own table)
 ABLATION_PREFIX = "brcd_"
 #: the paradigm of the teacher's own metrics file
@@ -82,6 +84,8 @@ class GridResults:
     benchmarks: dict[str, tuple[int, list[BenchmarkRow]]] = field(default_factory=dict)
     # kd -> (its student-training jobs, benchmark rows of those that have one): workflow.student_training_files
     training_cost: dict[str, tuple[int, list[BenchmarkRow]]] = field(default_factory=dict)
+    # the Snakemake runs of the grid in this folder, by start, each with an end (brcd.runs.grid_runs)
+    snakemake_runs: list["Run"] = field(default_factory=list)
     # (dataset, pairing, bits, paradigm) -> its families of tests (brcd.report.families), kept once computed
     tests: dict[tuple, object] = field(default_factory=dict, repr=False, compare=False)
 

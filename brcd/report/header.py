@@ -10,8 +10,8 @@ from typing import Mapping, Sequence
 from brcd.cells import Cell
 from brcd.io import snakemake_command
 from brcd.layout import REPORT
-from brcd.report.costs import span_text
-from brcd.report.format import LAMBDA_EDGE, UNCONVERGED
+from brcd.report.costs import job_time, runs_lines, span_text
+from brcd.report.format import LAMBDA_EDGE, UNCONVERGED, format_duration
 from brcd.report.grid import GridResults, converged, shown_in_tables
 from brcd.lambdas import NO_KD, format_lambda, lambda_grid, tuning_seed
 
@@ -55,7 +55,7 @@ def header(results: GridResults) -> list[str]:
         f"- **paradigms**: {paradigms}; the teacher row is the teacher searching its own codes",
         f"- **distillation settings**: {kd_settings_note(config)}",
         *([f"- **λ at a grid edge**: {lambda_edge_note(results)}"] if results.selections else []),
-        f"- **run time**: {run_time_note(results)}",
+        *run_time_lines(results),
         "",
     ]
 
@@ -64,7 +64,17 @@ def run_time_note(results: GridResults) -> str:
     span = span_text(results)
     if span is None:
         return "not measured (no Snakemake benchmark files for this grid's jobs)"
-    return f"before this report, {span} (Snakemake's benchmark files; per stage: section \"Time per stage\")"
+    return (f"before this report, {span}; the jobs' wall times, summed, come to "
+            f"**{format_duration(job_time(results))}** (Snakemake's benchmark files; per stage: section \"Time per "
+            "stage\")")
+
+
+def run_time_lines(results: GridResults) -> list[str]:
+    """The header's run time: the jobs' time (:func:`run_time_note`), then the span of each Snakemake run
+    that built the grid and their wall time in all (:func:`brcd.report.costs.runs_lines`), when recorded."""
+    runs = runs_lines(results)
+    note = f"- **run time**: {run_time_note(results)}"
+    return [f"{note}. {runs[0]}", *runs[1:]] if runs else [note]
 
 
 #: what the ``seeds`` axis varies (SPEC §2-§4: everything random in training), by mode

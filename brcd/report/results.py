@@ -2,7 +2,8 @@
 
 The files are those :func:`brcd.workflow.report_inputs` lists for the config: the
 metrics file of every cell, the per-query values beside each, the timing files, the
-λ selections and Snakemake's benchmark files. Each must hold what its place in the
+λ selections and Snakemake's benchmark files; and the record of the grid's Snakemake
+runs, when there is one (:func:`brcd.runs.grid_runs`). Each must hold what its place in the
 layout says; a missing, stale or misplaced file is a named error that says which rule
 rebuilds it, raised before any table is drawn.
 """
@@ -16,6 +17,7 @@ from brcd.cells import Cell
 from brcd.errors import DataError, MetadataMismatchError
 from brcd.io import rebuild_hint, snakemake_command
 from brcd.report.grid import BenchmarkRow, GridResults, method_key
+from brcd.runs import grid_runs
 from brcd.tuning import METHOD_KEYS, check_selection, read_selection
 from brcd.workflow import ReportInputs, report_inputs
 
@@ -44,7 +46,7 @@ def load_results(config: Mapping, results_dir: str | os.PathLike = ".", config_p
                   for method, path in inputs.selections.items()}
     benchmarks, training_cost = _read_benchmarks(root, inputs)
     return GridResults(config, metrics, encoder, search, {key: ap for key, (_, ap) in per_query.items()}, selections,
-                       benchmarks, training_cost)
+                       benchmarks, training_cost, grid_runs(root))
 
 
 def _read_metrics(root: Path, paths: Mapping, config: Mapping) -> dict[tuple, dict]:

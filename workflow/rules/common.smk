@@ -4,13 +4,14 @@ from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 from brcd import cells, layout
-from brcd.cluster import cluster_settings
 from brcd.checks import check_config
-from brcd.config import backbone_options, validate_schema
+from brcd.config import backbone_options, cluster_settings, validate_schema
+import time
 from dataclasses import replace
 
 from brcd.lambdas import (SELECTED, candidate_groups, candidate_lambda, candidate_paths, format_lambda, lambda_grid,
                           selected_paths, selected_seeds, tuning_seed, variant_of)
+from brcd.runs import end_run, snakemake_cores, start_run
 from brcd.tuning import PARADIGM_HEADS
 from brcd.workflow import (
     BRCD_COMMAND,
@@ -58,9 +59,25 @@ CONFIG_FILE = write_effective_config(config)
 
 # Every grid writes the same results/ paths: before any job runs, refuse to
 # rebuild (overwrite) another grid's results here (brcd.workflow.claim_results).
-# A dry run claims nothing.
+# Then record the run's start in results/.runs.jsonl, and its end when Snakemake
+# gets there (completed, failed or interrupted; a killed run records none and the
+# report infers its end from the files its jobs wrote: brcd.runs). Snakemake calls
+# none of these handlers in a dry run or a run with nothing to do.
+# A run starts when Snakemake reads the workflow (planning the jobs is part of its span).
+_RUN = {"started": time.time()}
+
+
 onstart:
     claim_results(config["name"], CONFIG_FILE)
+    _RUN["id"] = start_run(snakemake_cores(workflow), log, _RUN["started"])
+
+
+onsuccess:
+    end_run(_RUN.get("id"), True, log)
+
+
+onerror:
+    end_run(_RUN.get("id"), False, log)
 
 
 _claim_problem = claim_problem(config["name"])  # said at parse time too, so that a dry run says it
