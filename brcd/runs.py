@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import socket
 import time
 import uuid
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, MutableMapping, Sequence
 
 from brcd.layout import RUNS
+from brcd.runtime import cpu_model, usable_cpus
 
 #: the environment variable that tells a run's jobs its id (the report says which run wrote it)
 RUN_ENV = "BRCD_RUN"
@@ -54,27 +54,10 @@ ACTIVITY_EXCLUDED = ("logs/report",)
 # --------------------------------------------------------------------------- writing (the workflow's handlers)
 
 
-def cpu_model() -> str | None:
-    """The host's CPU model ("AMD EPYC 7B13"), from /proc/cpuinfo on Linux, else the platform's word."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or None
-
-
 def host_info() -> dict:
     """The machine running Snakemake: its name, CPU model, CPU count and the CPUs this process may use."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
     return {"host": socket.gethostname(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
-            "cpus_usable": usable}
+            "cpus_usable": usable_cpus()}
 
 
 def snakemake_cores(workflow) -> int | None:

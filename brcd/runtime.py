@@ -3,11 +3,33 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import random
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+def cpu_model() -> str | None:
+    """The host's CPU model ("AMD EPYC 7B13"), from /proc/cpuinfo on Linux, else the platform's word."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                    return value.strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine() or None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def resolve_device(name: str | None = "auto"):

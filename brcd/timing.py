@@ -64,13 +64,11 @@ def cpu_name() -> str:
     """The CPU's model name and the kernel set PyTorch dispatches to on it, e.g. "AMD EPYC
     (x86_64, AVX2 kernels)": timings and last-bit results differ between these, and
     ATEN_CPU_CAPABILITY can select another kernel set on the same CPU."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
-    except OSError:  # not Linux
-        pass
     import torch
+
+    from brcd.runtime import cpu_model
+
+    model = cpu_model()
 
     capability = torch.backends.cpu.get_cpu_capability()
     return f"{model} ({platform.machine()}, {capability} kernels)"

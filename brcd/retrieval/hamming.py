@@ -41,6 +41,7 @@ import numpy as np
 from brcd.errors import ConfigError, DataError
 from brcd.registry import Registry
 from brcd.retrieval import kernels
+from brcd.runtime import usable_cpus
 
 TIE_POLICY = "hamming distance ascending, ties by database order"
 
@@ -167,7 +168,7 @@ def search_threads() -> int:
     from_env = os.environ.get("OMP_NUM_THREADS", "")
     if from_env.isdigit() and int(from_env) > 0:
         return int(from_env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cpus()
 
 
 def set_search_threads(threads: int | None) -> None:
