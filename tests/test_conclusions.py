@@ -119,6 +119,21 @@ def test_the_committed_two_path_comparison_is_generated_from_the_committed_table
     assert (reports / "demo-machines.md").read_text() == text
 
 
+
+def test_the_committed_study_comparison_is_generated_from_the_committed_tables():
+    """reference/study-vs-first.md is `brcd compare-conclusions --shared-columns` of the first study
+    (Fashion-MNIST, Lite0, 3 seeds; kept in reference/study-first/) against the cross-dataset study, on
+    the columns both have (issue 29), never edited by hand."""
+    from tests.conftest import REFERENCE as reports
+    first, study = reports / "study-first" / "study", reports / "study"
+    _, a = read_statements(f"{first}.findings.parquet")
+    _, b = read_statements(f"{study}.findings.parquet")
+    agreement = compare_conclusions(a, b, shared_only=True)
+    movement = seed_movement(read_tidy_table(f"{first}.parquet")[1], read_tidy_table(f"{study}.parquet")[1],
+                             columns={c.column for c in agreement})
+    text = render_agreement(agreement, "first study (2026-12-02)", "cross-dataset study", (a, b), movement)
+    assert (reports / "study-vs-first.md").read_text() == text
+
 def _tidy(deltas, seeds=(0, 1), bits=16):
     """A tidy table of one column: the no-KD student at 0.5 every seed, `kd` at 0.5 + deltas[seed]."""
     import pyarrow as pa

@@ -337,29 +337,41 @@ def test_one_seed_says_what_the_intervals_cover(tmp_path):
 
 
 def bold_groups(text: str) -> dict[str, set[str]]:
-    """Column header -> the students bold in the main or the ablation mAP table (of a report with one
-    dataset and one teacher-student pairing: the first tables under these headings)."""
+    """Column -> the students bold in the main or the ablation mAP table. A column is its header
+    (``16 bits sym``), prefixed by ``dataset, pairing, `` when the report has several datasets or
+    pairings (each dataset's ``## `` section holds one main and one ablation table per pairing)."""
+    import re
+
+    several = len(re.findall(r"^### Main results: mAP@", text, re.M)) > 1
     groups: dict[str, set[str]] = {}
-    for heading in ("### Main results: mAP@", "### Ablation: mAP@"):
-        header, rows = table_after(text, heading)
+    dataset = None
+    for line_no, line in enumerate(text.splitlines()):
+        if line.startswith("## "):
+            dataset = line[3:].strip()
+        match = re.match(r"### (?:Main results|Ablation): mAP@\d+(?:, (`.+` → `.+` \(\w+\)))?$", line)
+        if not match:
+            continue
+        header, rows = table_after("\n".join(text.splitlines()[line_no:]), line)
+        prefix = f"{dataset}, {match.group(1)}, " if several else ""
         for label, cells in rows.items():
             if label.startswith("teacher"):
                 continue
             for column, cell in zip(header[1:], cells):
-                groups.setdefault(column, set())
+                groups.setdefault(prefix + column, set())
                 if cell.startswith("**"):
-                    groups[column].add(label.strip("`") if label.startswith("`") else "none")
+                    groups[prefix + column].add(label.strip("`") if label.startswith("`") else "none")
     return groups
 
 
 def findings_groups(text: str) -> dict[str, set[str]]:
-    """Column header -> the findings' "tied with the best" group (one dataset and pairing, as above)."""
+    """Column -> the findings' "tied with the best" group, keyed like :func:`bold_groups`."""
     import re
 
+    several = len(re.findall(r"^### Main results: mAP@", text, re.M)) > 1
     groups = {}
-    for column, tied in re.findall(r"\), (\d+ bits \w+)\*\* \(mAP@\d+\)\n(?:  - .*\n)*?  - tied with the best "
-                                   r"\(`[^`]+`, mAP [0-9.]+\)(?:, family C)?: (.*)\n", text):
-        groups[column] = set(re.findall(r"`([^`]+)`", tied))
+    for label, column, tied in re.findall(r"- \*\*(.+?), (\d+ bits \w+)\*\* \(mAP@\d+\)\n(?:  - .*\n)*?  - tied with "
+                                          r"the best \(`[^`]+`, mAP [0-9.]+\)(?:, family C)?: (.*)\n", text):
+        groups[f"{label}, {column}" if several else column] = set(re.findall(r"`([^`]+)`", tied))
     return groups
 
 
@@ -610,18 +622,20 @@ def test_findings_table_holds_the_findings_statements(report, tmp_path, capsys):
     assert "**Yes: 4 of 4 columns agree**" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", ["demo", "study"])
-def test_committed_report_bolds_the_findings_groups(name):
-    """The committed reports, as `make demo` and the study wrote them: bold and findings agree."""
+@pytest.mark.parametrize("name, columns", [("demo", 4), ("study", 16), ("study-first/study", 4)])
+def test_committed_report_bolds_the_findings_groups(name, columns):
+    """The committed reports, as `make demo` and the studies wrote them: bold and findings agree
+    (the cross-dataset study: 2 datasets x 2 students x 2 bit lengths x 2 paradigms)."""
     text = (REFERENCE / f"{name}.md").read_text()
     groups = findings_groups(text)
-    assert len(groups) == 4 and bold_groups(text) == groups
+    assert len(groups) == columns and bold_groups(text) == groups
 
 
 @pytest.mark.parametrize("config_path, table_name", [
     ("config/demo.yaml", "demo"),
-    # the study report predates issue 27's per-method λ grids: it ran the config kept beside it
-    ("reference/study.config.yaml", "study"),
+    ("config/study.yaml", "study"),
+    # the first study predates issue 27's per-method λ grids and issue 29's axes: it ran the config kept beside it
+    ("reference/study-first/study.config.yaml", "study-first/study"),
     # the two floating-point paths of reference/demo-machines.md, with the demo config they ran
     ("reference/demo-two-paths/demo.yaml", "demo-two-paths/avx2"),
     ("reference/demo-two-paths/demo.yaml", "demo-two-paths/aten-default")])
@@ -663,7 +677,7 @@ def test_a_users_runs_cannot_change_the_reference_reports():
 
     assert not [template for template in WRITTEN_BY if template.startswith(f"{REFERENCE.name}/")]
     for name in ("demo.md", "demo.parquet", "demo.findings.parquet", "demo-machines.md", "study.md", "study.parquet",
-                 "study.findings.parquet", "demo-two-paths/aten-default.parquet",
+                 "study.findings.parquet", "study-vs-first.md", "study-first/study.findings.parquet", "demo-two-paths/aten-default.parquet",
                  "demo-two-paths/aten-default.findings.parquet"):
         assert (REFERENCE / name).is_file(), name
     ignored = (REPO_ROOT / ".gitignore").read_text().split()
