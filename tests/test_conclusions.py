@@ -102,37 +102,39 @@ def test_a_threshold_effect_is_told_apart_from_a_disagreement():
     assert column.agree  # the issue's criterion is about verdicts; the interval check is reported beside it
 
 
-def test_the_committed_two_path_comparison_is_generated_from_the_committed_tables():
+def _compared_by_the_cli(tmp_path, a: str, b: str, label_a: str, label_b: str, *options: str) -> str:
+    """`brcd compare-conclusions` of two committed reports (findings and tidy tables: ``{stem}.findings.parquet``,
+    ``{stem}.parquet`` under reference/), as the documented command writes it."""
+    from tests.conftest import REFERENCE as reports
+
+    out = tmp_path / "comparison.md"
+    assert main(["compare-conclusions", str(reports / f"{a}.findings.parquet"), str(reports / f"{b}.findings.parquet"),
+                 "--tables", str(reports / f"{a}.parquet"), str(reports / f"{b}.parquet"),
+                 "--label-a", label_a, "--label-b", label_b, "--out", str(out), *options]) == 0
+    return out.read_text()
+
+
+def test_the_committed_two_path_comparison_is_generated_from_the_committed_tables(tmp_path):
     """reference/demo-machines.md is `brcd compare-conclusions` of the two committed findings tables
     (docs/reproducibility.md, "Same conclusions on another machine"), never edited by hand. The tables
     are copies in reference/demo-two-paths/ (A: the demo report of that day, B: its ATEN default-kernel
     run), so that a new reference demo does not change what the comparison was made from; reference/ is
     a folder no run writes, so a user's `make demo` cannot fail this test (issue 28)."""
     from tests.conftest import REFERENCE as reports
-    runs = reports / "demo-two-paths"  # the two runs' tables, kept as they were when it was made
-    _, a = read_statements(runs / "avx2.findings.parquet")
-    _, b = read_statements(runs / "aten-default.findings.parquet")
-    movement = seed_movement(read_tidy_table(runs / "avx2.parquet")[1],
-                             read_tidy_table(runs / "aten-default.parquet")[1])
-    text = render_agreement(compare_conclusions(a, b), "AVX2 kernels (make demo)",
-                            "DEFAULT kernels (ATEN_CPU_CAPABILITY=default make demo)", (a, b), movement)
+    text = _compared_by_the_cli(tmp_path, "demo-two-paths/avx2", "demo-two-paths/aten-default",
+                                "AVX2 kernels (make demo)", "DEFAULT kernels (ATEN_CPU_CAPABILITY=default make demo)")
     assert (reports / "demo-machines.md").read_text() == text
 
 
-
-def test_the_committed_study_comparison_is_generated_from_the_committed_tables():
+def test_the_committed_study_comparison_is_generated_from_the_committed_tables(tmp_path):
     """reference/study-vs-first.md is `brcd compare-conclusions --shared-columns` of the first study
     (Fashion-MNIST, Lite0, 3 seeds; kept in reference/study-first/) against the cross-dataset study, on
     the columns both have (issue 29), never edited by hand."""
     from tests.conftest import REFERENCE as reports
-    first, study = reports / "study-first" / "study", reports / "study"
-    _, a = read_statements(f"{first}.findings.parquet")
-    _, b = read_statements(f"{study}.findings.parquet")
-    agreement = compare_conclusions(a, b, shared_only=True)
-    movement = seed_movement(read_tidy_table(f"{first}.parquet")[1], read_tidy_table(f"{study}.parquet")[1],
-                             columns={c.column for c in agreement})
-    text = render_agreement(agreement, "first study (2026-12-02)", "cross-dataset study", (a, b), movement)
+    text = _compared_by_the_cli(tmp_path, "study-first/study", "study", "first study (2026-12-02)",
+                                "cross-dataset study", "--shared-columns")
     assert (reports / "study-vs-first.md").read_text() == text
+
 
 def _tidy(deltas, seeds=(0, 1), bits=16):
     """A tidy table of one column: the no-KD student at 0.5 every seed, `kd` at 0.5 + deltas[seed]."""

@@ -336,30 +336,38 @@ def test_one_seed_says_what_the_intervals_cover(tmp_path):
     assert bold_groups(text) == findings_groups(text)
 
 
+def _keyed_by_pairing(text: str) -> bool:
+    """Whether a report's columns need their dataset and pairing to be told apart (more than one main table)."""
+    import re
+
+    return len(re.findall(r"^### Main results: mAP@", text, re.M)) > 1
+
+
 def bold_groups(text: str) -> dict[str, set[str]]:
     """Column -> the students bold in the main or the ablation mAP table. A column is its header
     (``16 bits sym``), prefixed by ``dataset, pairing, `` when the report has several datasets or
     pairings (each dataset's ``## `` section holds one main and one ablation table per pairing)."""
     import re
 
-    several = len(re.findall(r"^### Main results: mAP@", text, re.M)) > 1
+    several = _keyed_by_pairing(text)
+    lines = text.splitlines()
     groups: dict[str, set[str]] = {}
     dataset = None
-    for line_no, line in enumerate(text.splitlines()):
+    for line_no, line in enumerate(lines):
         if line.startswith("## "):
             dataset = line[3:].strip()
         match = re.match(r"### (?:Main results|Ablation): mAP@\d+(?:, (`.+` → `.+` \(\w+\)))?$", line)
         if not match:
             continue
-        header, rows = table_after("\n".join(text.splitlines()[line_no:]), line)
+        header, rows = table_after("\n".join(lines[line_no:]), line)
         prefix = f"{dataset}, {match.group(1)}, " if several else ""
         for label, cells in rows.items():
             if label.startswith("teacher"):
                 continue
             for column, cell in zip(header[1:], cells):
-                groups.setdefault(prefix + column, set())
+                group = groups.setdefault(prefix + column, set())
                 if cell.startswith("**"):
-                    groups[prefix + column].add(label.strip("`") if label.startswith("`") else "none")
+                    group.add(label.strip("`") if label.startswith("`") else "none")
     return groups
 
 
@@ -367,7 +375,7 @@ def findings_groups(text: str) -> dict[str, set[str]]:
     """Column -> the findings' "tied with the best" group, keyed like :func:`bold_groups`."""
     import re
 
-    several = len(re.findall(r"^### Main results: mAP@", text, re.M)) > 1
+    several = _keyed_by_pairing(text)
     groups = {}
     for label, column, tied in re.findall(r"- \*\*(.+?), (\d+ bits \w+)\*\* \(mAP@\d+\)\n(?:  - .*\n)*?  - tied with "
                                           r"the best \(`[^`]+`, mAP [0-9.]+\)(?:, family C)?: (.*)\n", text):
@@ -677,7 +685,8 @@ def test_a_users_runs_cannot_change_the_reference_reports():
 
     assert not [template for template in WRITTEN_BY if template.startswith(f"{REFERENCE.name}/")]
     for name in ("demo.md", "demo.parquet", "demo.findings.parquet", "demo-machines.md", "study.md", "study.parquet",
-                 "study.findings.parquet", "study-vs-first.md", "study-first/study.findings.parquet", "demo-two-paths/aten-default.parquet",
+                 "study.findings.parquet", "study-vs-first.md", "study-first/study.findings.parquet",
+                 "demo-two-paths/aten-default.parquet",
                  "demo-two-paths/aten-default.findings.parquet"):
         assert (REFERENCE / name).is_file(), name
     ignored = (REPO_ROOT / ".gitignore").read_text().split()
