@@ -136,13 +136,21 @@ def test_the_committed_study_comparison_is_generated_from_the_committed_tables(t
     assert (reports / "study-vs-first.md").read_text() == text
 
 
+def _run(kd, seed, map_at_k, bits=16, variant="selected", lam=1.0, selected=True, in_tables=True, val_map=None):
+    """One row of a tidy table (the columns brcd.report.tidy.read_tidy_table reads)."""
+    return {**COLUMN, "bits": bits, "kd": kd, "variant": variant, "seed": seed, "lambda": lam, "is_selected": selected,
+            "in_tables": in_tables, "map_at_k": map_at_k, "train_val_map": map_at_k if val_map is None else val_map}
+
+
 def _tidy(deltas, seeds=(0, 1), bits=16):
-    """A tidy table of one column: the no-KD student at 0.5 every seed, `kd` at 0.5 + deltas[seed]."""
+    """A tidy table of one column: the no-KD student at 0.5 every seed, `kd` at 0.5 + deltas[seed]; seed 0's
+    `kd` runs are λ candidates 1 (chosen) and 2 (0.9, outside the tables)."""
     import pyarrow as pa
 
-    rows = [{**COLUMN, "bits": bits, "kd": kd, "seed": seed, "in_tables": True, "map_at_k": 0.5 + d}
+    variants = {seeds[0]: "lambda1"}
+    rows = [_run(kd, seed, 0.5 + d, bits, variants.get(seed, "selected"))
             for seed, delta in zip(seeds, deltas) for kd, d in (("none", 0.0), ("kd", delta))]
-    rows.append({**COLUMN, "bits": bits, "kd": "kd", "seed": seeds[0], "in_tables": False, "map_at_k": 0.9})
+    rows.append(_run("kd", seeds[0], 0.9, bits, "lambda2", 2.0, selected=False, in_tables=False))
     return pa.Table.from_pylist(rows)
 
 
@@ -158,6 +166,25 @@ def test_seed_movement_against_seed_spread_known_truth():
     assert one.ratio is None and one.move_rms == pytest.approx(0.02) and "with one seed" in one.text()
     with pytest.raises(DataError, match="do not hold the same runs"):
         seed_movement(_tidy([0.01, 0.03]), _tidy([0.01, 0.03], bits=64))
+
+
+def test_a_reversed_verdict_lists_both_runs_lambda_candidates():
+    """Each reversed verdict comes with the tuning seed's λ candidates of both runs against the reference's run:
+    A's `kd` below no KD at every λ, B's above at the λ it chose."""
+    import pyarrow as pa
+
+    a_runs = [_run("none", 0, 0.60, variant="lambda0", lam=0.0), _run("kd", 0, 0.52, variant="lambda0.1", lam=0.1,
+              selected=False, in_tables=False), _run("kd", 0, 0.55, variant="lambda1")]
+    b_runs = [_run("none", 0, 0.61, variant="lambda0", lam=0.0), _run("kd", 0, 0.64, variant="lambda0.1", lam=0.1),
+              _run("kd", 0, 0.40, variant="lambda1", selected=False, in_tables=False)]
+    tables = (pa.Table.from_pylist(a_runs), pa.Table.from_pylist(b_runs))
+    flipped = [replace(s, delta=-0.03, low=-0.04, high=-0.02, verdict="worse")
+               if (s.kind, s.method) == (VS_NO_KD, "kd") else s for s in run_a()]
+    text = render_agreement(compare_conclusions(flipped, run_a()), "A", "B", tables=tables)
+    assert ("- fashion_mnist, `lite2` → `lite0` (cibhash), 16 bits sym: `kd` vs `none`: A: seed 0: λ 0.1 → 0.520, "
+            "**1 → 0.550**; `none` 0.600; B: seed 0: λ **0.1 → 0.640**, 1 → 0.400; `none` 0.610") in text
+    assert text.count("The λ candidates behind each reversed verdict") == 1
+    assert "The λ candidates" not in render_agreement(compare_conclusions(run_a(), run_a()), "A", "B", tables=tables)
 
 
 def test_tables_of_different_grids_are_an_error():

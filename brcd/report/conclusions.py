@@ -28,7 +28,11 @@ disagreement about the difference.
 Given the two runs' tidy tables (``reports/{name}.parquet``) as well, it measures how far each
 seed's Δ vs no KD moved against the seed-to-seed spread of that Δ (:func:`seed_movement`):
 a move about as large as the seed spread means the other run is, for the verdicts, like a new
-draw of the training noise rather than a small correction of the same one.
+draw of the training noise rather than a small correction of the same one. And for each reversed
+verdict it lists the λ candidates behind it in both runs (:func:`tuning_runs`): the validation mAP@K
+of each candidate on the tuning seed, against the reference method's. A method below its reference at
+every λ, even the smallest, in one run only suggests its loss in that run's code, rather than the
+choice of λ or seed noise, as the cause.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from brcd.errors import DataError
+from brcd.lambdas import SELECTED
 from brcd.report.format import tested_text
 from brcd.report.statements import (COLUMN_KEYS, VS_BEST, VS_BRCD, VS_NO_KD, Statement, column_label, read_statements,
                                     uncorrected)
@@ -157,9 +162,10 @@ def _statement_text(s: Statement) -> str:
 
 def render_agreement(agreement: Sequence[ColumnAgreement], label_a: str, label_b: str,
                      deltas: tuple[Sequence[Statement], Sequence[Statement]] | None = None,
-                     movement: SeedMovement | None = None) -> str:
+                     movement: SeedMovement | None = None, tables: tuple | None = None) -> str:
     """Markdown: the verdict first, then the agreement within the intervals, how far the numbers moved
-    (``deltas``; ``movement``: seed by seed), one line per column, and the statements that changed."""
+    (``deltas``; ``movement``: seed by seed), one line per column, the statements that changed and, given
+    the two runs' tidy ``tables``, the λ candidates behind each reversed verdict."""
     agree = sum(c.agree for c in agreement)
     same_better = sum(c.same_better for c in agreement)
     overlap = sum(c.tied_overlap for c in agreement)
@@ -188,6 +194,8 @@ def render_agreement(agreement: Sequence[ColumnAgreement], label_a: str, label_b
     for sa, sb in changed:
         lines.append(f"- {column_label(sa.column)}: `{sa.method}` vs `{sa.reference}`: "
                      f"{_statement_text(sa)} → {_statement_text(sb)}{_pair_note(sa, sb)}")
+    if tables is not None:
+        lines += _reversals_tuning(agreement, tables)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -311,6 +319,54 @@ def seed_movement(table_a, table_b, columns: set | None = None) -> SeedMovement:
                         float(np.median(ratio)) if ratio.size else None)
 
 
+@dataclass(frozen=True)
+class TuningRuns:
+    """A method's λ candidates in one column: the tuning seed's runs, each with the validation mAP@K of
+    its best checkpoint (what λ is chosen on), and the reference method's run of that seed."""
+
+    seed: int
+    candidates: tuple[tuple[float, float, bool], ...]  # (λ, validation mAP@K, chosen), by λ
+    reference: float | None  # the reference's validation mAP@K on that seed (None: not in the table)
+
+    def text(self, reference: str) -> str:
+        runs = ", ".join(f"**{lam:g} → {val:.3f}**" if chosen else f"{lam:g} → {val:.3f}"
+                         for lam, val, chosen in self.candidates)
+        ref = "not in the table" if self.reference is None else f"{self.reference:.3f}"
+        return f"seed {self.seed}: λ {runs}; `{reference}` {ref}"
+
+
+def tuning_runs(table, column: tuple, method: str, reference: str) -> TuningRuns | None:
+    """:class:`TuningRuns` of ``method`` in ``column`` of a tidy table: its candidate runs (variant
+    ``lambda<λ>``, not ``selected``); None when the table holds none (a method without λ)."""
+    rows = [row for row in table.to_pylist() if tuple(row[k] for k in COLUMN_KEYS) == column]
+    candidates = [row for row in rows if row["kd"] == method and row["variant"] != SELECTED]
+    if not candidates:
+        return None
+    seed = min(row["seed"] for row in candidates)  # the tuning seed: the only one with candidates
+    candidates = [row for row in candidates if row["seed"] == seed]
+    chosen_reference = [row["train_val_map"] for row in rows if row["kd"] == reference and row["seed"] == seed
+                        and row["is_selected"] and row["in_tables"]]
+    return TuningRuns(seed, tuple(sorted((row["lambda"], row["train_val_map"], bool(row["is_selected"]))
+                                         for row in candidates)),
+                      chosen_reference[0] if chosen_reference else None)
+
+
+def _reversals_tuning(agreement: Sequence[ColumnAgreement], tables: tuple) -> list[str]:
+    """Per reversed verdict, both runs' λ candidates on the tuning seed against the reference's run."""
+    reversed_pairs = [pair for c in agreement for pair in c.reversed]
+    if not reversed_pairs:
+        return []
+    lines = ["", "The λ candidates behind each reversed verdict (the tuning seed's runs, each with the validation "
+             "mAP@K of its best checkpoint, on which λ is chosen; the chosen one in bold), against the reference "
+             "method's run of that seed:", ""]
+    for sa, sb in reversed_pairs:
+        runs = [tuning_runs(table, sa.column, sa.method, sa.reference) for table in tables]
+        told = "; ".join(f"{side}: {'no candidates in its table' if r is None else r.text(sa.reference)}"
+                         for side, r in zip("AB", runs))
+        lines.append(f"- {column_label(sa.column)}: `{sa.method}` vs `{sa.reference}`: {told}")
+    return lines
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -322,7 +378,8 @@ def configure_parser(parser) -> None:
     parser.add_argument("--out", default=None, help="write the Markdown here (atomically) instead of stdout")
     parser.add_argument("--tables", nargs=2, metavar=("A", "B"), default=None,
                         help="the two runs' tidy tables (reports/{name}.parquet): also say how far each seed's "
-                        "Δ vs no KD moved, against its seed-to-seed spread")
+                        "Δ vs no KD moved, against its seed-to-seed spread, and list the λ candidates behind each "
+                        "reversed verdict")
     parser.add_argument("--shared-columns", action="store_true",
                         help="compare the columns both tables have (two grids that overlap, e.g. a study grown to "
                         "more datasets and students against the earlier one); the output says how many were left out")
@@ -341,7 +398,7 @@ def run(args) -> None:
         raise DataError(f"{args.a} is of grid `{name_a}` and {args.b} of grid `{name_b}`: compare two runs of "
                         "the same grid config")
     agreement = compare_conclusions(a, b, shared_only=args.shared_columns)
-    movement = None
+    movement = tables = None
     if args.tables:
         tables = [read_tidy_table(path) for path in args.tables]  # the same path twice is allowed
         wrong = [f"{path} (grid `{name}`)" for path, (name, _) in zip(args.tables, tables) if name != name_a]
@@ -349,8 +406,10 @@ def run(args) -> None:
             raise DataError(f"--tables: {', '.join(wrong)} not of grid `{name_a}` like the findings tables; "
                             "give the two runs' reports/{name}.parquet")
         columns = {c.column for c in agreement} if args.shared_columns else None
-        movement = seed_movement(*(table for _, table in tables), columns=columns)
-    text = render_agreement(agreement, args.label_a or str(args.a), args.label_b or str(args.b), (a, b), movement)
+        tables = tuple(table for _, table in tables)
+        movement = seed_movement(*tables, columns=columns)
+    text = render_agreement(agreement, args.label_a or str(args.a), args.label_b or str(args.b), (a, b), movement,
+                            tables)
     if args.out:
         with atomic_path(args.out) as tmp:
             Path(tmp).write_text(text)

@@ -68,5 +68,6 @@ def read_tidy_table(path: str | os.PathLike):
     from brcd.io import read_parquet
 
     table, metadata = read_parquet(path, "tidy table", regenerate_hint(path),
-                                   columns=[*COLUMN_KEYS, "kd", "seed", "in_tables", "map_at_k"])
+                                   columns=[*COLUMN_KEYS, "kd", "variant", "seed", "lambda", "is_selected",
+                                            "in_tables", "map_at_k", "train_val_map"])
     return str(metadata.get("name")), table
