@@ -165,6 +165,14 @@ def _printed_step_costs(workdir: Path, output: str) -> None:
     assert set(KD_LOSSES.names()) <= printed, output
 
 
+def _printed_scheduler_overhead(workdir: Path, output: str) -> None:
+    rows = {fields[0]: fields[2:] for fields in map(str.split, output.splitlines())
+            if len(fields) == 4 and fields[0][:1].isdigit()}  # timespan, wall, Snakemake CPU, threads
+    assert set(rows) >= {"100/1s", "1000/5s"}, output  # Snakemake's default, then the profile's
+    assert all(float(cpu) > 0 and int(threads) > 1 for cpu, threads in rows.values()), output
+    assert "1000/5s / 100/1s: wall " in output, output
+
+
 def _teacher_built(workdir: Path, output: str) -> None:
     assert (workdir / TEST_TEACHER).is_file() and (workdir / TEST_TEACHER).with_name("history.tsv").is_file()
 
@@ -190,7 +198,7 @@ RUN_HERE: dict[str, Expect] = {
     ".venv/bin/snakemake --cores 2 --configfile config/demo.yaml --report report.html": Expect(_html_report),
     ".venv/bin/snakemake -n --configfile config/demo.yaml --config 'bits=[16]'": Expect(_narrowed_to_the_built_grid),
     ".venv/bin/brcd check-config config/demo.yaml": Expect(_printed_config),
-    ".venv/bin/snakemake --cores 2 --configfile config/study.yaml": Expect(_grid_built),
+    ".venv/bin/snakemake --workflow-profile workflow/profiles/default --configfile config/study.yaml": Expect(_grid_built),
     ".venv/bin/python benchmarks/student_lr.py --config config/study.yaml --lr 0.001 0.002 0.004 0.008 0.016":
         Expect(_printed_lr_choice, before=_snapshot_results),
     ".venv/bin/python benchmarks/paper_gpu_hours.py --measured config/study.yaml": Expect(_printed_projection),
@@ -202,6 +210,8 @@ RUN_HERE: dict[str, Expect] = {
     f".venv/bin/snakemake --cores 2 {CIFAR10_TEACHER} --configfile config/cifar10.yaml": Expect(_teacher_built),
     ".venv/bin/python benchmarks/step_cost.py --bits 16 --train-size 200 --batch-size 16 --hidden 32 --repeats 3":
         Expect(_printed_step_costs),
+    ".venv/bin/python benchmarks/scheduler_overhead.py --jobs 6 --sleep 0.1 --inputs 2":
+        Expect(_printed_scheduler_overhead),
     ".venv/bin/python -c \"import pandas as pd; t = pd.read_parquet('reports/demo.parquet'); t = t[t.in_tables]; "
     "print(t.groupby(['bits', 'paradigm', 'kd']).map_at_k.agg(['mean', 'std', 'count']))\"": Expect(_printed_table),
     ".venv/bin/brcd compare-conclusions reports/demo.findings.parquet other-machine/demo.findings.parquet "
@@ -217,7 +227,8 @@ VIA_MAKEFILE: dict[str, str] = {
 
 #: the long-run commands of docs/workflow.md ("Long runs: background and resume"): tests/test_resume.py runs them
 #: as written (after SUBSTITUTIONS) on the tiny grid, around a run it kills
-BACKGROUND_RUN = ("nohup .venv/bin/snakemake --cores 2 --keep-going --rerun-incomplete --configfile config/study.yaml "
+BACKGROUND_RUN = ("nohup .venv/bin/snakemake --workflow-profile workflow/profiles/default --keep-going --rerun-incomplete "
+                  "--configfile config/study.yaml "
                   "> study.log 2>&1 &")
 PROGRESS = "grep 'steps (' study.log | tail -n 1"
 UNLOCK = ".venv/bin/snakemake --unlock --configfile config/study.yaml"
