@@ -282,14 +282,18 @@ class SeedMovement:
                 "noise (the spread that seeds produce), not a small correction of the same one.")
 
 
+def _column_of(row: Mapping) -> tuple:
+    """The column (:data:`COLUMN_KEYS`) of a tidy table's row, as :attr:`Statement.column` gives it."""
+    return tuple(row[k] for k in COLUMN_KEYS)
+
+
 def seed_deltas(table) -> dict[tuple, float]:
     """(column, method, seed) -> the run's mAP@K minus that of the student without KD (same column and
     seed), from a report's tidy table (``reports/{name}.parquet``; rows in the report's tables)."""
     rows = [row for row in table.to_pylist() if row["in_tables"]]
-    key = lambda row: tuple(row[k] for k in COLUMN_KEYS)  # noqa: E731
-    none = {(key(row), row["seed"]): row["map_at_k"] for row in rows if row["kd"] == "none"}
-    return {(key(row), row["kd"], row["seed"]): row["map_at_k"] - none[(key(row), row["seed"])]
-            for row in rows if row["kd"] != "none" and (key(row), row["seed"]) in none}
+    none = {(_column_of(row), row["seed"]): row["map_at_k"] for row in rows if row["kd"] == "none"}
+    return {(_column_of(row), row["kd"], row["seed"]): row["map_at_k"] - none[(_column_of(row), row["seed"])]
+            for row in rows if row["kd"] != "none" and (_column_of(row), row["seed"]) in none}
 
 
 def seed_movement(table_a, table_b, columns: set | None = None) -> SeedMovement:
@@ -338,7 +342,7 @@ class TuningRuns:
 def tuning_runs(table, column: tuple, method: str, reference: str) -> TuningRuns | None:
     """:class:`TuningRuns` of ``method`` in ``column`` of a tidy table: its candidate runs (variant
     ``lambda<λ>``, not ``selected``); None when the table holds none (a method without λ)."""
-    rows = [row for row in table.to_pylist() if tuple(row[k] for k in COLUMN_KEYS) == column]
+    rows = [row for row in table.to_pylist() if _column_of(row) == column]
     candidates = [row for row in rows if row["kd"] == method and row["variant"] != SELECTED]
     if not candidates:
         return None
@@ -400,13 +404,13 @@ def run(args) -> None:
     agreement = compare_conclusions(a, b, shared_only=args.shared_columns)
     movement = tables = None
     if args.tables:
-        tables = [read_tidy_table(path) for path in args.tables]  # the same path twice is allowed
-        wrong = [f"{path} (grid `{name}`)" for path, (name, _) in zip(args.tables, tables) if name != name_a]
+        named = [read_tidy_table(path) for path in args.tables]  # (grid name, table); the same path twice is allowed
+        wrong = [f"{path} (grid `{name}`)" for path, (name, _) in zip(args.tables, named) if name != name_a]
         if wrong:
             raise DataError(f"--tables: {', '.join(wrong)} not of grid `{name_a}` like the findings tables; "
                             "give the two runs' reports/{name}.parquet")
         columns = {c.column for c in agreement} if args.shared_columns else None
-        tables = tuple(table for _, table in tables)
+        tables = tuple(table for _, table in named)
         movement = seed_movement(*tables, columns=columns)
     text = render_agreement(agreement, args.label_a or str(args.a), args.label_b or str(args.b), (a, b), movement,
                             tables)
