@@ -126,14 +126,24 @@ def test_the_committed_two_path_comparison_is_generated_from_the_committed_table
     assert (reports / "demo-machines.md").read_text() == text
 
 
-def test_the_committed_study_comparison_is_generated_from_the_committed_tables(tmp_path):
-    """reference/study-vs-first.md is `brcd compare-conclusions --shared-columns` of the first study
-    (Fashion-MNIST, Lite0, 3 seeds; kept in reference/study-first/) against the cross-dataset study, on
-    the columns both have (issue 29), never edited by hand."""
+@pytest.mark.parametrize("comparison, a, b, label_a, label_b, options", [
+    # the first study (Fashion-MNIST, Lite0, 3 seeds; kept in reference/study-first/) against the
+    # cross-dataset study, on the columns both have (issue 29)
+    ("study-vs-first.md", "study-first/study", "study", "first study (2026-12-02)", "cross-dataset study",
+     ["--shared-columns"]),
+    # the same against the first study's grid rerun on today's code, which tells the code's changes
+    # (first-vs-today.md) from a replication's noise (study-vs-first-today.md)
+    ("study-first/first-vs-today.md", "study-first/study", "study-first/today/study", "first study (2026-12-02)",
+     "its grid on today's code (2026-12-07)", []),
+    ("study-vs-first-today.md", "study-first/today/study", "study",
+     "first study's grid on today's code (2026-12-07)", "cross-dataset study", ["--shared-columns"])])
+def test_the_committed_study_comparisons_are_generated_from_the_committed_tables(
+        tmp_path, comparison, a, b, label_a, label_b, options):
+    """The committed study comparisons are `brcd compare-conclusions` of the committed tables, never
+    edited by hand."""
     from tests.conftest import REFERENCE as reports
-    text = _compared_by_the_cli(tmp_path, "study-first/study", "study", "first study (2026-12-02)",
-                                "cross-dataset study", "--shared-columns")
-    assert (reports / "study-vs-first.md").read_text() == text
+    text = _compared_by_the_cli(tmp_path, a, b, label_a, label_b, *options)
+    assert (reports / comparison).read_text() == text
 
 
 def _run(kd, seed, map_at_k, bits=16, variant="selected", lam=1.0, selected=True, in_tables=True, val_map=None):

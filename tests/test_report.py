@@ -630,7 +630,8 @@ def test_findings_table_holds_the_findings_statements(report, tmp_path, capsys):
     assert "**Yes: 4 of 4 columns agree**" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name, columns", [("demo", 4), ("study", 16), ("study-first/study", 4)])
+@pytest.mark.parametrize("name, columns", [("demo", 4), ("study", 16), ("study-first/study", 4),
+                                                 ("study-first/today/study", 4)])
 def test_committed_report_bolds_the_findings_groups(name, columns):
     """The committed reports, as `make demo` and the studies wrote them: bold and findings agree
     (the cross-dataset study: 2 datasets x 2 students x 2 bit lengths x 2 paradigms)."""
@@ -644,6 +645,8 @@ def test_committed_report_bolds_the_findings_groups(name, columns):
     ("config/study.yaml", "study"),
     # the first study predates issue 27's per-method λ grids and issue 29's axes: it ran the config kept beside it
     ("reference/study-first/study.config.yaml", "study-first/study"),
+    # the same grid rerun on today's code (issue 29: which differences the code made)
+    ("reference/study-first/study.config.yaml", "study-first/today/study"),
     # the two floating-point paths of reference/demo-machines.md, with the demo config they ran
     ("reference/demo-two-paths/demo.yaml", "demo-two-paths/avx2"),
     ("reference/demo-two-paths/demo.yaml", "demo-two-paths/aten-default")])
@@ -686,6 +689,7 @@ def test_a_users_runs_cannot_change_the_reference_reports():
     assert not [template for template in WRITTEN_BY if template.startswith(f"{REFERENCE.name}/")]
     for name in ("demo.md", "demo.parquet", "demo.findings.parquet", "demo-machines.md", "study.md", "study.parquet",
                  "study.findings.parquet", "study-vs-first.md", "study-first/study.findings.parquet",
+                 "study-first/today/study.findings.parquet", "study-first/first-vs-today.md", "study-vs-first-today.md",
                  "demo-two-paths/aten-default.parquet",
                  "demo-two-paths/aten-default.findings.parquet"):
         assert (REFERENCE / name).is_file(), name
