@@ -670,6 +670,25 @@ def test_committed_report_comes_from_the_committed_config(config_path, table_nam
     assert not stale, f"reference/{table_name}.parquet is not from {config_path} as committed: {stale[:5]}"
 
 
+def test_the_first_studys_grid_on_todays_code_shares_the_studys_runs():
+    """reference/study-first/today/ is the first study's config rerun on today's code, reusing the
+    cross-dataset study's files wherever a cell's config hash is the same under both configs
+    (docs/runs/study.md): those rows must carry the study's very numbers -- the teachers, `none`, `rkd`
+    and BRCD's variants of seeds 0-2 -- and no baseline with another λ grid may share a hash. The first
+    study's own table, from older code, fails this: all 118 of its shared rows differ."""
+    import pandas as pd
+
+    key = ["dataset", "bits", "hash", "teacher", "student", "kd", "variant", "seed", "paradigm", "config_hash"]
+    today = pd.read_parquet(REFERENCE / "study-first/today/study.parquet")
+    study = pd.read_parquet(REFERENCE / "study.parquet")
+    shared = today.merge(study, on=key, suffixes=("_today", "_study"))
+    assert set(shared.kd.fillna("teacher")) == {"teacher", "none", "rkd", "brcd", "brcd_nocluster", "brcd_nomask",
+                                                "brcd_plain"}
+    assert len(shared) == len(today[today.kd.fillna("teacher").isin(set(shared.kd.fillna("teacher")))])
+    for metric in ("map_at_k", "map_all", "precision_at_100", "train_val_map", "train_epochs_run"):
+        pd.testing.assert_series_equal(shared[f"{metric}_today"], shared[f"{metric}_study"], check_names=False)
+
+
 def test_lambda_grid_centre_and_edge():
     from brcd.lambdas import at_grid_edge, grid_centre
 
@@ -689,6 +708,7 @@ def test_a_users_runs_cannot_change_the_reference_reports():
     assert not [template for template in WRITTEN_BY if template.startswith(f"{REFERENCE.name}/")]
     for name in ("demo.md", "demo.parquet", "demo.findings.parquet", "demo-machines.md", "study.md", "study.parquet",
                  "study.findings.parquet", "study-vs-first.md", "study-first/study.findings.parquet",
+                 "study-first/today/study.md", "study-first/today/study.parquet",
                  "study-first/today/study.findings.parquet", "study-first/first-vs-today.md", "study-vs-first-today.md",
                  "demo-two-paths/aten-default.parquet",
                  "demo-two-paths/aten-default.findings.parquet"):
