@@ -132,7 +132,7 @@ def test_the_committed_two_path_comparison_is_generated_from_the_committed_table
     ("study-vs-first.md", "study-first/study", "study", "first study (2026-12-02)", "cross-dataset study",
      ["--shared-columns"]),
     # the same against the first study's grid rerun on today's code, which tells the code's changes
-    # (first-vs-today.md) from a replication's noise (study-vs-first-today.md)
+    # (first-vs-today.md) from the two configs' differences (study-vs-first-today.md)
     ("study-first/first-vs-today.md", "study-first/study", "study-first/today/study", "first study (2026-12-02)",
      "its grid on today's code (2026-12-07)", []),
     ("study-vs-first-today.md", "study-first/today/study", "study",
