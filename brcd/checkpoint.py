@@ -18,20 +18,29 @@ from brcd.io import check_metadata, rebuild_hint, write_bytes
 FORMAT = "brcd-checkpoint-1"
 
 
-def head_spec(backbone_options: Mapping, bits: int, feature_dim: int) -> dict:
-    """Everything needed to rebuild a head: kind, input width, bits, hidden width."""
-    return {
+def head_spec(backbone_options: Mapping, bits: int, feature_dim: int, matmul: str | None = None) -> dict:
+    """Everything needed to rebuild a head: kind, input width, bits, hidden width, and the kernel of its
+    products (``train.<role>.matmul``) where it is not the default -- so that its encode jobs compute
+    as its training did, and checkpoints of the default stay byte for byte what they were."""
+    from brcd.models.linear import DEFAULT_KERNEL
+
+    spec = {
         "kind": backbone_options.get("head", "mlp"),
         "in_dim": int(feature_dim),
         "bits": int(bits),
         "hidden": int(backbone_options.get("hidden", 1000)),
     }
+    if matmul not in (None, DEFAULT_KERNEL):
+        spec["matmul"] = matmul
+    return spec
 
 
 def build_head(spec: Mapping) -> torch.nn.Module:
     from brcd.models import create_head
+    from brcd.models.linear import DEFAULT_KERNEL
 
-    return create_head(spec["kind"], spec["in_dim"], spec["bits"], hidden=spec["hidden"])
+    return create_head(spec["kind"], spec["in_dim"], spec["bits"], hidden=spec["hidden"],
+                       matmul=spec.get("matmul", DEFAULT_KERNEL))
 
 
 def save_checkpoint(path: str | os.PathLike, spec: Mapping, heads: Mapping[str, Mapping], best: Mapping,

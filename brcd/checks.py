@@ -83,6 +83,16 @@ def _check_backbones(config: Mapping, source: str) -> None:
     check_backbone_entries(config, source)
 
 
+def _check_matmul(config: Mapping, source: str) -> None:
+    from brcd.models.linear import LINEAR_KERNELS
+
+    for role, settings in config.get("train", {}).items():
+        kernel = settings.get("matmul")
+        if kernel is not None and kernel not in LINEAR_KERNELS:
+            raise ConfigError(f"{source}: unknown matmul kernel {kernel!r} in `train.{role}.matmul`; allowed "
+                              f"values: {', '.join(LINEAR_KERNELS.names())}")
+
+
 #: axis key -> function giving the allowed names (imported lazily).
 AXIS_REGISTRIES: dict[str, Callable[[], list[str]]] = {
     "datasets": _dataset_names,
@@ -120,6 +130,7 @@ def check_config(config: Mapping, source: str = "config") -> None:
 
 
 #: whole-config checks beyond the axes: dataset entries (keys, sizes), backbone model names and weights,
-#: per-method distillation settings, BRCD's number of clusters against the training split, the λ grids.
+#: per-method distillation settings, BRCD's number of clusters against the training split, the λ grids,
+#: the heads' matmul kernels.
 CONFIG_CHECKS: list[Callable[[Mapping, str], None]] = [_check_datasets, _check_backbones, _check_kd_settings,
-                                                       _check_cluster_counts, _check_lambda]
+                                                       _check_cluster_counts, _check_lambda, _check_matmul]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 import os
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import yaml
@@ -87,6 +87,10 @@ TRAIN_DEFAULTS = {
 }
 
 
+#: ``train.<role>.matmul`` when not given; equal to :data:`brcd.models.linear.DEFAULT_KERNEL`
+DEFAULT_MATMUL = "blas"
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     lr: float
@@ -100,11 +104,23 @@ class TrainSettings:
     #: more than this (the best checkpoint still follows every gain): runs creeping up by noise-sized
     #: steps stop instead of running into the cap
     min_delta: float = 0.0
+    #: the kernel of the head's matrix products (:data:`brcd.models.linear.LINEAR_KERNELS`): ``blas``
+    #: (torch's default) or ``onednn`` (fp32 as well, up to twice as fast on AMD CPUs; other bytes)
+    matmul: str = DEFAULT_MATMUL
 
     @classmethod
     def from_config(cls, config: Mapping, role: str) -> "TrainSettings":
         values = {**TRAIN_DEFAULTS[role], **config.get("train", {}).get(role, {})}
         return cls(**values)
+
+    def identity(self) -> dict:
+        """The settings a run's results depend on, for its cell's config hash: all of them, except
+        ``matmul`` at its default, so that the cells of configs written before that setting keep
+        their hashes (and their results stay valid)."""
+        values = asdict(self)
+        if self.matmul == DEFAULT_MATMUL:
+            del values["matmul"]
+        return values
 
 
 def dataset_options(config: Mapping, dataset: str) -> dict:

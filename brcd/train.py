@@ -275,7 +275,8 @@ def train_teacher(config: Mapping, cell, split_path: str, out: str, log_path: st
     splits = Splits(split_path)
     source = create_source(config, cell.dataset, cell.teacher, splits, device, bank)
     seed_everything(cell.seed)
-    spec = head_spec(backbone_options(config, cell.teacher, cell.dataset), cell.bits, source.feature_dim)
+    spec = head_spec(backbone_options(config, cell.teacher, cell.dataset), cell.bits, source.feature_dim,
+                     settings.matmul)
     head = build_head(spec).to(device)
     objective = create_objective(cell.hash, cell.bits).to(device)
     validator = split_validator(source, splits, dataset_options(config, cell.dataset)["topk"], {"teacher": None})

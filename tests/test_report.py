@@ -604,6 +604,9 @@ def test_schedule_note_states_each_roles_stopping_rule():
             ) in study
     assert "teachers: Adam lr 0.0005" in study and "teachers: Adam lr 0.0005, batch 64, validation every 5 epochs, " \
         "stop after 2 validations without an improvement (not" in study
+    assert "products" not in study  # the default kernel goes unsaid, so earlier reports read the same
+    config["train"]["student"]["matmul"] = "onednn"
+    assert schedule_note(config).endswith("cap 160 epochs, the head's products on onednn")
 
 
 def test_findings_table_holds_the_findings_statements(report, tmp_path, capsys):

@@ -198,7 +198,8 @@ def load_student_side(config: Mapping, cell: Cell, split_path: str, student_bank
     started = time.perf_counter()
     splits = Splits(split_path)
     source = create_source(config, cell.dataset, cell.student, splits, device, student_bank)
-    spec = head_spec(backbone_options(config, cell.student, cell.dataset), cell.bits, source.feature_dim)
+    spec = head_spec(backbone_options(config, cell.student, cell.dataset), cell.bits, source.feature_dim,
+                     TrainSettings.from_config(config, "student").matmul)
     return StudentSide(splits, source, validation_data(source, splits), dataset_options(config, cell.dataset)["topk"],
                        spec, time.perf_counter() - started)
 

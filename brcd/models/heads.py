@@ -13,10 +13,12 @@ from torch import nn
 
 from brcd.codes import check_bits
 from brcd.errors import ConfigError
+from brcd.models.linear import DEFAULT_KERNEL, linear_layer
 from brcd.options import Int, Options
 from brcd.registry import Registry
 
-#: head kind -> class with ``settings`` and ``build(in_dim, bits, hidden) -> nn.Module``
+#: head kind -> class with ``settings`` and ``build(in_dim, bits, hidden, linear) -> nn.Module``, where
+#: ``linear(in, out)`` makes its linear layers (:func:`brcd.models.linear.linear_layer`)
 HEADS: Registry = Registry("hash head", config_key="backbones.<alias>.head")
 
 
@@ -25,8 +27,8 @@ class LinearHead:
     settings: ClassVar[Options] = Options()
 
     @staticmethod
-    def build(in_dim: int, bits: int, hidden: int) -> nn.Module:
-        return nn.Linear(in_dim, bits)
+    def build(in_dim: int, bits: int, hidden: int, linear=nn.Linear) -> nn.Module:
+        return linear(in_dim, bits)
 
 
 @HEADS.register("mlp")
@@ -34,8 +36,8 @@ class MLPHead:
     settings: ClassVar[Options] = Options(hidden=Int(1000, "hidden units", minimum=1, maximum=65536))
 
     @staticmethod
-    def build(in_dim: int, bits: int, hidden: int) -> nn.Module:
-        return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, bits))
+    def build(in_dim: int, bits: int, hidden: int, linear=nn.Linear) -> nn.Module:
+        return nn.Sequential(linear(in_dim, hidden), nn.ReLU(), linear(hidden, bits))
 
 
 def check_head_settings(kind: str, entry: Mapping, key: str) -> dict:
@@ -45,10 +47,12 @@ def check_head_settings(kind: str, entry: Mapping, key: str) -> dict:
     return declared.parse({name: entry[name] for name in declared if name in entry}, key)
 
 
-def create_head(kind: str, in_dim: int, bits: int, hidden: int = 1000) -> nn.Module:
-    """A fresh head of ``kind`` mapping ``in_dim`` features to ``bits`` logits."""
+def create_head(kind: str, in_dim: int, bits: int, hidden: int = 1000, matmul: str = DEFAULT_KERNEL) -> nn.Module:
+    """A fresh head of ``kind`` mapping ``in_dim`` features to ``bits`` logits, its products on the
+    ``matmul`` kernel (:data:`brcd.models.linear.LINEAR_KERNELS`)."""
     head = HEADS.get(kind)
     check_bits(bits)
     if not isinstance(in_dim, int) or in_dim < 1:
         raise ConfigError(f"a head's input width must be a positive integer; got {in_dim!r}")
-    return head.build(in_dim, bits, check_head_settings(kind, {"hidden": hidden}, "head").get("hidden", hidden))
+    return head.build(in_dim, bits, check_head_settings(kind, {"hidden": hidden}, "head").get("hidden", hidden),
+                      linear_layer(matmul))

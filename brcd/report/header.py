@@ -138,14 +138,15 @@ def uncertainty_note(config: Mapping) -> str:
 
 def schedule_note(config: Mapping) -> str:
     """Each role's training schedule and early-stopping rule, from the settings the runs used."""
-    from brcd.config import TrainSettings
+    from brcd.config import DEFAULT_MATMUL, TrainSettings
 
     def rule(role: str) -> str:
         t = TrainSettings.from_config(config, role)
         gain = f"an improvement of more than {t.min_delta:g} mAP" if t.min_delta else "an improvement"
+        kernel = f", the head's products on {t.matmul}" if t.matmul != DEFAULT_MATMUL else ""
         return (f"{role}s: Adam lr {t.lr:g}, batch {t.batch_size}, validation every {t.eval_every} epochs, "
                 f"stop after {t.patience} validations without {gain} (not before epoch {t.min_epochs}), "
-                f"cap {t.epochs} epochs")
+                f"cap {t.epochs} epochs{kernel}")
 
     return "; ".join(rule(role) for role in ("teacher", "student"))
 
