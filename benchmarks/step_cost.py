@@ -60,6 +60,7 @@ from brcd.distill import KD_LOSSES, KDBatch, create_distill_loss  # noqa: E402
 from brcd.distill.train_student import TeacherLogits, kd_settings, student_step  # noqa: E402
 from brcd.features import NUM_ROTATIONS, FeatureSource  # noqa: E402
 from brcd.hashing import create_objective  # noqa: E402
+from brcd.models.linear import LINEAR_KERNELS, gemm_rate  # noqa: E402
 from brcd.train import FusedAdam, _check_finite, sample_view_pairs  # noqa: E402
 
 #: EfficientNet-Lite0's pooled feature width: the study student's head input
@@ -120,7 +121,7 @@ class Inputs:
         return self.source._views.shape[0]
 
 
-def build_inputs(config: dict, bits: int, batch_size: int, train_size: int, hidden: int) -> Inputs:
+def build_inputs(config: dict, bits: int, batch_size: int, train_size: int, hidden: int, matmul: str) -> Inputs:
     torch.manual_seed(0)
     source = SyntheticSource(train_size, STUDENT_FEATURES, VIEWS)
     t_source = SyntheticSource(train_size, TEACHER_FEATURES, VIEWS, seed=1)
@@ -133,7 +134,7 @@ def build_inputs(config: dict, bits: int, batch_size: int, train_size: int, hidd
     clusters = build_clusters(codes, np.arange(train_size), {**brcd, "clusters": min(brcd.get("clusters", 10),
                                                                                      train_size // 2)},
                               seed=0, nredo=1)
-    spec = head_spec({"head": "mlp", "hidden": hidden}, bits, STUDENT_FEATURES)
+    spec = head_spec({"head": "mlp", "hidden": hidden}, bits, STUDENT_FEATURES, matmul)
     return Inputs(config, bits, min(batch_size, train_size), spec, source, teacher, clusters)
 
 
@@ -224,14 +225,6 @@ def head_flops(spec: dict, rows: int) -> float:
     return 2.0 * rows * (2 * d * h + 3 * h * bits)
 
 
-def gemm_rate(size: int = 1024, repeats: int = 5) -> float:
-    """FLOP/s of a single-thread fp32 ``size``-square matrix product (the best of ``repeats``)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
-    return 2.0 * size**3 / best
-
-
 def _seconds(fn: Callable[[], object]) -> float:
     started = clock()
     fn()
@@ -300,15 +293,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed steps per method, after warm-up")
     parser.add_argument("--methods", nargs="+", default=None, choices=KD_LOSSES.names(),
                         help="methods to time (default: all; `kd` is added as the baseline)")
+    parser.add_argument("--matmul", choices=LINEAR_KERNELS.names(), default=None,
+                        help="the head's matmul kernel (default: the config's `train.student.matmul`)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = load_config(args.config)
+    matmul = args.matmul or TrainSettings.from_config(config, "student").matmul
     methods = list(dict.fromkeys(["kd", *(args.methods or KD_LOSSES.names())]))
-    gemm = gemm_rate()
-    print(f"single-thread fp32 GEMM (1024 x 1024 x 1024): {gemm / 1e9:.1f} GFLOP/s; torch {torch.__version__}, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    gemm = gemm_rate(matmul) * 1e9
+    print(f"single-thread fp32 GEMM (1024 x 1024 x 1024) on {matmul}, the heads' kernel: {gemm / 1e9:.1f} GFLOP/s; "
+          f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     for bits in args.bits:
-        inputs = build_inputs(config, bits, args.batch_size, args.train_size, args.hidden)
+        inputs = build_inputs(config, bits, args.batch_size, args.train_size, args.hidden, matmul)
         report(bits, inputs, {name: MethodStep(name, inputs) for name in methods}, args.repeats, gemm)
 
 

@@ -17,7 +17,8 @@ per method:
 - the training steps' rate in the head's matrix-product FLOPs (forward and
   backward of both layers, two views per image, four rotations more for the
   methods that need them) as a fraction of this machine's single-core fp32
-  GEMM rate, measured in the same run (``GEMM`` below).
+  GEMM rate on the kernel the grid's students use (``train.student.matmul``),
+  measured in the same run (``GEMM`` below).
 
 It reads what the grid's workflow built in ``--workdir``, e.g. after
 ``snakemake --cores 2 --configfile config/demo.yaml --until encode_teacher cluster``:
@@ -42,7 +43,9 @@ from typing import Mapping, Sequence
 
 from brcd.cells import Cell
 from brcd.checks import load_checked_config
+from brcd.config import TrainSettings
 from brcd.lambdas import grid_centre, lambda_grid, tuning_seed, variant_of
+from brcd.models.linear import gemm_rate
 
 #: the phases a job reports (brcd.distill.train_student.PHASES) after the start-up this script measures
 PHASES = ("loading", "teacher", "steps", "validation", "writing")
@@ -59,24 +62,6 @@ class JobTime:
     @property
     def startup(self) -> float:
         return self.total - sum(self.phases.values())
-
-
-def gemm_gflops(size: int = 1024, repeats: int = 5) -> float:
-    """This machine's single-thread fp32 matrix-product rate (GFLOP/s): best of ``repeats``."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b  # warm-up
-    best = 0.0
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - started) / 1e9)
-    torch.set_num_threads(threads)
-    return best
 
 
 def method_cell(config: Mapping, kd: str, bits: int) -> Cell:
@@ -172,13 +157,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = load_checked_config(args.config)
     config_path = str(Path(args.config).resolve())
     workdir = Path(args.workdir).resolve()
-    gemm = gemm_gflops()
+    matmul = TrainSettings.from_config(config, "student").matmul
+    gemm = gemm_rate(matmul)
     jobs = []
     for kd in args.kd or config["kd"]:
         cell = method_cell(config, kd, args.bits or config["bits"][0])
         jobs.append(run_job(config_path, config, cell, workdir))
         print(f"{cell.model}, {cell.bits} bits: {jobs[-1].total:.2f} s", flush=True)
-    print(f"GEMM (fp32, 1 thread, this machine, measured now): {gemm:.1f} GFLOP/s")
+    print(f"GEMM (fp32, 1 thread, this machine, measured now) on {matmul}, the students' kernel: {gemm:.1f} GFLOP/s")
     print(f"one train-student job per method, seed {tuning_seed(config)}, the centre of each λ grid, "
           "1 thread; seconds:")
     print(table(jobs, gemm))

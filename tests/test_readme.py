@@ -165,6 +165,16 @@ def _printed_step_costs(workdir: Path, output: str) -> None:
     assert set(KD_LOSSES.names()) <= printed, output
 
 
+def _printed_kernel_times(workdir: Path, output: str) -> None:
+    from brcd.models.linear import LINEAR_KERNELS
+
+    rows = {fields[0]: fields[1:] for fields in map(str.split, output.splitlines()) if len(fields) == 6}
+    assert set(LINEAR_KERNELS.names()) <= set(rows), output
+    assert rows["blas"][2] == rows["blas"][4] == "1.00", output  # the baseline's own ratios
+    difference, scale = re.search(r"difference from blas: (\S+) \(largest logit (\S+)\)", output).groups()
+    assert float(difference) <= 1e-5 * float(scale), output  # fp32 both
+
+
 def _printed_scheduler_overhead(workdir: Path, output: str) -> None:
     rows = {fields[0]: fields[2:] for fields in map(str.split, output.splitlines())
             if len(fields) == 4 and fields[0][:1].isdigit()}  # timespan, wall, Snakemake CPU, threads
@@ -210,6 +220,7 @@ RUN_HERE: dict[str, Expect] = {
     f".venv/bin/snakemake --cores 2 {CIFAR10_TEACHER} --configfile config/cifar10.yaml": Expect(_teacher_built),
     ".venv/bin/python benchmarks/step_cost.py --bits 16 --train-size 200 --batch-size 16 --hidden 32 --repeats 3":
         Expect(_printed_step_costs),
+    ".venv/bin/python benchmarks/matmul_kernels.py": Expect(_printed_kernel_times),
     ".venv/bin/python benchmarks/scheduler_overhead.py --jobs 6 --sleep 0.1 --inputs 2":
         Expect(_printed_scheduler_overhead),
     ".venv/bin/python -c \"import pandas as pd; t = pd.read_parquet('reports/demo.parquet'); t = t[t.in_tables]; "

@@ -105,3 +105,28 @@ def linear_layer(kernel: str = DEFAULT_KERNEL):
     if kernel == DEFAULT_KERNEL:
         return nn.Linear
     return lambda in_features, out_features: KernelLinear(in_features, out_features, kernel)
+
+
+def gemm_rate(kernel: str = DEFAULT_KERNEL, size: int = 1024, repeats: int = 5) -> float:
+    """GFLOP/s of one thread's fp32 ``size``-square matrix product on ``kernel``: the best of ``repeats``
+    rounds of 4 products, in the thread's CPU time (other processes on a busy machine do not count).
+    What the benchmarks hold a training step's rate against; on an AMD CPU with AVX-512 ``onednn``'s is
+    about twice ``blas``'s (``benchmarks/matmul_kernels.py``)."""
+    import time
+
+    linear = LINEAR_KERNELS.get(kernel)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        with torch.no_grad():
+            linear(a, b, None)  # warm-up (oneDNN builds its kernel on first use)
+            best = float("inf")
+            for _ in range(repeats):
+                started = time.thread_time()
+                for _ in range(4):
+                    linear(a, b, None)
+                best = min(best, (time.thread_time() - started) / 4)
+    finally:
+        torch.set_num_threads(threads)
+    return 2.0 * size**3 / best / 1e9
