@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -73,6 +74,7 @@ def append_record(record: Mapping, path: str | os.PathLike = RUNS) -> None:
     """Append ``record`` as one line, with one write to a file opened for appending (and synced)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _unshare(path)
     line = (json.dumps(dict(record), sort_keys=True) + "\n").encode()
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -80,6 +82,16 @@ def append_record(record: Mapping, path: str | os.PathLike = RUNS) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _unshare(path: Path) -> None:
+    """Give ``path`` its own copy when it is hard-linked elsewhere: a grid built on a hard-linked copy
+    of another's ``results/`` (``cp -al``, to reuse its banks and teachers) would otherwise append its
+    runs to the other grid's record too."""
+    if path.exists() and path.stat().st_nlink > 1:
+        copy = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(path, copy)
+        os.replace(copy, path)
 
 
 def _log_path(snakemake_log) -> str | None:

@@ -41,6 +41,21 @@ def test_start_and_end_records_are_appended_and_read_back(tmp_path):
     assert read_runs(tmp_path / "none.jsonl") == []
 
 
+def test_a_grid_on_a_hard_linked_copy_records_its_runs_in_its_own_file(tmp_path):
+    """`cp -al` of a results folder (to reuse its banks and teachers) shares the record's file: the
+    copy's runs must not land in the original's record."""
+    original, copy = tmp_path / "a" / ".runs.jsonl", tmp_path / "b" / ".runs.jsonl"
+    first = start_run(2, None, 100.0, original, {})
+    end_run(first, True, None, original, now=160.0)
+    copy.parent.mkdir()
+    os.link(original, copy)
+    before = original.read_bytes()
+    second = start_run(2, None, 200.0, copy, {})
+    assert original.read_bytes() == before
+    assert [run.id for run in read_runs(copy)] == [first, second]
+    assert copy.stat().st_nlink == 1 and not list(copy.parent.glob("*.tmp"))
+
+
 def test_a_run_a_user_stopped_is_interrupted(tmp_path):
     """Snakemake's log of the run says whether a user stopped it (Ctrl-C, SIGTERM) or a job failed."""
     from snakemake.scheduling import job_scheduler
