@@ -32,7 +32,8 @@ of the step:
   autograd's bookkeeping);
 
 and the head's FLOPs per step divided by the step's time, as a fraction of
-this machine's single-thread fp32 GEMM rate, measured in the same run
+this machine's single-thread fp32 GEMM rate on the heads' kernel (the
+config's ``train.student.matmul``, or ``--matmul``), measured in the same run
 (a square matrix product; printed first).
 
     .venv/bin/python benchmarks/step_cost.py                              # the study's settings (< 1 minute)

@@ -26,7 +26,7 @@ import torch
 
 from brcd.cells import Cell
 from brcd.checkpoint import build_head, head_spec
-from brcd.config import REPO_ROOT, backbone_options, dataset_options, load_config
+from brcd.config import REPO_ROOT, TrainSettings, backbone_options, dataset_options, load_config
 from brcd.data import create_dataset
 from brcd.data.splits import Splits, write_splits
 from brcd.features import build_bank, create_source
@@ -85,7 +85,8 @@ def main() -> None:
 
         bank = create_source(config, args.dataset, args.backbone, splits, "cpu", str(tmp / "bank"))
         online = create_source({**config, "mode": "online"}, args.dataset, args.backbone, splits, "cpu")
-        spec = head_spec(backbone_options(config, args.backbone, args.dataset), args.bits, bank.feature_dim)
+        spec = head_spec(backbone_options(config, args.backbone, args.dataset), args.bits, bank.feature_dim,
+                         TrainSettings.from_config(config, "student").matmul)
         batch = min(args.batch, len(splits.indices["train"]))
         n_train = len(splits.indices["train"])
         t_bank = time_steps(bank, spec, args.bits, n_train, batch, args.steps)

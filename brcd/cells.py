@@ -68,12 +68,12 @@ class Cell:
             "views": config.get("views") if config.get("mode", "bank") == "bank" else None,
             "aug_seed": config.get("aug_seed", 0),
             "teacher_backbone": backbone_options(config, self.teacher, self.dataset),
-            "teacher_train": TrainSettings.from_config(config, "teacher").identity(),
+            "teacher_train": TrainSettings.from_config(config, "teacher").hashed_fields(),
             **self.parameters(),
         }
         if self.student is not None:
             subset["student_backbone"] = backbone_options(config, self.student, self.dataset)
-            subset["student_train"] = TrainSettings.from_config(config, "student").identity()
+            subset["student_train"] = TrainSettings.from_config(config, "student").hashed_fields()
             subset["kd_settings"] = dict(config.get("kd_settings", {}).get(self.kd, {}))
             if self.kd.startswith("brcd"):  # BRCD variants read the whole `brcd` section
                 subset["brcd"] = dict(config.get("brcd", {}))

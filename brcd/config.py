@@ -113,7 +113,7 @@ class TrainSettings:
         values = {**TRAIN_DEFAULTS[role], **config.get("train", {}).get(role, {})}
         return cls(**values)
 
-    def identity(self) -> dict:
+    def hashed_fields(self) -> dict:
         """The settings a run's results depend on, for its cell's config hash: all of them, except
         ``matmul`` at its default, so that the cells of configs written before that setting keep
         their hashes (and their results stay valid)."""

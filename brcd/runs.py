@@ -87,7 +87,8 @@ def append_record(record: Mapping, path: str | os.PathLike = RUNS) -> None:
 def _unshare(path: Path) -> None:
     """Give ``path`` its own copy when it is hard-linked elsewhere: a grid built on a hard-linked copy
     of another's ``results/`` (``cp -al``, to reuse its banks and teachers) would otherwise append its
-    runs to the other grid's record too."""
+    runs to the other grid's record too. The copy keeps the records it had: the runs that built the
+    files it reuses, which its report lists as this grid's earlier runs."""
     if path.exists() and path.stat().st_nlink > 1:
         copy = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         shutil.copyfile(path, copy)

@@ -12,12 +12,12 @@ from brcd.cells import Cell
 from brcd.checkpoint import build_head, head_spec, load_checkpoint, load_head
 from brcd.checks import check_config
 from brcd.codes import read_codes
-from brcd.config import REPO_ROOT, TrainSettings, validate_schema
+from brcd.config import DEFAULT_MATMUL, REPO_ROOT, TrainSettings, validate_schema
 from brcd.distill.train_student import train_student
 from brcd.encode import encode_model
 from brcd.errors import ConfigError
 from brcd.models import create_head
-from brcd.models.linear import LINEAR_KERNELS, KernelLinear
+from brcd.models.linear import DEFAULT_KERNEL, LINEAR_KERNELS, KernelLinear
 from tests.conftest import build_teacher_grid
 
 torch.set_num_threads(1)
@@ -40,6 +40,16 @@ def test_onednn_computes_the_linear_layer_and_its_gradients(shape):
         for got, want in zip(_linear_and_grads(kernel, x, weight, bias), exact):
             assert got.dtype == torch.float32 and got.shape == want.shape
             torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
+
+
+def test_onednn_has_no_second_order_gradient():
+    """Its backward pass is not itself differentiable: asking for that raises instead of giving a silent
+    zero (its gradient is not connected to the weight's graph)."""
+    x, weight = torch.randn(8, 6), torch.randn(4, 6, requires_grad=True)
+    (grad,) = torch.autograd.grad(LINEAR_KERNELS.get("onednn")(x, weight, None).square().sum(), weight,
+                                  create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|not have been used in the graph"):
+        torch.autograd.grad(grad.sum(), weight)
 
 
 def test_onednn_is_deterministic_and_blas_elsewhere():
@@ -91,7 +101,8 @@ def test_the_kernel_is_in_the_student_cells_hash_unless_default():
     teacher = Cell("synthetic", 16, "cibhash", "tteacher", 0)
     student = Cell("synthetic", 16, "cibhash", "tteacher", 0, "tstudent", "kd")
     before, blas, onednn = _config(), _config(matmul="blas"), _config(matmul="onednn")
-    assert "matmul" not in TrainSettings.from_config(before, "student").identity()
+    assert "matmul" not in TrainSettings.from_config(before, "student").hashed_fields()
+    assert DEFAULT_MATMUL == DEFAULT_KERNEL  # brcd.config may not import brcd.models (the layers)
     assert student.config_hash(blas) == student.config_hash(before) != student.config_hash(onednn)
     assert teacher.config_hash(onednn) == teacher.config_hash(before)
 

@@ -46,7 +46,8 @@ def blas_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 
 def _onednn_mm(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
-    """``a @ b_t.T`` by oneDNN; either operand may be a strided view (a transpose costs no copy)."""
+    """``a @ b_t.T`` by oneDNN; ``b_t`` may be a strided view (its transpose costs no copy), ``a`` is
+    made contiguous by the op (a copy, but of the small operand here: the gradient)."""
     return torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], "")
 
 
@@ -62,6 +63,7 @@ class _OneDnnLinear(torch.autograd.Function):
         return out.reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # its products have no graph: a second order raises
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         grad_flat = grad.reshape(-1, grad.shape[-1])
@@ -107,13 +109,15 @@ def linear_layer(kernel: str = DEFAULT_KERNEL):
     return lambda in_features, out_features: KernelLinear(in_features, out_features, kernel)
 
 
-def gemm_rate(kernel: str = DEFAULT_KERNEL, size: int = 1024, repeats: int = 5) -> float:
+def gemm_rate(kernel: str = DEFAULT_KERNEL, size: int = 1024, repeats: int = 5, clock=None) -> float:
     """GFLOP/s of one thread's fp32 ``size``-square matrix product on ``kernel``: the best of ``repeats``
-    rounds of 4 products, in the thread's CPU time (other processes on a busy machine do not count).
-    What the benchmarks hold a training step's rate against; on an AMD CPU with AVX-512 ``onednn``'s is
+    rounds of 4 products, timed by ``clock`` (default the thread's CPU time, so that other processes on
+    a busy machine do not count; pass ``time.perf_counter`` to compare with wall-clock times). What
+    the benchmarks hold a training step's rate against; on an AMD CPU with AVX-512 ``onednn``'s is
     about twice ``blas``'s (``benchmarks/matmul_kernels.py``)."""
     import time
 
+    clock = clock or time.thread_time
     linear = LINEAR_KERNELS.get(kernel)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -123,10 +127,10 @@ def gemm_rate(kernel: str = DEFAULT_KERNEL, size: int = 1024, repeats: int = 5) 
             linear(a, b, None)  # warm-up (oneDNN builds its kernel on first use)
             best = float("inf")
             for _ in range(repeats):
-                started = time.thread_time()
+                started = clock()
                 for _ in range(4):
                     linear(a, b, None)
-                best = min(best, (time.thread_time() - started) / 4)
+                best = min(best, (clock() - started) / 4)
     finally:
         torch.set_num_threads(threads)
     return 2.0 * size**3 / best / 1e9
