@@ -136,7 +136,10 @@ def test_the_committed_two_path_comparison_is_generated_from_the_committed_table
     ("study-first/first-vs-today.md", "study-first/study", "study-first/today/study", "first study (2026-12-02)",
      "its grid on today's code (2026-12-07)", []),
     ("study-vs-first-today.md", "study-first/today/study", "study",
-     "first study's grid on today's code (2026-12-07)", "cross-dataset study", ["--shared-columns"])])
+     "first study's grid on today's code (2026-12-07)", "cross-dataset study", ["--shared-columns"]),
+    # the study against itself with its students' products on oneDNN's kernels (issue 25)
+    ("study-onednn/blas-vs-onednn.md", "study", "study-onednn/study", "cross-dataset study (blas)",
+     "its students on oneDNN's kernels", [])])
 def test_the_committed_study_comparisons_are_generated_from_the_committed_tables(
         tmp_path, comparison, a, b, label_a, label_b, options):
     """The committed study comparisons are `brcd compare-conclusions` of the committed tables, never

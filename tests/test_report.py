@@ -634,7 +634,7 @@ def test_findings_table_holds_the_findings_statements(report, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, columns", [("demo", 4), ("study", 16), ("study-first/study", 4),
-                                                 ("study-first/today/study", 4)])
+                                                 ("study-first/today/study", 4), ("study-onednn/study", 16)])
 def test_committed_report_bolds_the_findings_groups(name, columns):
     """The committed reports, as `make demo` and the studies wrote them: bold and findings agree
     (the cross-dataset study: 2 datasets x 2 students x 2 bit lengths x 2 paradigms)."""
@@ -650,6 +650,8 @@ def test_committed_report_bolds_the_findings_groups(name, columns):
     ("reference/study-first/study.config.yaml", "study-first/study"),
     # the same grid rerun on today's code (issue 29: which differences the code made)
     ("reference/study-first/study.config.yaml", "study-first/today/study"),
+    # the study with its students' products on oneDNN (issue 25), with the config it ran
+    ("reference/study-onednn/study.config.yaml", "study-onednn/study"),
     # the two floating-point paths of reference/demo-machines.md, with the demo config they ran
     ("reference/demo-two-paths/demo.yaml", "demo-two-paths/avx2"),
     ("reference/demo-two-paths/demo.yaml", "demo-two-paths/aten-default")])
@@ -694,6 +696,30 @@ def test_the_first_studys_grid_on_todays_code_shares_the_studys_runs():
         pd.testing.assert_series_equal(shared[f"{metric}_today"], shared[f"{metric}_study"], check_names=False)
 
 
+def test_the_study_on_onednn_differs_from_the_study_in_its_students_only():
+    """reference/study-onednn/ is config/study.yaml with `train.student.matmul: onednn`, rerun on the
+    cross-dataset study's banks and teachers (docs/runs/students-issue25.md): the teachers' rows are the
+    study's, every student's cell has another config hash (the kernel is in it), and the config differs
+    from the study's in that one key."""
+    import pandas as pd
+
+    from brcd.config import load_config
+    from brcd.report.statements import COLUMN_KEYS
+
+    study, onednn = load_config(REPO_ROOT / "config/study.yaml"), load_config(
+        REFERENCE / "study-onednn/study.config.yaml")
+    assert onednn["train"]["student"].pop("matmul") == "onednn" and onednn == study
+    key = [*COLUMN_KEYS, "kd", "variant", "seed"]
+    tables = [pd.read_parquet(REFERENCE / name) for name in ("study.parquet", "study-onednn/study.parquet")]
+    shared = tables[0].merge(tables[1], on=key, suffixes=("_blas", "_onednn"))
+    assert len(shared) == len(tables[0]) == len(tables[1])
+    teachers = shared.kd.isna()
+    assert (shared.config_hash_blas == shared.config_hash_onednn).eq(teachers).all()
+    for metric in ("map_at_k", "map_all", "precision_at_100", "train_val_map"):
+        pd.testing.assert_series_equal(shared.loc[teachers, f"{metric}_blas"], shared.loc[teachers, f"{metric}_onednn"],
+                                       check_names=False)
+
+
 def test_lambda_grid_centre_and_edge():
     from brcd.lambdas import at_grid_edge, grid_centre
 
@@ -715,6 +741,8 @@ def test_a_users_runs_cannot_change_the_reference_reports():
                  "study.findings.parquet", "study-vs-first.md", "study-first/study.findings.parquet",
                  "study-first/today/study.md", "study-first/today/study.parquet",
                  "study-first/today/study.findings.parquet", "study-first/first-vs-today.md", "study-vs-first-today.md",
+                 "study-onednn/study.md", "study-onednn/study.parquet", "study-onednn/study.findings.parquet",
+                 "study-onednn/blas-vs-onednn.md",
                  "demo-two-paths/aten-default.parquet",
                  "demo-two-paths/aten-default.findings.parquet"):
         assert (REFERENCE / name).is_file(), name
