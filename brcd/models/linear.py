@@ -45,10 +45,11 @@ def blas_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return F.linear(x, weight, bias)
 
 
-def _onednn_mm(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
-    """``a @ b_t.T`` by oneDNN; ``b_t`` may be a strided view (its transpose costs no copy), ``a`` is
-    made contiguous by the op (a copy, but of the small operand here: the gradient)."""
-    return torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], "")
+def _onednn_mm(a: torch.Tensor, b_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b_t.T + bias`` by oneDNN, ``a`` of shape (..., in); ``b_t`` may be a strided view (its
+    transpose costs no copy), ``a`` is made contiguous by the op (in the backward pass a copy of the
+    small operand: the gradient)."""
+    return torch.ops.mkldnn._linear_pointwise(a, b_t, bias, "none", [], "")
 
 
 class _OneDnnLinear(torch.autograd.Function):
@@ -58,9 +59,7 @@ class _OneDnnLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        flat = x.reshape(-1, x.shape[-1])
-        out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "none", [], "")
-        return out.reshape(*x.shape[:-1], weight.shape[0])
+        return _onednn_mm(x, weight, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # its products have no graph: a second order raises
