@@ -78,6 +78,11 @@ class FeatureSource:
     def views(self, train_pos: np.ndarray, views: np.ndarray) -> torch.Tensor:
         raise NotImplementedError
 
+    def view_pairs(self, train_pos: np.ndarray, views_1: np.ndarray, views_2: np.ndarray) -> torch.Tensor:
+        """Views ``views_1`` of the images at ``train_pos``, then views ``views_2`` of them (2B rows): what a
+        training step feeds the head in one pass."""
+        return torch.cat([self.views(train_pos, views_1), self.views(train_pos, views_2)])
+
     def rotations(self, train_pos: np.ndarray) -> torch.Tensor:
         raise NotImplementedError
 
@@ -106,6 +111,7 @@ class BankSource(FeatureSource):
         self._views_in_memory = None
         self._clean_in_memory = None
         self._rotations = load("rotations.npy", mmap_mode="r")
+        self._rotations_in_memory = None
         clean_index = load("clean_index.npy")
         self._row = {int(i): r for r, i in enumerate(clean_index)}
         self.feature_dim = int(self._clean.shape[1])
@@ -126,16 +132,33 @@ class BankSource(FeatureSource):
             self._clean_in_memory = self._tensor(self._clean)
         return self._clean_in_memory[torch.as_tensor(np.asarray(rows, dtype=np.int64))]
 
-    def views(self, train_pos, views):
+    def _stored_rows(self, train_pos, views) -> torch.Tensor:
+        """Rows of the stored views, (image, view) pairs numbered image-major as the bank stores them."""
+        return torch.as_tensor(np.asarray(train_pos, dtype=np.int64) * self.num_views + np.asarray(views))
+
+    def _view_rows(self, rows: torch.Tensor) -> torch.Tensor:
         # every training step reads two views of a batch: the stored views are read into memory once
         # (5,000 images x 8 views x 1,280 floats: 205 MB), so a step indexes a tensor instead of
-        # gathering rows from the memory map (the same floats, a few times faster)
+        # gathering rows from the memory map (the same floats, a few times faster); one index_select
+        # of whole rows costs about half of indexing (image, view) pairs, the same floats
         if self._views_in_memory is None:
-            self._views_in_memory = self._tensor(self._views)
-        return self._views_in_memory[torch.as_tensor(np.asarray(train_pos)), torch.as_tensor(np.asarray(views))]
+            self._views_in_memory = self._tensor(self._views).flatten(0, 1)
+        return self._views_in_memory.index_select(0, rows)
+
+    def views(self, train_pos, views):
+        return self._view_rows(self._stored_rows(train_pos, views))
+
+    def view_pairs(self, train_pos, views_1, views_2):
+        # one gather of both views' rows, into the 2B-row matrix the head takes (no concatenation)
+        return self._view_rows(self._stored_rows(np.concatenate([train_pos, train_pos]),
+                                                 np.concatenate([views_1, views_2])))
 
     def rotations(self, train_pos):
-        return self._tensor(self._rotations[np.asarray(train_pos)])
+        # sskd reads the four rotations of every batch image each step: from memory after the first read
+        # (5,000 images x 4 rotations x 1,280 floats: 102 MB), the same floats as from the memory map
+        if self._rotations_in_memory is None:
+            self._rotations_in_memory = self._tensor(self._rotations)
+        return self._rotations_in_memory[torch.as_tensor(np.asarray(train_pos, dtype=np.int64))]
 
 
 class OnlineSource(FeatureSource):

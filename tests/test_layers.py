@@ -42,7 +42,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("stage: distill", ("brcd.distill.train_student",)),
     ("stage: evaluate", ("brcd.evaluate",)),
     ("stage: time", ("brcd.timing",)),
-    ("workflow glue", ("brcd.workflow", "brcd.checks", "brcd.runs")),
+    ("workflow glue", ("brcd.workflow", "brcd.checks", "brcd.runs", "brcd.scheduler")),
     ("report", ("brcd.report",)),
     ("command line", ("brcd.config_cli", "brcd.cli")),
     ("entry point", ("brcd.__main__",)),

@@ -176,11 +176,12 @@ def _printed_kernel_times(workdir: Path, output: str) -> None:
 
 
 def _printed_scheduler_overhead(workdir: Path, output: str) -> None:
-    rows = {fields[0]: fields[2:] for fields in map(str.split, output.splitlines())
-            if len(fields) == 4 and fields[0][:1].isdigit()}  # timespan, wall, Snakemake CPU, threads
-    assert set(rows) >= {"100/1s", "1000/5s"}, output  # Snakemake's default, then the profile's
+    rows = {tuple(fields[:2]): fields[3:] for fields in map(str.split, output.splitlines())
+            if len(fields) == 5 and fields[0][:1].isdigit()}  # timespan, scheduler, wall, Snakemake CPU, threads
+    # Snakemake's default timespan, then the profile's; each with Snakemake's timers, then the workflow's one
+    assert set(rows) == {(span, timers) for span in ("100/1s", "1000/5s") for timers in ("snakemake", "coalesced")}
     assert all(float(cpu) > 0 and int(threads) > 1 for cpu, threads in rows.values()), output
-    assert "1000/5s / 100/1s: wall " in output, output
+    assert "1000/5s coalesced / 100/1s snakemake: wall " in output, output
 
 
 def _teacher_built(workdir: Path, output: str) -> None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from brcd.checkpoint import build_head
 from brcd.distill import KDBatch, create_distill_loss
 from brcd.distill.base import contrastive_nce, sample_negatives, top_keys
+from brcd.features import FeatureSource
 from brcd.hashing import codes_from_logits, create_objective, hash_codes
 
 torch.set_num_threads(1)
@@ -255,7 +256,7 @@ def test_crd_and_crcd_steps_are_deterministic():
 # ---------------------------------------------------------------- sskd: the whole step
 
 
-class Source:
+class Source(FeatureSource):
     """Stored views and rotations of a few training images (the bank's interface)."""
 
     num_views = 3

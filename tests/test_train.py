@@ -56,6 +56,23 @@ def test_bank_layout_and_views(workdir):
     assert torch.allclose(bank.rotations(pos)[:, 0], bank.clean(train), atol=1e-2)
 
 
+def test_bank_reads_are_the_stored_floats(workdir):
+    """Views, view pairs and rotations read from memory are the stored float16 values exactly, rows in the
+    order asked (a training step's reads; training stays byte for byte what it was when they came from
+    the memory map)."""
+    config = _config()
+    splits = Splits(workdir / "split.parquet")
+    bank = BankSource(workdir / "bank", bank_metadata(config, "synthetic", "tteacher", splits))
+    stored_views = np.load(workdir / "bank" / "views.npy").astype(np.float32)
+    stored_rotations = np.load(workdir / "bank" / "rotations.npy").astype(np.float32)
+    pos, v1, v2 = np.array([7, 0, 5, 7]), np.array([3, 0, 1, 2]), np.array([1, 2, 1, 0])
+    assert np.array_equal(bank.views(pos, v1).numpy(), stored_views[pos, v1])
+    pairs = bank.view_pairs(pos, v1, v2)
+    assert torch.equal(pairs, torch.cat([bank.views(pos, v1), bank.views(pos, v2)]))
+    assert torch.equal(pairs, super(BankSource, bank).view_pairs(pos, v1, v2))  # the sources' default
+    assert np.array_equal(bank.rotations(pos).numpy(), stored_rotations[pos])
+
+
 def test_bank_matches_online_features(workdir):
     """The bank stores exactly what the online path computes (up to float16)."""
     config = _config()

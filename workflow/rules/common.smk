@@ -12,6 +12,7 @@ from dataclasses import replace
 from brcd.lambdas import (SELECTED, candidate_groups, candidate_lambda, candidate_paths, format_lambda, lambda_grid,
                           selected_paths, selected_seeds, tuning_seed, variant_of)
 from brcd.runs import end_run, snakemake_cores, start_run
+from brcd.scheduler import coalesce_reevaluations
 from brcd.tuning import PARADIGM_HEADS
 from brcd.workflow import (
     BRCD_COMMAND,
@@ -37,6 +38,11 @@ from brcd.workflow import (
 )
 
 min_version("9.0")
+
+# Snakemake starts one more scheduler re-evaluation timer with every pass, so over a grid's
+# hundreds of jobs its own process takes a growing share of a core from the jobs; keep one
+# timer pending at a time (brcd.scheduler, which says why this is safe).
+coalesce_reevaluations()
 
 
 # brcd's validator first: same schema, but its message names the offending key.
