@@ -5,12 +5,12 @@ same settings. For every registered method (``brcd.distill.KD_LOSSES``) this
 script builds the student's training step as ``brcd train-student`` does --
 the real head (``build_head(head_spec(...))``), the real objective
 (``cibhash``), the loss from ``create_distill_loss``, the real step function
-(``student_step``) over a feature source with the bank's interface and a
+(``student_step``) over a feature bank (``BankSource``, its own reads) and a
 ``TeacherLogits`` over it, fused Adam over the head, the objective and the
 loss's embeddings -- and runs it as ``brcd.train.fit`` does: forward,
 backward, optimizer step, the terms read back as floats. The features are
-synthetic (random, in memory, float16 like a bank's), so no grid has to be
-built first; a step's cost does not depend on their values.
+synthetic (random float16 arrays as a bank stores them, held in memory), so
+no grid has to be built first; a step's cost does not depend on their values.
 
 Defaults are the study's (``config/study.yaml``): a 1280 -> 256 -> bits MLP
 head (EfficientNet-Lite0's pooled features), batch 64, 5,000 training
@@ -59,7 +59,7 @@ from brcd.cluster import build_clusters  # noqa: E402
 from brcd.config import REPO_ROOT, TrainSettings, load_config  # noqa: E402
 from brcd.distill import KD_LOSSES, KDBatch, create_distill_loss  # noqa: E402
 from brcd.distill.train_student import TeacherLogits, kd_settings, student_step  # noqa: E402
-from brcd.features import NUM_ROTATIONS, FeatureSource  # noqa: E402
+from brcd.features import NUM_ROTATIONS, BankSource  # noqa: E402
 from brcd.hashing import create_objective  # noqa: E402
 from brcd.models.linear import LINEAR_KERNELS, gemm_rate  # noqa: E402
 from brcd.train import FusedAdam, _check_finite, sample_view_pairs  # noqa: E402
@@ -78,31 +78,17 @@ clock = time.thread_time
 WARMUP, ROUND = 3, 5
 
 
-class SyntheticSource(FeatureSource):
-    """Random features with the bank's interface: ``views``, ``rotations``, ``clean``, ``num_views``.
-
-    Stored as float16 and returned as float32, as :class:`brcd.features.BankSource` does; images have
-    class structure (a prototype per class plus noise), so the teacher's codes cluster as real ones do.
-    """
-
-    def __init__(self, num_train: int, dim: int, views: int, classes: int = 10, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        labels = torch.arange(num_train) % classes
-        clean = torch.randn(classes, dim, generator=g)[labels] + 0.5 * torch.randn(num_train, dim, generator=g)
-        noise = torch.randn(num_train, views + NUM_ROTATIONS, dim, generator=g, dtype=torch.float16)
-        self._clean = clean.half()
-        self._views = (clean.half()[:, None] + 0.3 * noise[:, :views])
-        self._rotations = noise[:, views:]
-        self.feature_dim, self.num_views = dim, views
-
-    def clean(self, indices):
-        return self._clean[torch.as_tensor(np.asarray(indices))].float()
-
-    def views(self, train_pos, views):
-        return self._views[torch.as_tensor(np.asarray(train_pos)), torch.as_tensor(np.asarray(views))].float()
-
-    def rotations(self, train_pos):
-        return self._rotations[torch.as_tensor(np.asarray(train_pos))].float()
+def synthetic_bank(num_train: int, dim: int, views: int, classes: int = 10, seed: int = 0) -> BankSource:
+    """Random features in a bank held in memory (:meth:`brcd.features.BankSource.from_arrays`): float16
+    arrays as a bank stores them, read by the bank's own methods as a student job reads them. Images
+    have class structure (a prototype per class plus noise), so the teacher's codes cluster as real ones
+    do; image i's clean row is row i."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(num_train) % classes
+    clean = (torch.randn(classes, dim, generator=g)[labels] + 0.5 * torch.randn(num_train, dim, generator=g)).half()
+    noise = torch.randn(num_train, views + NUM_ROTATIONS, dim, generator=g, dtype=torch.float16)
+    return BankSource.from_arrays(clean.numpy(), np.arange(num_train), (clean[:, None] + 0.3 * noise[:, :views]).numpy(),
+                                  noise[:, views:].numpy())
 
 
 @dataclass
@@ -113,7 +99,7 @@ class Inputs:
     bits: int
     batch_size: int
     spec: dict
-    source: SyntheticSource
+    source: BankSource
     teacher: TeacherLogits
     clusters: object
 
@@ -124,8 +110,8 @@ class Inputs:
 
 def build_inputs(config: dict, bits: int, batch_size: int, train_size: int, hidden: int, matmul: str) -> Inputs:
     torch.manual_seed(0)
-    source = SyntheticSource(train_size, STUDENT_FEATURES, VIEWS)
-    t_source = SyntheticSource(train_size, TEACHER_FEATURES, VIEWS, seed=1)
+    source = synthetic_bank(train_size, STUDENT_FEATURES, VIEWS)
+    t_source = synthetic_bank(train_size, TEACHER_FEATURES, VIEWS, seed=1)
     t_head = build_head(head_spec({"head": "mlp", "hidden": TEACHER_HIDDEN}, bits, TEACHER_FEATURES)).eval()
     t_head.requires_grad_(False)
     teacher = TeacherLogits.computed(t_head, t_source, train_size, rotations=True)
@@ -185,7 +171,7 @@ class MethodStep:
     def head_only(self) -> float:
         """Seconds of the head's forward and backward pass on :meth:`head_rows` rows of features."""
         pos, v1, v2 = self.draw()
-        features = torch.cat([self.inputs.source.views(pos, v1), self.inputs.source.views(pos, v2)]
+        features = torch.cat([self.inputs.source.view_pairs(pos, v1, v2)]
                              + ([self.inputs.source.rotations(pos).flatten(0, 1)] if self.kd.needs_rotations
                                 else []))
         started = clock()

@@ -105,14 +105,24 @@ class BankSource(FeatureSource):
         self.meta = read_checked(folder / "meta.json", lambda p: json.loads(p.read_text()), "feature bank file", fix)
         check_metadata(self.meta, expected, f"feature bank {folder}",
                        "Delete it and rebuild it with the `features` rule (`brcd features`) for this split and backbone.")
+        self._hold(load("clean.npy", mmap_mode="r"), load("clean_index.npy"), load("views.npy", mmap_mode="r"),
+                   load("rotations.npy", mmap_mode="r"), device)
+
+    @classmethod
+    def from_arrays(cls, clean: np.ndarray, clean_index: np.ndarray, views: np.ndarray, rotations: np.ndarray,
+                    device="cpu") -> "BankSource":
+        """A bank held in memory, without its files: the arrays :func:`build_bank` writes (``clean`` rows
+        of the images ``clean_index``; ``views`` and ``rotations`` per training position), read as a
+        student job reads a bank (``benchmarks/step_cost.py`` times a step on one)."""
+        source = cls.__new__(cls)
+        source.meta = {}
+        source._hold(clean, clean_index, views, rotations, device)
+        return source
+
+    def _hold(self, clean, clean_index, views, rotations, device) -> None:
         self.device = torch.device(device)
-        self._clean = load("clean.npy", mmap_mode="r")
-        self._views = load("views.npy", mmap_mode="r")
-        self._views_in_memory = None
-        self._clean_in_memory = None
-        self._rotations = load("rotations.npy", mmap_mode="r")
-        self._rotations_in_memory = None
-        clean_index = load("clean_index.npy")
+        self._clean, self._views, self._rotations = clean, views, rotations
+        self._clean_in_memory = self._views_in_memory = self._rotations_in_memory = None
         self._row = {int(i): r for r, i in enumerate(clean_index)}
         self.feature_dim = int(self._clean.shape[1])
         self.num_views = int(self._views.shape[1])

@@ -71,6 +71,13 @@ def test_bank_reads_are_the_stored_floats(workdir):
     assert torch.equal(pairs, torch.cat([bank.views(pos, v1), bank.views(pos, v2)]))
     assert torch.equal(pairs, super(BankSource, bank).view_pairs(pos, v1, v2))  # the sources' default
     assert np.array_equal(bank.rotations(pos).numpy(), stored_rotations[pos])
+    # the same arrays held in memory without files (benchmarks/step_cost.py) read the same
+    held = BankSource.from_arrays(*(np.load(workdir / "bank" / f"{name}.npy")
+                                    for name in ("clean", "clean_index", "views", "rotations")))
+    assert (held.num_views, held.feature_dim) == (bank.num_views, bank.feature_dim)
+    assert torch.equal(held.view_pairs(pos, v1, v2), pairs) and torch.equal(held.rotations(pos), bank.rotations(pos))
+    train = splits.indices["train"][pos]
+    assert torch.equal(held.clean(train), bank.clean(train))
 
 
 def test_bank_matches_online_features(workdir):
