@@ -8,7 +8,8 @@ Backbones are frozen, so nearly all compute is backbone forward passes. In
 * the 4 rotations (0/90/180/270 degrees) of every training image's clean view,
   for SSKD (``rotations.npy``),
 
-stored as float16 ``.npy`` files that training memory-maps. In ``online`` mode
+stored as float16 ``.npy`` files that training memory-maps and reads into memory
+as float32 once per job (:class:`BankSource`). In ``online`` mode
 the same :class:`FeatureSource` interface runs the backbone on fresh
 augmentations at every step. Either way augmented view ``v`` of image ``i`` is
 the same pixels for every backbone (``brcd.augment`` draws its parameters from
@@ -88,7 +89,8 @@ class FeatureSource:
 
 
 class BankSource(FeatureSource):
-    """Reads a feature bank written by :func:`build_bank` (memory-mapped)."""
+    """Reads a feature bank written by :func:`build_bank`: its files memory-mapped, each array read into
+    memory as float32 the first time a job asks for it (the same floats: float16 -> float32 is exact)."""
 
     def __init__(self, folder: str | os.PathLike, expected: dict, device="cpu"):
         folder = Path(folder)
@@ -143,8 +145,14 @@ class BankSource(FeatureSource):
         return self._clean_in_memory[torch.as_tensor(np.asarray(rows, dtype=np.int64))]
 
     def _stored_rows(self, train_pos, views) -> torch.Tensor:
-        """Rows of the stored views, (image, view) pairs numbered image-major as the bank stores them."""
-        return torch.as_tensor(np.asarray(train_pos, dtype=np.int64) * self.num_views + np.asarray(views))
+        """Rows of the stored views, (image, view) pairs numbered image-major as the bank stores them, on
+        the bank's device (``index_select`` takes its index there). A view outside the stored ones would
+        name another image's row, so it is refused as indexing (image, view) refused it."""
+        views = np.asarray(views, dtype=np.int64)
+        if views.size and (views.min() < 0 or views.max() >= self.num_views):
+            raise IndexError(f"view {views.min() if views.min() < 0 else views.max()} is not one of the bank's "
+                             f"{self.num_views} stored views")
+        return torch.as_tensor(np.asarray(train_pos, dtype=np.int64) * self.num_views + views, device=self.device)
 
     def _view_rows(self, rows: torch.Tensor) -> torch.Tensor:
         # every training step reads two views of a batch: the stored views are read into memory once

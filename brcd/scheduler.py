@@ -6,18 +6,25 @@ starts one more ``threading.Timer`` (``JobScheduler._schedule_reevalutation``, s
 upstream), and every timer that fires runs a pass, which starts another. A job's end runs a pass
 of its own, so after N finished jobs about N timer chains are alive, N passes run per timespan,
 and each pass looks up the inputs of every ready job: in the study's run Snakemake's own process
-held 183 threads and 15-45 % of a core after 180-200 jobs, taken from the jobs on a 2-core
-machine (docs/runs/benchmarks.md; upstream snakemake/snakemake#3804 reports the same growth
-on large grids). Its timers are also non-daemon threads, so a run waits out the last one before it
-exits.
+held 183 threads and 15-20 % of a core after 180 jobs (docs/runs/benchmarks.md), 45 % after 200
+longer jobs (docs/runs/students-issue25.md), taken from the jobs on a 2-core machine (upstream
+snakemake/snakemake#3804 reports the same growth on large grids). Its timers are also non-daemon
+threads, so a run waits out the last one before it exits.
 
 :func:`coalesce_reevaluations` replaces that method with one that keeps at most one timer pending
-per scheduler: a request is dropped when a pending timer fires no later than the request asks,
-so every request still gets a pass within its delay -- what the rate limiter needs, that jobs
-held back by it are looked at again once the timespan has passed -- and a job's end still runs a
-pass at once (that path does not use timers). The timer is a daemon thread: a run exits as soon
-as its last job is done. Which jobs run, and in which order, is what Snakemake's own pass decides;
-only the number of idle passes changes (``benchmarks/scheduler_overhead.py`` measures both).
+per scheduler: a request is dropped when a pending timer fires no later than the request asks.
+What changes, and what does not:
+
+- A job's end still runs a pass at once (that path has no timer), so on a run whose rate limit
+  does not bind (the local profile's 1000 jobs per 5 s on a few cores) jobs start as soon as
+  they would have; only the idle passes go.
+- Every pass that asks for one still gets a re-evaluation, no later than it asked for. The timers
+  matter for jobs the rate limit held back: such jobs may become free at a dropped request's time,
+  and then wait for the next timer, less than one timespan later (at most 1 s on Snakemake's
+  default ``100/1s``), and only while the limit binds.
+- The timer is a daemon thread: a run exits as soon as its last job is done.
+
+``benchmarks/scheduler_overhead.py`` measures Snakemake's CPU and threads with and without it.
 """
 from __future__ import annotations
 
@@ -31,10 +38,13 @@ METHOD = "_schedule_reevalutation"
 MARK = "_brcd_coalesced"
 
 
-def coalesced(clock: Callable[[], float] = time.monotonic) -> Callable[[object, float], None]:
+def coalesced(clock: Callable[[], float] = time.monotonic,
+              timer: Callable[[float, Callable[[], None]], threading.Timer] = threading.Timer
+              ) -> Callable[[object, float], None]:
     """The replacement method: ``schedule(scheduler, delay)`` releases ``scheduler._open_jobs``
     (one scheduling pass) ``delay`` seconds from now, unless a timer already pending releases it
-    no later than that."""
+    no later than that. ``clock`` and ``timer`` are what it reads the time from and starts (tests
+    give their own)."""
 
     lock = threading.Lock()  # one lock for every scheduler: timers are few, the section tiny
 
@@ -52,9 +62,9 @@ def coalesced(clock: Callable[[], float] = time.monotonic) -> Callable[[object, 
                     scheduler._brcd_reevaluation_due = None
             scheduler._open_jobs.release()
 
-        timer = threading.Timer(delay, fire)
-        timer.daemon = True  # a finished run need not wait out its last re-evaluation
-        timer.start()
+        pending_timer = timer(delay, fire)
+        pending_timer.daemon = True  # a finished run need not wait out its last re-evaluation
+        pending_timer.start()
 
     setattr(schedule, MARK, True)
     return schedule

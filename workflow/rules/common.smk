@@ -48,11 +48,9 @@ coalesce_reevaluations()
 # brcd's validator first: same schema, but its message names the offending key.
 validate_schema(config, "config")
 validate(config, schema="../schemas/config.schema.yaml")
-# The registries' check imports torch and timm (about 2 s). A job Snakemake runs as
-# a process of its own (a Slurm job: `--mode remote`) parses this workflow again
-# with the config its main process has checked, so only that process checks it.
-if not (workflow.remote_exec or workflow.subprocess_exec):
-    check_config(config, "config")
+# Also in a job's own Snakemake (a Slurm job's parse): besides checking, it types the
+# values the jobs read (kd_settings, dataset entries) as the main process did.
+check_config(config, "config")
 # Rules' `settings` params hold config sections, compared by repr: with every
 # mapping sorted, reordering the keys of a config file reruns nothing.
 sort_config_keys(config)
